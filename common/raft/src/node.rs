@@ -1,0 +1,1 @@
+//! The multi-group node. (Being written.)

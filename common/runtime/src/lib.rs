@@ -1,0 +1,1 @@
+//! decree shell runtime. (Being written.)

@@ -1,0 +1,1 @@
+//! Every bound in decree, named, with its unit last (STYLE.md principle 6).

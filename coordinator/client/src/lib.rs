@@ -1,0 +1,1 @@
+//! The decree client library. (Being written.)

@@ -1,0 +1,2 @@
+//! The `decree` command-line tool. (Being written.)
+fn main() {}

@@ -1,0 +1,1 @@
+//! decree deterministic simulator. (Being written.)

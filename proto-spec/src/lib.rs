@@ -1,0 +1,1 @@
+//! decree's wire protocol. (Being written.)
