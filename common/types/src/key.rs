@@ -14,6 +14,7 @@
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -291,7 +292,7 @@ impl RangeMap {
     /// [`RangeMapError::DoesNotEndUnbounded`].
     pub fn new(mut ranges: Vec<(KeyRange, GroupId)>) -> Result<RangeMap, RangeMapError> {
         ranges.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-        let Some((first, _)) = ranges.first() else {
+        let (Some((first, _)), Some((last, _))) = (ranges.first(), ranges.last()) else {
             return Err(RangeMapError::Empty);
         };
         if let Some((range, _)) = ranges.iter().find(|(r, _)| r.is_empty()) {
@@ -318,8 +319,6 @@ impl RangeMap {
                 },
             }
         }
-        // Non-empty: checked above.
-        let (last, _) = &ranges[ranges.len() - 1];
         if last.end.is_some() {
             return Err(RangeMapError::DoesNotEndUnbounded { last: last.clone() });
         }
@@ -383,6 +382,11 @@ impl RangeMap {
             .map(|(r, g)| (r.intersect(range), *g))
             .take_while(|(part, _)| !part.is_empty())
             .collect()
+    }
+
+    /// Every group that serves at least one range, ascending.
+    pub fn groups(&self) -> BTreeSet<GroupId> {
+        self.ranges.iter().map(|(_, g)| *g).collect()
     }
 
     /// The ranges and their groups, sorted by start.
@@ -563,6 +567,7 @@ mod tests {
     #[test]
     fn range_map_single_serves_everything() {
         let map = RangeMap::single(GroupId(9));
+        assert_eq!(map.groups(), BTreeSet::from([GroupId(9)]));
         assert_eq!(map.group_for(&Key::from("anything")), GroupId(9));
         assert_eq!(map.ranges(), &[(KeyRange::full(), GroupId(9))]);
     }

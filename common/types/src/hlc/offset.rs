@@ -194,6 +194,8 @@ mod tests {
     #[test]
     fn hlc6_tolerance_is_four_fifths_of_max_offset() {
         assert_eq!(OffsetMonitor::new(MAX_OFFSET_NS, TTL_NS).tolerated_ns(), TOLERATED_NS);
+        let defaults = OffsetMonitor::new(crate::limits::MAX_OFFSET_NS, TTL_NS);
+        assert_eq!(defaults.tolerated_ns(), crate::limits::OFFSET_FATAL_NS);
         assert_eq!(OffsetMonitor::new(u64::MAX, TTL_NS).tolerated_ns(), u64::MAX / 5 * 4);
     }
 
