@@ -326,7 +326,14 @@ mod tests {
         #[test]
         fn inv_h2_clock_at_least_physical_and_lead_bounded_by_accepted_remote_lead(
             steps in proptest::collection::vec(
-                (0u64..2_000_000_000, any::<bool>(), -1_000_000_000i64..=500_000_000, 0u32..1_000),
+                (
+                    // Mostly small steps, so a lead taken from a remote reading persists
+                    // over several events and the bound is exercised.
+                    prop_oneof![2 => Just(0u64), 3 => 0u64..1_000_000, 1 => 0u64..2_000_000_000],
+                    any::<bool>(),
+                    -1_000_000_000i64..=500_000_000,
+                    0u32..1_000,
+                ),
                 1..300,
             ),
         ) {
