@@ -10,7 +10,10 @@ pub mod key;
 pub mod limits;
 pub mod rng;
 
-pub use hlc::{ClockError, Hlc, HlcTimestamp, PhysicalClock};
+pub use hlc::{
+    ClockError, Hlc, HlcTimestamp, OffsetError, OffsetMeasurement, OffsetMonitor, PhysicalClock,
+    WallBound,
+};
 pub use ids::{ClientId, GroupId, LogIndex, NodeId, Term, TxnId};
 pub use key::{Key, KeyRange, RangeMap, RangeMapError};
 pub use rng::DetRng;
