@@ -17,9 +17,9 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// Bytes in a frame header: `body_len` then `version`.
 pub const FRAME_HEADER_BYTES: usize = 6;
 
-/// Largest accepted `body_len`, in bytes (16 MiB): bounds memory per stream. Snapshots travel
-/// in chunks well below it.
-pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Largest accepted `body_len`, in bytes: bounds memory per stream. Snapshots travel in chunks
+/// well below it. Defined with the other bounds in `decree_types::limits`.
+pub use decree_types::limits::FRAME_BYTES_MAX;
 
 /// A frame that must be refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -15,15 +15,14 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Largest key, in bytes.
-pub const KEY_BYTES_MAX: usize = 4 * 1024;
-/// Largest value, in bytes.
-pub const VALUE_BYTES_MAX: usize = 1024 * 1024;
-/// Most writes (puts and deletes) in one transaction, summed over its groups.
-pub const WRITES_PER_TXN_MAX: usize = 10_000;
+pub use decree_types::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+
+/// Most writes (puts and deletes) in one transaction, summed over its groups: the
+/// cluster-wide `TXN_KEYS_MAX` of `decree_types::limits`.
+pub const WRITES_PER_TXN_MAX: usize = decree_types::limits::TXN_KEYS_MAX;
 /// Most read spans (point reads count as one-key spans) in one transaction, summed over its
 /// groups.
-pub const READ_SPANS_PER_TXN_MAX: usize = 10_000;
+pub const READ_SPANS_PER_TXN_MAX: usize = decree_types::limits::TXN_KEYS_MAX;
 /// Most participant groups one transaction may touch.
 pub const GROUPS_PER_TXN_MAX: usize = 256;
 /// Most rows one `Scan` may ask for, and one `ScanRows` reply may carry.
