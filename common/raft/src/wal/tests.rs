@@ -391,6 +391,65 @@ fn unknown_record_kind_and_missing_segment_are_refused() {
     }
 }
 
+#[test]
+fn empty_or_renamed_segments_are_refused() {
+    // An empty segment that is not the last one.
+    let disk = synced_log(small());
+    let mut d = disk.clone();
+    d.write("wal/00000000000000000002.log", b"").unwrap();
+    match open_err(&disk) {
+        FatalError::Corrupt { path, offset, what } => assert_eq!(
+            (path.as_str(), offset, what),
+            ("wal/00000000000000000002.log", 0, Corruption::BadSegmentStart)
+        ),
+        other => panic!("{other}"),
+    }
+    // A segment whose start record names another seq (a file renamed by hand).
+    let disk = synced_log(small());
+    let mut d = disk.clone();
+    let last = disk.list("wal").unwrap().len() as u64;
+    let bytes = disk.read("wal/00000000000000000001.log").unwrap();
+    d.write(&format!("wal/{:020}.log", last + 1), &bytes).unwrap();
+    match open_err(&disk) {
+        FatalError::Corrupt { offset, what, .. } => {
+            assert_eq!((offset, what), (0, Corruption::BadSegmentStart));
+        }
+        other => panic!("{other}"),
+    }
+    // A file name that is not a seq.
+    let disk = synced_log(small());
+    let mut d = disk.clone();
+    d.write("wal/notes.log", b"").unwrap();
+    assert!(matches!(open_err(&disk), FatalError::Corrupt { what: Corruption::BadFileName, .. }));
+}
+
+#[test]
+fn crafted_tail_cannot_make_the_torn_tail_scan_quadratic() {
+    let disk = synced_log(big());
+    let path = "wal/00000000000000000001.log";
+    let mut bytes = disk.read(path).unwrap();
+    // 256 KiB in which every offset claims a record running almost to the end of the file.
+    let tail: usize = 256 << 10;
+    let start = bytes.len();
+    for i in 0..tail / 4 {
+        let remaining = (tail - i * 4).saturating_sub(record::HEADER_BYTES) as u32;
+        bytes.extend_from_slice(&remaining.to_le_bytes());
+    }
+    let mut d = disk.clone();
+    d.write(path, &bytes).unwrap();
+    let t = std::time::Instant::now();
+    let result = Wal::open(disk.clone(), big());
+    assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+    // Over budget means "refuse": the error names where the damage starts.
+    match result {
+        Err(WalError::Fatal(FatalError::Corrupt { offset, .. })) => {
+            assert_eq!(offset, start as u64)
+        }
+        Ok((_, rec)) => assert_eq!(rec.torn_tail.map(|t| t.offset), Some(start as u64)),
+        Err(other) => panic!("{other}"),
+    }
+}
+
 // ---------------------------------------------------------------- fsync failure
 
 #[test]
