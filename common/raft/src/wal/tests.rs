@@ -288,6 +288,31 @@ fn torn_tail_of_a_fresh_segment_start_is_cut_and_the_segment_reused() {
     assert_eq!(rec.groups[&G1].entries, es(1..=1, 2));
 }
 
+#[test]
+fn crash_while_a_sync_spans_a_segment_roll_recovers_a_prefix() {
+    for fail_at in 1..=2 {
+        for keep in [0, 7, 40, usize::MAX] {
+            let disk = MemDisk::new();
+            let (mut wal, _) = open(&disk, small());
+            wal.append(G1, &es(1..=2, 1)).unwrap();
+            wal.sync().unwrap();
+            // One iteration's worth of records that rolls over to new segments.
+            for i in 3..=12 {
+                wal.append(G1, &es(i..=i, 1)).unwrap();
+            }
+            assert!(wal.stats().segments >= 2);
+            // 1: the old segment's fsync fails; 2: the new segment's fsync fails.
+            disk.fail_nth_sync(fail_at);
+            assert!(wal.sync().unwrap_err().is_fatal());
+            drop(wal);
+            disk.crash_torn_at(keep);
+            let (_, rec) = open(&disk, small());
+            let got = &rec.groups[&G1].entries;
+            assert!(got.len() >= 2 && *got == es(1..=got.len() as u64, 1), "{fail_at}/{keep}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------- corruption
 
 /// A synced log of 60 records (several segments with `small()`).
