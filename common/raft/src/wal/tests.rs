@@ -189,6 +189,36 @@ fn raft1_sync_is_one_fsync_for_all_groups_and_orders_dir_sync_after_a_new_segmen
     assert_eq!(wal.stats().fsyncs, 2);
 }
 
+/// The on-disk format is frozen: a change to these bytes is a format change (bump
+/// `SEGMENT_VERSION` and keep reading the old one). On purpose, update `GOLDEN_SEGMENT_HEX`
+/// with the hex the failure prints.
+#[test]
+fn golden_segment_bytes() {
+    const GOLDEN_SNAPSHOT_HEX: &str = "44454352534e415001007707820702050101010173";
+    const GOLDEN_SEGMENT_HEX: &str = "0d000000d6554c5d01444543524557414c010001000004000000dc09f65e0201010100070000003530752a020101020102abcd05000000d753adf603010101020106000000d27ea07604020501010100";
+    let disk = MemDisk::new();
+    let (mut wal, _) = open(&disk, big());
+    wal.append(G1, &[Entry { term: Term(1), index: LogIndex(1), payload: EntryPayload::Noop }])
+        .unwrap();
+    wal.append(
+        G1,
+        &[Entry {
+            term: Term(1),
+            index: LogIndex(2),
+            payload: EntryPayload::Command(vec![0xab, 0xcd]),
+        }],
+    )
+    .unwrap();
+    wal.set_hard_state(G1, hs(1, Some(2), 1)).unwrap();
+    wal.save_snapshot(G2, meta(5, 1), b"s").unwrap();
+    let bytes = disk.read("wal/00000000000000000001.log").unwrap();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, GOLDEN_SEGMENT_HEX, "segment bytes changed; new hex:\n{hex}");
+    let snap = disk.read("snap/00000000000000000002-00000000000000000005.snap").unwrap();
+    let hex: String = snap.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, GOLDEN_SNAPSHOT_HEX, "snapshot bytes changed; new hex:\n{hex}");
+}
+
 // ---------------------------------------------------------------- torn tails
 
 /// Builds a WAL with synced records, then leaves `pending` records written but unsynced
