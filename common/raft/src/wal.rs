@@ -439,10 +439,15 @@ impl<D: Disk> Wal<D> {
         };
         for i in first..self.segments.len() {
             let path = self.segments[i].path.clone();
-            let buf = std::mem::take(&mut self.segments[i].buf);
+            let mut buf = std::mem::take(&mut self.segments[i].buf);
             if !buf.is_empty() {
                 self.disk_op(|d| d.append(&path, &buf))?;
                 self.segments[i].written += buf.len() as u64;
+                if i + 1 == self.segments.len() {
+                    // The active segment keeps its allocation for the next iteration.
+                    buf.clear();
+                    self.segments[i].buf = buf;
+                }
             }
             if self.segments[i].durable < self.segments[i].written {
                 self.sync_op(|d| d.sync(&path))?;
