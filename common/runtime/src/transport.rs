@@ -355,20 +355,16 @@ impl Transport {
         if body.len() > max_body_bytes() {
             return Err(SendError::TooLarge { bytes: body.len() });
         }
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(SendError::Closed);
-        }
         let mut writers = self.inner.writers.lock();
         let queue = match writers.get(&(peer, group)) {
             Some(queue) => queue,
             None => {
-                if !self.inner.peers.lock().contains_key(&peer) {
-                    return Err(SendError::UnknownPeer(peer));
-                }
-                let (tx, rx) = mpsc::channel(self.inner.limits.outbound_queue_messages.max(1));
-                let task = tokio::spawn(Arc::clone(&self.inner).group_writer(peer, group, rx));
-                self.inner.tasks.lock().push(task.abort_handle());
-                writers.entry((peer, group)).or_insert(tx)
+                drop(writers);
+                self.writer_queue(peer, group)?;
+                writers = self.inner.writers.lock();
+                // Invariant: `writer_queue` just inserted the queue, and only `close` removes
+                // queues (after which `writer_queue` fails and we returned above).
+                writers.get(&(peer, group)).ok_or(SendError::Closed)?
             }
         };
         match queue.try_send(body) {
@@ -379,6 +375,22 @@ impl Transport {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
         }
+    }
+
+    /// Like [`Transport::send`], but waits for queue space instead of dropping: for traffic
+    /// that must not be lost to a momentary burst (snapshot chunks, benchmarks). Messages can
+    /// still be lost with a broken stream.
+    pub async fn send_wait(
+        &self,
+        peer: NodeId,
+        group: GroupId,
+        body: Vec<u8>,
+    ) -> Result<(), SendError> {
+        if body.len() > max_body_bytes() {
+            return Err(SendError::TooLarge { bytes: body.len() });
+        }
+        let queue = self.writer_queue(peer, group)?;
+        queue.send(body).await.map_err(|_| SendError::Closed)
     }
 
     /// Counters since start.
@@ -418,6 +430,31 @@ impl Transport {
 
 // ---------------------------------------------------------------------------------------------
 // Internals.
+
+impl Transport {
+    /// The queue of (peer, group), starting its writer task on first use.
+    fn writer_queue(
+        &self,
+        peer: NodeId,
+        group: GroupId,
+    ) -> Result<mpsc::Sender<Vec<u8>>, SendError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        let mut writers = self.inner.writers.lock();
+        if let Some(queue) = writers.get(&(peer, group)) {
+            return Ok(queue.clone());
+        }
+        if !self.inner.peers.lock().contains_key(&peer) {
+            return Err(SendError::UnknownPeer(peer));
+        }
+        let (tx, rx) = mpsc::channel(self.inner.limits.outbound_queue_messages.max(1));
+        let task = tokio::spawn(Arc::clone(&self.inner).group_writer(peer, group, rx));
+        self.inner.tasks.lock().push(task.abort_handle());
+        writers.insert((peer, group), tx.clone());
+        Ok(tx)
+    }
+}
 
 struct Inner {
     local: Peer,
