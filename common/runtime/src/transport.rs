@@ -464,7 +464,7 @@ struct Inner {
     inbound_tx: mpsc::Sender<InboundMessage>,
     limits: TransportLimits,
     peers: Mutex<BTreeMap<NodeId, PeerSlot>>,
-    writers: Mutex<BTreeMap<(NodeId, GroupId), mpsc::Sender<Vec<u8>>>>,
+    writers: Mutex<BTreeMap<(NodeId, GroupId), GroupQueue>>,
     /// Long-lived tasks (accept loop, group writers), aborted by `close`. Connection and stream
     /// tasks end by themselves when the endpoint closes their connections.
     tasks: Mutex<Vec<AbortHandle>>,
@@ -472,6 +472,9 @@ struct Inner {
     closed: AtomicBool,
     next_conn_seq: AtomicU64,
 }
+
+/// The outbound queue of one (peer, group), drained by its writer task.
+type GroupQueue = mpsc::Sender<Vec<u8>>;
 
 #[derive(Default)]
 struct Stats {
