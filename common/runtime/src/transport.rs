@@ -34,6 +34,7 @@
 //! 4. **Serve.** Every connection, dialed or accepted, serves the peer's RPC and group streams.
 //!    A refused stream (bad frame, unknown version, undecodable body) is reset or stopped with a
 //!    [`StreamErrorCode`] and a `warn!` event; the connection and all other streams carry on.
+//!    A request frame must arrive within `request_read_timeout_ms` of its stream opening.
 //! 5. **Loss and reconnect.** Keep-alives detect a silent peer within the idle timeout. A closed
 //!    connection is dropped from the table; the next request or message dials again. Failed
 //!    dials back off exponentially (from `backoff_initial_ms` up to `backoff_max_ms`); during the
@@ -94,6 +95,9 @@ pub struct TransportLimits {
     pub backoff_max_ms: u64,
     /// How long a duplicate connection keeps serving before it is closed.
     pub duplicate_close_grace_ms: u64,
+    /// Time a peer has to deliver a complete request frame once it opened the stream; a slower
+    /// request is reset, so a stalled peer cannot hold stream slots forever.
+    pub request_read_timeout_ms: u64,
 }
 
 impl Default for TransportLimits {
@@ -111,6 +115,7 @@ impl Default for TransportLimits {
             backoff_initial_ms: 50,
             backoff_max_ms: 5_000,
             duplicate_close_grace_ms: 2_000,
+            request_read_timeout_ms: 10_000,
         }
     }
 }
@@ -789,7 +794,12 @@ impl Inner {
     }
 
     async fn serve_rpc(self: Arc<Self>, peer: Peer, mut send: SendStream, mut recv: RecvStream) {
-        let request = match read_single_frame(&mut recv).await {
+        let read_timeout = Duration::from_millis(self.limits.request_read_timeout_ms);
+        let read = tokio::time::timeout(read_timeout, read_single_frame(&mut recv)).await;
+        let request = match read.unwrap_or_else(|_| {
+            let reason = format!("request incomplete after {} ms", read_timeout.as_millis());
+            Err(ReadFailure::Refused(StreamErrorCode::RequestTooSlow, reason))
+        }) {
             Ok(body) => body,
             Err(ReadFailure::Refused(code, reason)) => {
                 self.refuse_bi(&peer, &mut send, &mut recv, code, &reason);

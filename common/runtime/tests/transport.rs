@@ -358,6 +358,31 @@ async fn bad_group_stream_is_stopped_and_other_groups_flow() {
 }
 
 #[tokio::test]
+async fn stalled_request_is_reset_after_the_read_timeout() {
+    let ca = ClusterCa::generate().unwrap();
+    let limits = TransportLimits { request_read_timeout_ms: 100, ..test_limits() };
+    let config = TransportConfig {
+        listen_addr: loopback(),
+        identity: ca.issue_node(NodeId(2)).unwrap(),
+        peers: BTreeMap::new(),
+        limits,
+    };
+    let (b, _) = Transport::bind(config, echo).unwrap();
+    let raw = raw_connection(&ca.issue_node(NodeId(3)).unwrap(), b.local_addr().unwrap(), 2).await;
+
+    // Phase 1: half a frame, and the stream left open.
+    let (mut send, mut recv) = raw.open_bi().await.unwrap();
+    send.write_all(&frame_body(b"hello").unwrap()[..8]).await.unwrap();
+
+    // Phase 2: the server gives up on it with its own code.
+    let read = tokio::time::timeout(TIMEOUT, recv.read_to_end(1024)).await.unwrap();
+    let Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) = read else {
+        panic!("expected a reset, got {read:?}");
+    };
+    assert_eq!(code, StreamErrorCode::RequestTooSlow.varint());
+}
+
+#[tokio::test]
 async fn client_may_not_open_group_streams() {
     let ca = ClusterCa::generate().unwrap();
     let (b, _) = start(ca.issue_node(NodeId(2)).unwrap());
