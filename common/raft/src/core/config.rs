@@ -92,6 +92,10 @@ impl RaftConfig {
     }
 }
 
+fn hint(leader: Option<NodeId>) -> String {
+    leader.map_or_else(|| "none".to_string(), |l| l.to_string())
+}
+
 fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -146,7 +150,7 @@ pub enum RestoreError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
     /// Only the leader appends; `leader_hint` is the leader this replica knows of.
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    #[error("not the leader (leader hint: {})", hint(*.leader_hint))]
     NotLeader {
         /// Where to retry, if known.
         leader_hint: Option<NodeId>,
@@ -174,7 +178,7 @@ pub enum ReadIndexError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
     /// Only the leader can transfer leadership.
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    #[error("not the leader (leader hint: {})", hint(*.leader_hint))]
     NotLeader {
         /// The leader this replica knows of.
         leader_hint: Option<NodeId>,

@@ -27,6 +27,14 @@ impl RaftCore {
         }
         let deadline_ns = now_ns.saturating_add(self.config.election_min_ns());
         self.transfer = Some(Transfer { target: to, deadline_ns, timeout_now_sent: false });
+        let last_index = self.log.last_index();
+        if let Some(p) = self.progress.get_mut(&to) {
+            // Catch the target up now rather than after the next heartbeat notices a gap.
+            if p.state != ReplicationState::Snapshot && p.match_index < last_index {
+                let next = p.match_index.next();
+                p.become_probe(next);
+            }
+        }
         self.maybe_send_timeout_now();
         Ok(())
     }
