@@ -192,6 +192,49 @@ pub struct RaftCore {
     last_soft_state: SoftState,
 }
 
+/// Terms and indexes from peers must stay below this bound, so that our arithmetic on them
+/// (`+ 1`, `+ entries.len()`) can never overflow. Real values are far smaller: 2^62 entries
+/// at a million per second take 146,000 years.
+const TERM_OR_INDEX_BOUND: u64 = 1 << 62;
+
+fn within_bounds(msg: &Message) -> bool {
+    let ok = |v: u64| v < TERM_OR_INDEX_BOUND;
+    ok(msg.term().0)
+        && match msg {
+            Message::PreVote { last_log_index, last_log_term, .. }
+            | Message::RequestVote { last_log_index, last_log_term, .. } => {
+                ok(last_log_index.0) && ok(last_log_term.0)
+            }
+            Message::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                ..
+            } => {
+                ok(prev_log_index.0)
+                    && ok(prev_log_term.0)
+                    && ok(leader_commit.0)
+                    && entries.iter().all(|e| ok(e.index.0) && ok(e.term.0))
+            }
+            Message::AppendResponse { match_index, reject_hint, .. } => {
+                ok(match_index.0)
+                    && reject_hint.is_none_or(|h| {
+                        ok(h.last_index.0)
+                            && ok(h.conflict_first_index.0)
+                            && h.conflict_term.is_none_or(|t| ok(t.0))
+                    })
+            }
+            Message::InstallSnapshot { meta, .. } => ok(meta.last_index.0) && ok(meta.last_term.0),
+            Message::InstallSnapshotResponse { last_index, .. } => ok(last_index.0),
+            Message::ReadIndexResponse { index, .. } => index.is_none_or(|i| ok(i.0)),
+            Message::PreVoteResponse { .. }
+            | Message::VoteResponse { .. }
+            | Message::TimeoutNow { .. }
+            | Message::ReadIndexRequest { .. } => true,
+        }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Transfer {
     target: NodeId,
@@ -222,6 +265,7 @@ impl RaftCore {
             Some((meta, _)) => (meta.last_index, meta.last_term),
             None => (LogIndex(0), Term(0)),
         };
+        let term = hard_state.term.max(snap_term);
         let mut kept = Vec::with_capacity(entries.len());
         let mut expected = snap_index.next();
         let mut prev_term = snap_term;
@@ -232,7 +276,7 @@ impl RaftCore {
             if entry.index != expected {
                 return Err(RestoreError::EntriesNotContiguous { expected, found: entry.index });
             }
-            if entry.term < prev_term || entry.term > hard_state.term {
+            if entry.term < prev_term || entry.term > term {
                 return Err(RestoreError::EntryTermOutOfOrder {
                     index: entry.index,
                     term: entry.term,
@@ -250,7 +294,6 @@ impl RaftCore {
         // The persisted commit may exceed what survived a torn tail; commit is an optimisation.
         let commit = hard_state.commit.clamp(applied, last);
         let log = RaftLog::restore(snap_index, snap_term, kept, commit, applied);
-        let term = hard_state.term.max(snap_term);
         let last_hard_state = HardState { term, vote: hard_state.vote, commit };
         let mut core = RaftCore {
             id,
@@ -406,6 +449,9 @@ impl RaftCore {
     pub fn step(&mut self, now_ns: u64, from: NodeId, msg: Message) -> Result<(), Ignored> {
         if from == self.id || !self.voters.contains(&from) {
             return Err(Ignored::UnknownPeer);
+        }
+        if !within_bounds(&msg) {
+            return Err(Ignored::Malformed("term or index beyond 2^62"));
         }
         let msg_term = msg.term();
         if msg_term > self.term {

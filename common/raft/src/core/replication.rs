@@ -137,7 +137,7 @@ impl RaftCore {
                 p.inflight.len() < self.config.max_inflight_appends
                     && (p.next_index <= last || self.commit_broadcast_needed)
             }
-            ReplicationState::Snapshot => !p.snapshot.awaiting,
+            ReplicationState::Snapshot => !p.snapshot.awaiting && self.snapshot.is_some(),
         })
     }
 
@@ -351,6 +351,9 @@ impl RaftCore {
         } else {
             // `match_index` of a rejection is the `prev_log_index` that did not match.
             let rejected = match_index;
+            if rejected > last_index {
+                return Err(Ignored::Malformed("rejects an index we never sent"));
+            }
             if rejected <= p.match_index {
                 self.confirm_reads();
                 return Err(Ignored::Stale);

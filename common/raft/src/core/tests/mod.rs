@@ -4,5 +4,6 @@
 
 mod golden;
 mod harness;
+mod hostile;
 mod paper;
 mod random;
