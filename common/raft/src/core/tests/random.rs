@@ -16,6 +16,9 @@ fn run_seed(seed: u64, voters: u64, steps: usize) {
     config.max_append_bytes = rng.range(16, 512);
     config.snapshot_chunk_bytes = rng.range(8, 64);
     config.pre_vote = rng.chance(3, 4);
+    config.check_quorum = rng.chance(3, 4);
+    config.max_apply_bytes = rng.range(1, 256);
+    let loss_per_mille = rng.range(0, 200);
     let mut c = Cluster::new(voters, config);
     let ids: Vec<NodeId> = c.voters.clone();
     let mut proposals = 0u64;
@@ -26,7 +29,7 @@ fn run_seed(seed: u64, voters: u64, steps: usize) {
                 // Deliver a random message: reordering; sometimes lose or duplicate it.
                 let i = rng.range(0, c.net.len() as u64) as usize;
                 let m = c.net.swap_remove(i);
-                if rng.chance(1, 20) {
+                if rng.chance(loss_per_mille, 1000) {
                     continue;
                 }
                 if rng.chance(1, 20) {
@@ -141,16 +144,26 @@ fn run_seed(seed: u64, voters: u64, steps: usize) {
     }
 }
 
+/// A long sweep for local runs: `DECREE_RAFT_SEEDS=500 cargo test -p decree-raft random_sweep`.
+#[test]
+fn random_sweep_from_environment() {
+    let seeds: u64 =
+        std::env::var("DECREE_RAFT_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    for seed in 1000..1000 + seeds {
+        run_seed(seed, 3 + 2 * (seed % 2), 6000);
+    }
+}
+
 #[test]
 fn random_three_voters_keep_election_and_state_machine_safety() {
-    for seed in 0..12 {
-        run_seed(seed, 3, 3000);
+    for seed in 0..16 {
+        run_seed(seed, 3, 5000);
     }
 }
 
 #[test]
 fn random_five_voters_keep_election_and_state_machine_safety() {
-    for seed in 100..108 {
-        run_seed(seed, 5, 3000);
+    for seed in 100..110 {
+        run_seed(seed, 5, 5000);
     }
 }
