@@ -208,4 +208,5 @@ golden! {
     golden_snapshot_install => "snapshot_install.txt",
     golden_restart => "restart.txt",
     golden_check_quorum => "check_quorum.txt",
+    golden_pipeline => "pipeline.txt",
 }
