@@ -172,6 +172,8 @@ pub struct RaftCore {
     read_round_needed: bool,
     /// The commit index moved: followers with nothing new to receive get an empty append.
     commit_broadcast_needed: bool,
+    /// Bytes of this leader's own entries above the commit index (flow control).
+    uncommitted_bytes: u64,
 
     // Follower state.
     /// Reads forwarded to the leader, by context.
@@ -317,6 +319,7 @@ impl RaftCore {
             reads_before_term_commit: Vec::new(),
             read_round_needed: false,
             commit_broadcast_needed: false,
+            uncommitted_bytes: 0,
             forwarded_reads: BTreeSet::new(),
             incoming_snapshot: None,
             snapshot,
@@ -545,7 +548,16 @@ impl RaftCore {
             // RAFT-6: no new proposals while the leadership moves.
             return Err(ProposeError::TransferInProgress { target: t.target });
         }
-        Ok(self.append_own(EntryPayload::Command(data)))
+        let payload = EntryPayload::Command(data);
+        let bytes = log::payload_bytes(&payload);
+        if self.uncommitted_bytes > 0
+            && self.uncommitted_bytes.saturating_add(bytes) > self.config.max_uncommitted_bytes
+        {
+            return Err(ProposeError::TooManyUncommitted {
+                uncommitted_bytes: self.uncommitted_bytes,
+            });
+        }
+        Ok(self.append_own(payload))
     }
 
     /// The driver made the log durable up to `index`, whose entry has `term` (use

@@ -24,6 +24,9 @@ pub struct RaftConfig {
     pub snapshot_chunk_bytes: u64,
     /// Largest snapshot a follower accepts from a leader.
     pub max_snapshot_bytes: u64,
+    /// Payload bytes a leader accepts beyond its commit index before it refuses proposals
+    /// (flow control while followers are slow or away). One proposal is always accepted.
+    pub max_uncommitted_bytes: u64,
     /// ReadIndex requests a leader (or a follower forwarding them) keeps pending.
     pub max_pending_reads: usize,
     /// RAFT-4: a leader steps down after an election timeout without hearing from a majority.
@@ -43,6 +46,7 @@ impl Default for RaftConfig {
             max_apply_bytes: 16 << 20,
             snapshot_chunk_bytes: 1 << 20,
             max_snapshot_bytes: 8 << 30,
+            max_uncommitted_bytes: 64 << 20,
             max_pending_reads: 4096,
             check_quorum: true,
             pre_vote: true,
@@ -160,6 +164,12 @@ pub enum ProposeError {
     TransferInProgress {
         /// The replica that is becoming leader.
         target: NodeId,
+    },
+    /// Flow control: `max_uncommitted_bytes` of this leader's entries await commit.
+    #[error("{uncommitted_bytes} bytes await commit; retry later")]
+    TooManyUncommitted {
+        /// Payload bytes above the commit index.
+        uncommitted_bytes: u64,
     },
 }
 

@@ -4,7 +4,7 @@
 
 use decree_types::{LogIndex, NodeId, Term};
 
-use super::{Ignored, RaftCore, ReplicationState, Role, Transfer, TransferError};
+use super::{log, Ignored, RaftCore, ReplicationState, Role, Transfer, TransferError};
 use crate::msg::{Entry, EntryPayload, Message, RejectHint};
 
 impl RaftCore {
@@ -43,6 +43,8 @@ impl RaftCore {
     pub(super) fn append_own(&mut self, payload: EntryPayload) -> LogIndex {
         assert_eq!(self.role, Role::Leader);
         let index = self.log.last_index().next();
+        self.uncommitted_bytes =
+            self.uncommitted_bytes.saturating_add(log::payload_bytes(&payload));
         self.log.push(Entry { term: self.term, index, payload });
         if self.voters.len() == 1 {
             // Nothing to wait for but our own fsync (reported via on_persisted).
@@ -394,7 +396,15 @@ impl RaftCore {
         if candidate <= self.log.commit() || self.log.term_at(candidate) != Some(self.term) {
             return;
         }
-        let first_commit_in_term = self.log.term_at(self.log.commit()) != Some(self.term);
+        let old_commit = self.log.commit();
+        let first_commit_in_term = self.log.term_at(old_commit) != Some(self.term);
+        let committed_bytes: u64 = self
+            .log
+            .entries()
+            .filter(|e| e.index > old_commit && e.index <= candidate && e.term == self.term)
+            .map(|e| log::payload_bytes(&e.payload))
+            .sum();
+        self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(committed_bytes);
         self.log.commit_to(candidate);
         self.commit_broadcast_needed = true;
         if first_commit_in_term {

@@ -812,3 +812,25 @@ fn raft_config_defaults_follow_design_section_10() {
     assert!(c.pre_vote && c.check_quorum);
     assert_eq!(c.validate(), Ok(()));
 }
+
+#[test]
+fn raft_5_3_flow_control_refuses_proposals_beyond_max_uncommitted_bytes() {
+    let mut config = test_config();
+    config.max_uncommitted_bytes = 10;
+    let mut c = Cluster::new(3, config);
+    c.elect(1);
+    c.isolate(n(2));
+    c.isolate(n(3));
+    let now = c.now_ns;
+    let core = c.core_mut(1);
+    core.propose(now, vec![0; 6]).expect("room");
+    assert_eq!(
+        core.propose(now, vec![0; 6]),
+        Err(ProposeError::TooManyUncommitted { uncommitted_bytes: 6 })
+    );
+    c.heal();
+    c.run_for(300);
+    assert_eq!(c.core(1).commit_index(), LogIndex(2));
+    let now = c.now_ns;
+    c.core_mut(1).propose(now, vec![0; 6]).expect("room again once committed");
+}
