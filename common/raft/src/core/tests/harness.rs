@@ -81,6 +81,9 @@ pub(crate) struct Cluster {
     pub(crate) now_ns: u64,
     /// Every (index -> entry) any node applied, for INV-R5.
     pub(crate) applied_anywhere: BTreeMap<LogIndex, Entry>,
+    /// For each applied index, the lowest term of a replica when it applied it: the entry was
+    /// committed in that term or earlier, so every leader of a later term must hold it.
+    pub(crate) committed_by_term: BTreeMap<LogIndex, Term>,
     /// Leaders seen per term, for INV-R1.
     pub(crate) leaders: BTreeMap<Term, BTreeSet<NodeId>>,
     /// Print each message as it is delivered.
@@ -107,6 +110,7 @@ impl Cluster {
             cut: BTreeSet::new(),
             now_ns: 0,
             applied_anywhere: BTreeMap::new(),
+            committed_by_term: BTreeMap::new(),
             leaders: BTreeMap::new(),
             trace_delivery: false,
         };
@@ -218,6 +222,50 @@ impl Cluster {
         }
     }
 
+    /// INV-R3 (Log Matching): if two logs hold an entry with the same index and term, they
+    /// are identical up to it. INV-R4 (Leader Completeness): every entry any replica applied is
+    /// in the log of every leader of a later term (unless compacted into its snapshot).
+    pub(crate) fn check_log_invariants(&self) {
+        let up: Vec<&RaftCore> = self.nodes.values().filter_map(|n| n.core.as_ref()).collect();
+        for (i, a) in up.iter().enumerate() {
+            for b in &up[i + 1..] {
+                let common = a
+                    .entries()
+                    .filter(|e| b.term_at(e.index) == Some(e.term))
+                    .map(|e| e.index)
+                    .max();
+                if let Some(upto) = common {
+                    for e in a.entries().filter(|e| e.index <= upto) {
+                        if let Some(t) = b.term_at(e.index) {
+                            assert_eq!(
+                                t,
+                                e.term,
+                                "INV-R3: {} and {} differ at {}",
+                                a.id(),
+                                b.id(),
+                                e.index
+                            );
+                        }
+                    }
+                }
+            }
+            if a.role() == Role::Leader {
+                for (index, applied) in self.applied_anywhere.range(a.snapshot_index().next()..) {
+                    if self.committed_by_term[index] >= a.term() {
+                        continue;
+                    }
+                    let held = a.entries().find(|e| e.index == *index);
+                    assert_eq!(
+                        held,
+                        Some(applied),
+                        "INV-R4: leader {} lacks applied entry {index}",
+                        a.id()
+                    );
+                }
+            }
+        }
+    }
+
     pub(crate) fn isolate(&mut self, id: NodeId) {
         for &other in &self.voters {
             if other != id {
@@ -275,6 +323,11 @@ impl Cluster {
             } else {
                 self.applied_anywhere.insert(entry.index, entry.clone());
             }
+            let term = core.term();
+            self.committed_by_term
+                .entry(entry.index)
+                .and_modify(|t| *t = (*t).min(term))
+                .or_insert(term);
             last_applied = Some(entry.index);
             node.applied.push(entry);
         }

@@ -2,7 +2,8 @@
 //! reordering, partitions, crashes — also between a Ready's send and its fsync —, snapshots,
 //! proposals and reads at random), then a healing phase. Checked throughout: INV-R1 (at most
 //! one leader per term) and INV-R5 (no two replicas apply different entries at one index, in
-//! the harness's apply path); after healing, one leader and identical applied logs.
+//! the harness's apply path), INV-R3 and INV-R4 every 50 steps; after healing, one leader
+//! and identical applied logs.
 
 use decree_types::{DetRng, NodeId};
 
@@ -22,7 +23,10 @@ fn run_seed(seed: u64, voters: u64, steps: usize) {
     let mut c = Cluster::new(voters, config);
     let ids: Vec<NodeId> = c.voters.clone();
     let mut proposals = 0u64;
-    for _ in 0..steps {
+    for step in 0..steps {
+        if step % 50 == 0 {
+            c.check_log_invariants();
+        }
         let pick = |rng: &mut DetRng| ids[rng.range(0, ids.len() as u64) as usize];
         match rng.range(0, 1000) {
             0..=399 if !c.net.is_empty() => {
@@ -67,14 +71,14 @@ fn run_seed(seed: u64, voters: u64, steps: usize) {
                     c.restart(id);
                 }
             }
-            853..=854 => {
+            853..=857 => {
                 let id = pick(&mut rng);
                 if c.is_up(id) {
                     c.crash_before_sync(id);
                     c.restart(id);
                 }
             }
-            855..=864 => {
+            858..=867 => {
                 if c.cut.is_empty() {
                     let id = pick(&mut rng);
                     c.isolate(id);
@@ -82,7 +86,7 @@ fn run_seed(seed: u64, voters: u64, steps: usize) {
                     c.heal();
                 }
             }
-            865..=884 => {
+            868..=884 => {
                 let id = pick(&mut rng);
                 if c.is_up(id) {
                     let _ = c.snapshot(id);
@@ -116,6 +120,7 @@ fn run_seed(seed: u64, voters: u64, steps: usize) {
     for _ in 0..100 {
         c.run_for(100);
         c.check_election_safety();
+        c.check_log_invariants();
     }
     let leader = c.leader().unwrap_or_else(|| panic!("seed {seed}: no leader after healing"));
     let now = c.now_ns;
