@@ -47,6 +47,23 @@
 //! A leader counts its own log towards commit only up to what `on_persisted` reported, and a
 //! candidate's vote requests leave only after its new term and self-vote are durable (they are
 //! `persisted_messages`), so a crash can never make a replica forget a vote it gave or counted.
+//! Everything that acknowledges durable state — vote grants, append and snapshot
+//! acknowledgements, vote requests, replies carrying a newly adopted term — is a
+//! persisted message; a `Ready` that carries only persisted messages still needs its (cheap)
+//! fsync token. Pre-votes, ReadIndex traffic, intermediate snapshot-chunk answers and a
+//! leader's appends and heartbeats are plain messages.
+//!
+//! Several groups' `Ready`s may share one fsync (group commit): take each group's `Ready`,
+//! write them all, fsync once, then do steps 4-6 for each. A core must not be asked for its
+//! next `Ready` before the previous one went through step 4.
+//!
+//! # Peers are not trusted with the core's safety
+//!
+//! [`RaftCore::step`] never panics on a message's content: a malformed or stale message is
+//! dropped and `step` returns the reason ([`Ignored`]). The `assert!`s that stay on in release
+//! builds guard the core's own invariants — the commit index never decreases, applied never
+//! exceeds what was handed out, no entry at or below the commit index is overwritten, terms
+//! never decrease — and fire only on a bug in the core or a driver breaking this contract.
 //!
 //! # What is implemented (protocol.md §8)
 //!

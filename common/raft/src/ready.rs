@@ -15,7 +15,8 @@
 //! compaction point); `entries` that follow it start right after the snapshot's last index.
 //!
 //! A message that acknowledges durable state cannot be sent before step 3 because
-//! [`AfterSync::release`] needs a `SyncToken`, and only [`SyncToken::after_fsync`] makes one.
+//! [`AfterSync::release`] needs a `SyncToken`, and only `SyncToken::after_fsync` (called by the
+//! WAL after a successful fsync) makes one.
 
 use decree_types::{LogIndex, NodeId, Term};
 
