@@ -112,19 +112,24 @@ impl Config {
     }
 
     /// Two groups, two conflicting 2PC transactions (tombstones, stale votes
-    /// and recovery for both).
+    /// and recovery for both), one failover, no `Drop`s (see
+    /// [`Config::large_bounds`]).
     pub fn two_2pc() -> Config {
-        Config { txns: vec![0b11, 0b11], ..Config::default_bounds() }
+        Config { txns: vec![0b11, 0b11], drops: 0, ..Config::default_bounds() }
     }
 
-    /// The large check: three groups, two overlapping 2PC transactions and a
-    /// 1PC transaction, two failovers, two lost messages.
+    /// The large check: three groups, one 2PC transaction over all three
+    /// and a 1PC transaction conflicting with it on group 0; two coordinator
+    /// failovers. No `Drop`s: in this network a lost message only removes
+    /// behaviours (every message may stay undelivered forever, and the INV-A8
+    /// run starts by losing everything), so `drops: 0` checks the same
+    /// properties over far fewer states (see VERIFICATION.md).
     pub fn large_bounds() -> Config {
         Config {
             groups: 3,
-            txns: vec![0b011, 0b110, 0b100],
+            txns: vec![0b111, 0b001],
             failovers: 2,
-            drops: 2,
+            drops: 0,
             bug: None,
             check_termination: true,
         }
