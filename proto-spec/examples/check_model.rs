@@ -9,8 +9,8 @@
 //! INV-A8 run, which dominates the time per state).
 //!
 //! `large` is the bound `VERIFICATION.md` reports as the large check: three
-//! groups, two overlapping 2PC transactions and a 1PC transaction, two
-//! coordinator failovers, two lost messages.
+//! groups, a 2PC transaction over all three and a conflicting 1PC
+//! transaction, two coordinator failovers, one lost message.
 
 #[path = "../tests/model/mod.rs"]
 mod model;
