@@ -8,6 +8,7 @@
 //! Environment overrides: `DROPS=n`, `FAILOVERS=n`, `TERMINATION=0` (skip the
 //! INV-A8 run, which dominates the time per state).
 //!
+//! `two-2pc` is two conflicting 2PC transactions without failover.
 //! `large` is the bound `VERIFICATION.md` reports as the large check: three
 //! groups, a 2PC transaction over all three and a conflicting 1PC
 //! transaction, two coordinator failovers, one lost message.
