@@ -135,6 +135,10 @@ pub enum TxnOutcome {
     Ambiguous,
     /// Not decided yet (answer to `TxnStatus` only, REC-4).
     Pending,
+    /// The transaction's `read_ts` is older than `max_txn_lifetime`, so the coordinator may
+    /// have forgotten its outcome stub; it answers neither committed nor aborted
+    /// (commit-protocol.md D-5). Answer to `TxnStatus` only.
+    Expired,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,6 +237,9 @@ pub struct CommitTxn {
 pub struct TxnStatus {
     /// The transaction.
     pub txn_id: TxnId,
+    /// The transaction's `read_ts`: tells the coordinator whether the outcome may already have
+    /// expired (`Expired`, commit-protocol.md D-5) rather than be presumed aborted.
+    pub read_ts: HlcTimestamp,
 }
 
 /// Commit a single-group transaction in one Raft entry (client -> participant leader, OPC-1).
@@ -369,6 +376,8 @@ pub struct PreparedReply {
 pub struct QueryTxn {
     /// The transaction.
     pub txn_id: TxnId,
+    /// The transaction's `read_ts`, from the prepared entry (commit-protocol.md §4.9).
+    pub read_ts: HlcTimestamp,
     /// A reader blocked at this timestamp asks the coordinator to push the commit timestamp
     /// above it (RI-3 optional push).
     pub push_above: Option<HlcTimestamp>,

@@ -270,7 +270,7 @@ fn samples() -> Vec<(String, Envelope)> {
                 },
             })),
         ),
-        ("Request::TxnStatus", req(Request::TxnStatus(TxnStatus { txn_id: TXN }))),
+        ("Request::TxnStatus", req(Request::TxnStatus(TxnStatus { txn_id: TXN, read_ts: p }))),
         (
             "Request::CommitLocal",
             req(Request::CommitLocal(CommitLocal {
@@ -301,7 +301,7 @@ fn samples() -> Vec<(String, Envelope)> {
         ),
         (
             "Request::QueryTxn",
-            req(Request::QueryTxn(QueryTxn { txn_id: TXN, push_above: Some(p) })),
+            req(Request::QueryTxn(QueryTxn { txn_id: TXN, read_ts: p, push_above: Some(p) })),
         ),
         ("Request::FetchRangeMap", req(Request::FetchRangeMap(FetchRangeMap { known_version: 4 }))),
         (
@@ -341,6 +341,7 @@ fn samples() -> Vec<(String, Envelope)> {
         ),
         ("ambiguous", TxnOutcome::Ambiguous),
         ("pending", TxnOutcome::Pending),
+        ("expired", TxnOutcome::Expired),
     ];
     let outcome_labels = [
         "Response::Outcome/committed",

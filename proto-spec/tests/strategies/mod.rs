@@ -179,6 +179,7 @@ pub fn outcome() -> impl Strategy<Value = TxnOutcome> {
             .prop_map(|(reason, retryable)| TxnOutcome::Aborted { reason, retryable }),
         Just(TxnOutcome::Ambiguous),
         Just(TxnOutcome::Pending),
+        Just(TxnOutcome::Expired),
     ]
 }
 
@@ -212,7 +213,8 @@ pub fn request() -> impl Strategy<Value = Request> {
                 mode
             })
         ),
-        txn_id().prop_map(|txn_id| Request::TxnStatus(TxnStatus { txn_id })),
+        (txn_id(), ts())
+            .prop_map(|(txn_id, read_ts)| Request::TxnStatus(TxnStatus { txn_id, read_ts })),
         (txn_id(), any::<u64>(), any::<u64>(), ts(), writes(), spans(), isolation()).prop_map(
             |(txn_id, client, seq, read_ts, writes, read_spans, isolation)| {
                 Request::CommitLocal(CommitLocal {
@@ -241,8 +243,9 @@ pub fn request() -> impl Strategy<Value = Request> {
         (txn_id(), any::<bool>()).prop_map(|(txn_id, prevent)| Request::QueryPrepared(
             QueryPrepared { txn_id, prevent }
         )),
-        (txn_id(), option::of(ts()))
-            .prop_map(|(txn_id, push_above)| Request::QueryTxn(QueryTxn { txn_id, push_above })),
+        (txn_id(), ts(), option::of(ts())).prop_map(|(txn_id, read_ts, push_above)| {
+            Request::QueryTxn(QueryTxn { txn_id, read_ts, push_above })
+        }),
         any::<u64>()
             .prop_map(|known_version| Request::FetchRangeMap(FetchRangeMap { known_version })),
         (0u32..=10_000)
