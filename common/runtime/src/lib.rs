@@ -1,1 +1,3 @@
 //! decree shell runtime. (Being written.)
+
+pub mod fs_disk;
