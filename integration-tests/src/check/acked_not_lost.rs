@@ -71,6 +71,14 @@ impl AckedNotLost {
         Ok(())
     }
 
+    /// The highest acknowledged index of `group` (0 if none).
+    pub fn max_index(&self, group: GroupId) -> LogIndex {
+        self.acked
+            .range((group, LogIndex(0))..=(group, LogIndex(u64::MAX)))
+            .next_back()
+            .map_or(LogIndex(0), |(k, _)| k.1)
+    }
+
     /// How many commands were acknowledged (a run that acknowledged nothing proves little).
     pub fn count(&self) -> usize {
         self.acked.len()
