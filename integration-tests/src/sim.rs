@@ -16,6 +16,7 @@ use decree_types::{DetRng, GroupId, LogIndex, NodeId};
 
 use crate::check::acked_not_lost::AckedNotLost;
 use crate::check::election_safety::ElectionSafety;
+use crate::check::linearizable_reads::LinearizableReads;
 use crate::check::liveness::{self, ReplicaView};
 use crate::check::state_machine_safety::StateMachineSafety;
 use crate::check::{leader_completeness, log_matching, payload_digest, LogSummary, Violation};
@@ -113,6 +114,8 @@ pub struct Outcome {
     pub acked: usize,
     /// Entries applied somewhere, over all groups.
     pub committed: usize,
+    /// Linearizable reads served and checked.
+    pub reads: usize,
     /// Crashes and fsync failures injected.
     pub crashes: usize,
     /// The first broken invariant, if any.
@@ -131,7 +134,7 @@ impl fmt::Display for Outcome {
         write!(
             f,
             "seed {}: {} — {} events, {} ms simulated, {} elections, {} acked, {} committed, \
-             {} crashes, trace {:016x}",
+             {} reads, {} crashes, trace {:016x}",
             self.config.seed,
             if self.passed() { "ok" } else { "FAILED" },
             self.events,
@@ -139,6 +142,7 @@ impl fmt::Display for Outcome {
             self.elections,
             self.acked,
             self.committed,
+            self.reads,
             self.crashes,
             self.trace_hash
         )?;
@@ -161,6 +165,7 @@ pub fn run(config: &SimConfig) -> Outcome {
         elections: sim.election_safety.elections(),
         acked: sim.acked.count(),
         committed: sim.sms.total_committed(),
+        reads: sim.reads.served(),
         crashes: sim.crashes,
         violation,
     }
@@ -229,6 +234,8 @@ struct Sim {
     election_safety: ElectionSafety,
     sms: StateMachineSafety,
     acked: AckedNotLost,
+    reads: LinearizableReads,
+    next_read_ctx: u64,
 }
 
 impl Sim {
@@ -315,6 +322,8 @@ impl Sim {
             election_safety: ElectionSafety::default(),
             sms: StateMachineSafety::default(),
             acked: AckedNotLost::default(),
+            reads: LinearizableReads::default(),
+            next_read_ctx: 1,
             config,
         }
     }
@@ -478,6 +487,7 @@ impl Sim {
         slot.incarnation += 1;
         let id = slot.id;
         self.client.node_down(id);
+        self.reads.node_down(id);
         self.crashes += 1;
         self.schedule(self.now_ns + down_ns, Event::Restart { node: i });
     }
@@ -650,7 +660,12 @@ impl Sim {
                         }
                     }
                 }
-                Output::Read { .. } | Output::ReadFailed { .. } => {}
+                Output::Read { group, ctx, index } => {
+                    let applied =
+                        self.slots[i].machines.get(&group).map(|m| m.applied()).unwrap_or_default();
+                    self.reads.on_served(ctx, group, id, index, applied)?;
+                }
+                Output::ReadFailed { ctx, .. } => self.reads.forget(ctx),
             }
         }
         Ok(())
@@ -762,6 +777,10 @@ impl Sim {
         let gap = self.sched_rng.range(CLIENT_GAP_NS.0, CLIENT_GAP_NS.1);
         self.schedule(self.now_ns + gap, Event::Client);
         self.client.expire(self.now_ns);
+        if self.sched_rng.chance(1, 4) {
+            self.issue_read();
+            return Ok(());
+        }
         let Some(p) = self.client.next_proposal() else { return Ok(()) };
         let local = self.local_ns(p.node);
         let slot = &mut self.slots[p.node];
@@ -786,6 +805,23 @@ impl Sim {
             Err(e) => self.client.refused(&p, &e),
         }
         Ok(())
+    }
+
+    /// A linearizable read (RAFT-3) of a random group at a random live node: leaders answer
+    /// after a heartbeat round, followers ask their leader for the index.
+    fn issue_read(&mut self) {
+        let group = self.groups[self.sched_rng.range(0, self.groups.len() as u64) as usize].0;
+        let i = self.sched_rng.range(0, self.slots.len() as u64) as usize;
+        let local = self.local_ns(i);
+        let floor = self.acked.max_index(group);
+        let ctx = self.next_read_ctx;
+        let id = self.slots[i].id;
+        let Some(node) = self.slots[i].node.as_mut() else { return };
+        if node.read_index(local, group, ctx).is_ok() {
+            self.next_read_ctx += 1;
+            self.reads.on_issue(ctx, group, id, floor);
+            self.want_process(i);
+        }
     }
 
     // ----- healing -----

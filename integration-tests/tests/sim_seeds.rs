@@ -72,6 +72,7 @@ fn quiet_cluster_elects_and_commits() {
     let outcome = run(&config);
     assert!(outcome.passed(), "{outcome}");
     assert!(outcome.acked > 50, "a quiet cluster acknowledges steadily: {outcome}");
+    assert!(outcome.reads > 10, "linearizable reads are served: {outcome}");
     assert_eq!(outcome.crashes, 0);
 }
 

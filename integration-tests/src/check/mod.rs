@@ -9,11 +9,13 @@
 //! | `leader_completeness` | INV-R4: a leader holds every committed entry | on every election |
 //! | `state_machine_safety` | INV-R5 (+ INV-R9): same index => same entry applied; applied index never goes back | on every apply |
 //! | `acked_not_lost` | no acknowledged proposal is lost | on every ack and at the end |
+//! | `linearizable_reads` | RAFT-3: a ReadIndex read observes every earlier acknowledged write | on every served read |
 //! | `liveness` | after healing: one leader per group, a new proposal committed, replicas converge | during the healing phase |
 
 pub mod acked_not_lost;
 pub mod election_safety;
 pub mod leader_completeness;
+pub mod linearizable_reads;
 pub mod liveness;
 pub mod log_matching;
 pub mod state_machine_safety;
