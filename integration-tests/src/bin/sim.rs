@@ -87,11 +87,24 @@ fn main() -> ExitCode {
         if count == 1 {
             println!("{outcome}");
         } else if !outcome.passed() {
-            bar.println(outcome.to_string());
+            // `println` on a hidden bar (no terminal: CI logs) prints nothing.
+            if bar.is_hidden() {
+                println!("{outcome}");
+            } else {
+                bar.println(outcome.to_string());
+            }
         }
         if !outcome.passed() {
             failures.push(outcome);
             bar.set_message(format!("{} failed", failures.len()));
+        }
+        let done = seed - start + 1;
+        if count > 1 && bar.is_hidden() && done % 100 == 0 {
+            eprintln!(
+                "{done}/{count} seeds, {} failed, {:.0} s",
+                failures.len(),
+                started.elapsed().as_secs_f64()
+            );
         }
         bar.inc(1);
     }

@@ -197,3 +197,28 @@ fn restart_restores_the_snapshot_and_reapplies_the_rest() {
     apply(&out, &mut machine);
     assert_eq!(machine.commands(), before.commands(), "nothing applied before the crash is lost");
 }
+
+#[test]
+fn a_corrupt_wal_refuses_to_open_naming_file_and_offset() {
+    let disk = MemDisk::new();
+    let mut now = 0;
+    let mut node = open(1, &[(1, &[1])], &disk, now);
+    elect_alone(&mut node, &mut now, &mut Vec::new());
+    for k in 0..4u8 {
+        node.propose(now, GroupId(1), vec![k; 32]).unwrap();
+        node.process(&mut Outbox::default()).unwrap();
+    }
+    drop(node);
+    disk.crash();
+    let segment = "wal/00000000000000000001.log";
+    assert!(disk.flip_bit(segment, 20, 3), "the segment exists");
+    let groups = vec![(GroupId(1), vec![NodeId(1)])];
+    let err =
+        Node::open(NodeId(1), groups, disk.clone(), NodeConfig::default(), DetRng::new(1), now)
+            .unwrap_err();
+    match &err {
+        Fatal::Wal(FatalError::Corrupt { path, .. }) => assert_eq!(path, segment),
+        other => panic!("expected corruption, got {other}"),
+    }
+    assert!(!err.is_disk_failure(), "corruption is not an injected I/O failure");
+}
