@@ -24,6 +24,8 @@ pub enum Fault {
     Swizzle { order: Vec<usize>, unclog_order: Vec<usize>, step_ns: u64 },
     /// `node`'s clock jumps forward by `delta_ns`.
     ClockJump { node: usize, delta_ns: u64 },
+    /// The leader of group number `group` (0-based) hands leadership to `target` (RAFT-6).
+    Transfer { group: usize, target: usize },
     /// The network's delay, loss and duplication change.
     NetParams(NetParams),
 }
@@ -40,6 +42,7 @@ pub struct FaultPlan {
     swizzle: bool,
     clock: bool,
     net: bool,
+    transfer: bool,
 }
 
 impl FaultPlan {
@@ -55,6 +58,7 @@ impl FaultPlan {
             swizzle: rng.chance(1, 3),
             clock: rng.chance(1, 2),
             net: rng.chance(1, 2),
+            transfer: rng.chance(1, 2),
         }
     }
 
@@ -69,12 +73,19 @@ impl FaultPlan {
             swizzle: false,
             clock: false,
             net: false,
+            transfer: false,
         }
     }
 
     /// Does this plan inject anything?
     pub fn any(&self) -> bool {
-        self.crash || self.fsync || self.partition || self.swizzle || self.clock || self.net
+        self.crash
+            || self.fsync
+            || self.partition
+            || self.swizzle
+            || self.clock
+            || self.net
+            || self.transfer
     }
 
     /// The next fault and how long to wait before it; `None` if the plan has no faults.
@@ -86,6 +97,7 @@ impl FaultPlan {
             (self.swizzle, 3),
             (self.clock, 4),
             (self.net, 5),
+            (self.transfer, 6),
         ]
         .into_iter()
         .filter_map(|(on, k)| on.then_some(k))
@@ -119,7 +131,8 @@ impl FaultPlan {
                 step_ns: rng.range(20_000_000, 800_000_000),
             },
             4 => Fault::ClockJump { node, delta_ns: rng.range(1_000_000, 3_000_000_000) },
-            _ => Fault::NetParams(NetParams::faulty(rng)),
+            5 => Fault::NetParams(NetParams::faulty(rng)),
+            _ => Fault::Transfer { group: rng.range(0, 8) as usize, target: node },
         };
         Some((wait_ns, fault))
     }

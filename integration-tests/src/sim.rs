@@ -764,6 +764,18 @@ impl Sim {
             }
             Fault::ClockJump { node, delta_ns } => self.slots[node].clock.jump(delta_ns),
             Fault::NetParams(params) => self.net.set_params(params),
+            Fault::Transfer { group, target } => {
+                let group = self.groups[group % self.groups.len()].0;
+                let target_id = self.slots[target].id;
+                for i in 0..self.slots.len() {
+                    let local = self.local_ns(i);
+                    let Some(node) = self.slots[i].node.as_mut() else { continue };
+                    // Only the leader accepts; the others refuse, which is fine.
+                    if node.transfer_leadership(local, group, target_id).is_ok() {
+                        self.want_process(i);
+                    }
+                }
+            }
         }
         Ok(())
     }

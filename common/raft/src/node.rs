@@ -58,6 +58,7 @@ use decree_types::{DetRng, GroupId, LogIndex, NodeId};
 pub use self::command_list::{CommandList, SnapshotDecodeError};
 use crate::core::{
     self, RaftConfig, RaftCore, ReadIndexError, RestoreError, Restored, SnapshotError, Status,
+    TransferError,
 };
 use crate::disk::Disk;
 use crate::msg::{Entry, Message, SnapshotMeta};
@@ -196,6 +197,20 @@ pub enum ReadError {
     /// The core refused (no known leader, too many pending reads).
     #[error(transparent)]
     Refused(#[from] ReadIndexError),
+    /// The node stopped on a fatal error.
+    #[error("node stopped: {0}")]
+    Stopped(String),
+}
+
+/// Why a leadership transfer was not started.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransferRequestError {
+    /// This node hosts no replica of the group.
+    #[error("no replica of {0} on this node")]
+    UnknownGroup(GroupId),
+    /// The core refused (not the leader, target not a voter).
+    #[error(transparent)]
+    Refused(#[from] TransferError),
     /// The node stopped on a fatal error.
     #[error("node stopped: {0}")]
     Stopped(String),
@@ -367,6 +382,21 @@ impl<D: Disk> Node<D> {
         }
         let r = self.groups.get_mut(&group).ok_or(ReadError::UnknownGroup(group))?;
         Ok(r.core.read_index(now_ns, ctx)?)
+    }
+
+    /// Moves leadership of `group` to `target` (RAFT-6): the leader stops taking proposals,
+    /// brings `target` up to date and tells it to start an election at once.
+    pub fn transfer_leadership(
+        &mut self,
+        now_ns: u64,
+        group: GroupId,
+        target: NodeId,
+    ) -> Result<(), TransferRequestError> {
+        if let Some(cause) = &self.stopped {
+            return Err(TransferRequestError::Stopped(cause.clone()));
+        }
+        let r = self.groups.get_mut(&group).ok_or(TransferRequestError::UnknownGroup(group))?;
+        Ok(r.core.transfer_leadership(now_ns, target)?)
     }
 
     /// One driver iteration; see the module docs for its steps. Returns what the caller must
