@@ -21,7 +21,7 @@ use crate::check::liveness::{self, ReplicaView};
 use crate::check::state_machine_safety::StateMachineSafety;
 use crate::check::{leader_completeness, log_matching, payload_digest, LogSummary, Violation};
 use crate::clock::SimClock;
-use crate::faults::{Fault, FaultPlan};
+use crate::faults::{CrashKind, Fault, FaultPlan};
 use crate::network::{Arrival, NetParams, Network};
 use crate::trace::{Trace, TraceEvent};
 use crate::workload::Client;
@@ -268,6 +268,8 @@ impl Sim {
             max_append_bytes: [64, 1024, 1 << 20][shape_rng.range(0, 3) as usize],
             max_apply_bytes: [64, 1 << 20][shape_rng.range(0, 2) as usize],
             snapshot_chunk_bytes: [32, 256, 1 << 20][shape_rng.range(0, 3) as usize],
+            pre_vote: shape_rng.chance(3, 4),
+            check_quorum: shape_rng.chance(3, 4),
             ..RaftConfig::default()
         };
         let wal =
@@ -444,7 +446,6 @@ impl Sim {
         let slot = &mut self.slots[i];
         slot.incarnation += 1;
         slot.process_scheduled = false;
-        slot.fsync_armed = false;
         let rng = slot.rng.fork();
         let opened = Node::open(
             slot.id,
@@ -454,10 +455,25 @@ impl Sim {
             rng,
             local,
         );
-        let node = opened.map_err(|e| Violation {
-            invariant: "a crashed node restarts from its WAL",
-            detail: format!("{} failed to open: {e}", slot.id),
-        })?;
+        let node = match opened {
+            Ok(node) => node,
+            Err(e) if slot.fsync_armed && e.is_disk_failure() => {
+                // The injected fsync failure hit recovery's own fsync: refusing to start is
+                // right. The process exits again and retries later.
+                slot.fsync_armed = false;
+                let what = format!("{} refused to start: {e}", slot.id);
+                self.trace.record(self.now_ns, &TraceEvent::Fault { what: &what });
+                let down_ns = self.sched_rng.range(10_000_000, 500_000_000);
+                self.schedule(self.now_ns + down_ns, Event::Restart { node: i });
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(Violation {
+                    invariant: "a crashed node restarts from its WAL",
+                    detail: format!("{} failed to open: {e}", slot.id),
+                })
+            }
+        };
         slot.node = Some(node);
         slot.machines = self.groups.iter().map(|g| (g.0, CommandList::new())).collect();
         slot.snapshotted = self.groups.iter().map(|g| (g.0, LogIndex(0))).collect();
@@ -473,16 +489,16 @@ impl Sim {
         Ok(())
     }
 
-    /// Power loss on node `i`.
-    fn crash(&mut self, i: usize, torn: bool, down_ns: u64) {
+    /// Node `i` goes down (see [`CrashKind`]) and restarts after `down_ns`.
+    fn crash(&mut self, i: usize, kind: CrashKind, down_ns: u64) {
         let slot = &mut self.slots[i];
         if slot.node.take().is_none() {
             return;
         }
-        if torn {
-            slot.disk.crash_torn(&mut slot.rng);
-        } else {
-            slot.disk.crash();
+        match kind {
+            CrashKind::Kill => {}
+            CrashKind::PowerLoss => slot.disk.crash(),
+            CrashKind::TornWrite => slot.disk.crash_torn(&mut slot.rng),
         }
         slot.incarnation += 1;
         let id = slot.id;
@@ -528,10 +544,13 @@ impl Sim {
                 detail: format!("{} stopped: {what}", self.slots[i].id),
             });
         }
-        // The node stopped as it must: the process exits, and what it had not fsynced is
-        // as good as lost. It restarts later from its disk.
+        self.slots[i].fsync_armed = false;
+        // The node stopped as it must: the process exits. Whether its unsynced writes are
+        // still in the page cache when it restarts, or lost to a power cut meanwhile, the
+        // seed decides; it restarts later from its disk either way.
         let down_ns = self.sched_rng.range(10_000_000, 1_000_000_000);
-        self.crash(i, false, down_ns);
+        let kind = if self.sched_rng.chance(1, 2) { CrashKind::Kill } else { CrashKind::PowerLoss };
+        self.crash(i, kind, down_ns);
         Ok(())
     }
 
@@ -737,7 +756,12 @@ impl Sim {
         let what = format!("{fault:?}");
         self.trace.record(self.now_ns, &TraceEvent::Fault { what: &what });
         match fault {
-            Fault::Crash { node, torn, down_ns } => self.crash(node, torn, down_ns),
+            Fault::Crash { node, kind, down_ns } => self.crash(node, kind, down_ns),
+            Fault::CrashAll { kind, down_ns } => {
+                for i in 0..self.slots.len() {
+                    self.crash(i, kind, down_ns);
+                }
+            }
             Fault::FsyncFailure { node, down_ns: _ } => {
                 if self.slots[node].node.is_some() {
                     self.slots[node].disk.fail_next_sync();
