@@ -697,6 +697,7 @@ impl Sim {
         let groups: Vec<GroupId> = self.groups.iter().map(|g| g.0).collect();
         for group in groups {
             let slot = &mut self.slots[i];
+            // Invariant: `start_node` gives every slot a machine and a snapshot mark per group.
             let machine = &slot.machines[&group];
             let applied = machine.applied();
             if applied.0 < slot.snapshotted[&group].0 + every {
