@@ -51,4 +51,9 @@ pub const REGRESSION_SEEDS: &[(u64, &str)] = &[
     (387, "an fsync failure armed before a kill fires in the restarted node's recovery fsync"),
     (625, "the same, on another node and segment"),
     (713, "recovery refuses to start twice in a row"),
+    (
+        19033,
+        "a torn iteration kept entries of a term above the durable hard state, and then (with \
+         the hard state first) a commit index above the entries that replaced a stale tail",
+    ),
 ];
