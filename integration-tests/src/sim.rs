@@ -206,6 +206,8 @@ struct Slot {
     process_scheduled: bool,
     /// An fsync failure was injected and not yet hit.
     fsync_armed: bool,
+    /// How long the node stays down once the injected fsync failure stopped it.
+    fsync_down_ns: u64,
     rng: DetRng,
 }
 
@@ -297,6 +299,7 @@ impl Sim {
                 incarnation: 0,
                 process_scheduled: false,
                 fsync_armed: false,
+                fsync_down_ns: 0,
                 rng: node_rng.fork(),
             })
             .collect();
@@ -548,7 +551,7 @@ impl Sim {
         // The node stopped as it must: the process exits. Whether its unsynced writes are
         // still in the page cache when it restarts, or lost to a power cut meanwhile, the
         // seed decides; it restarts later from its disk either way.
-        let down_ns = self.sched_rng.range(10_000_000, 1_000_000_000);
+        let down_ns = self.slots[i].fsync_down_ns;
         let kind = if self.sched_rng.chance(1, 2) { CrashKind::Kill } else { CrashKind::PowerLoss };
         self.crash(i, kind, down_ns);
         Ok(())
@@ -763,10 +766,11 @@ impl Sim {
                     self.crash(i, kind, down_ns);
                 }
             }
-            Fault::FsyncFailure { node, down_ns: _ } => {
+            Fault::FsyncFailure { node, down_ns } => {
                 if self.slots[node].node.is_some() {
                     self.slots[node].disk.fail_next_sync();
                     self.slots[node].fsync_armed = true;
+                    self.slots[node].fsync_down_ns = down_ns;
                     self.crashes += 1;
                 }
             }
