@@ -57,6 +57,9 @@ pub struct SimConfig {
     pub faults: bool,
     /// Print every event.
     pub verbose: bool,
+    /// Deliberately break durability: a crashed node comes back with an empty disk. Used only
+    /// to show that the checkers catch lost data (a checker that cannot fail proves nothing).
+    pub amnesia: bool,
 }
 
 impl SimConfig {
@@ -70,6 +73,7 @@ impl SimConfig {
             heal_bound_ms: 30_000,
             faults: true,
             verbose: false,
+            amnesia: false,
         }
     }
 
@@ -92,6 +96,9 @@ impl SimConfig {
         }
         if !self.faults {
             cmd += " --no-faults";
+        }
+        if self.amnesia {
+            cmd += " --amnesia";
         }
         cmd
     }
@@ -502,6 +509,9 @@ impl Sim {
             CrashKind::Kill => {}
             CrashKind::PowerLoss => slot.disk.crash(),
             CrashKind::TornWrite => slot.disk.crash_torn(&mut slot.rng),
+        }
+        if self.config.amnesia {
+            slot.disk = MemDisk::new();
         }
         slot.incarnation += 1;
         let id = slot.id;
