@@ -50,6 +50,9 @@ struct Args {
     /// the checkers catch it: seeds are expected to fail.
     #[arg(long)]
     amnesia: bool,
+    /// Keep proposing while healing: lagging replicas must catch up under load.
+    #[arg(long)]
+    steady_load: bool,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         faults: !args.no_faults,
         verbose: args.verbose && args.seeds.is_none(),
         amnesia: args.amnesia,
+        steady_load: args.steady_load,
     };
     if args.nodes < 1 {
         eprintln!("--nodes must be at least 1");
