@@ -1,1 +1,3 @@
 //! decree deterministic simulator. (Being written.)
+
+pub mod processes;

@@ -1,1 +1,3 @@
 //! decree shell runtime. (Being written.)
+
+pub mod node_shell;
