@@ -1,0 +1,1017 @@
+//! The QUIC transport: one endpoint per process, one connection per pair of nodes, RPC over
+//! bidirectional streams and ordered one-way messages over one stream per (peer, group).
+//!
+//! This is shell code (DESIGN.md §3): it moves frame bodies, as bytes, between processes and
+//! knows nothing about what they mean. A typed layer above it encodes and decodes messages.
+//!
+//! # Two ways to talk
+//!
+//! - **RPC** ([`Transport::request`]): each request opens its own bidirectional stream, so any
+//!   number of requests (up to [`TransportLimits::rpc_streams_max`] per connection) are in
+//!   flight at once without waiting on each other (Request Pipeline). The peer's
+//!   [`RpcHandler`] answers with bytes or a `(code, message)` refusal; the requester gets a
+//!   typed [`RpcError`] for everything else, including its own per-request timeout.
+//! - **Group messages** ([`Transport::send`]): one long-lived unidirectional stream per
+//!   (peer, group) carries that group's messages in order, so a slow or lost packet of one group
+//!   never holds up another (Single Socket Channel without head-of-line blocking). `send` never
+//!   waits: it queues into a bounded queue whose writer task packs every queued message into one
+//!   stream write. A full queue drops the message and counts it ([`TransportStats`]) — Raft
+//!   retransmits, and a queue that grows without bound is worse than a lost message.
+//!   Inbound messages arrive, in order per (peer, group), on the channel returned by
+//!   [`Transport::bind`].
+//!
+//! # Connection lifecycle
+//!
+//! 1. **Dial on demand.** The first request or message to a peer dials it with the TLS server
+//!    name `node-<id>`; TLS checks the certificate names that node and is signed by the cluster
+//!    CA, and we read the NodeId back from it. Dials to one peer are single-flight.
+//! 2. **Accept.** Inbound connections finish the mutual-TLS handshake (a certificate from
+//!    another CA fails here, and is logged), then the peer's identity is read from its
+//!    certificate. A node's connection is registered for reuse in both directions.
+//! 3. **One connection per pair.** If both nodes dial each other at once, both keep the
+//!    connection dialed by the lower NodeId (the newest one if several qualify) and close the
+//!    other after a grace period ([`TransportLimits::duplicate_close_grace_ms`]).
+//! 4. **Serve.** Every connection, dialed or accepted, serves the peer's RPC and group streams.
+//!    A refused stream (bad frame, unknown version, undecodable body) is reset or stopped with a
+//!    [`StreamErrorCode`] and a `warn!` event; the connection and all other streams carry on.
+//! 5. **Loss and reconnect.** Keep-alives detect a silent peer within the idle timeout. A closed
+//!    connection is dropped from the table; the next request or message dials again. Failed
+//!    dials back off exponentially (from `backoff_initial_ms` up to `backoff_max_ms`); during the
+//!    back-off, requests fail fast with [`RpcError::Unreachable`].
+//! 6. **Close.** [`Transport::close`] stops the writer tasks, closes every connection and waits
+//!    until the socket is released.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use decree_proto::frame::{parse_header, FRAME_HEADER_BYTES};
+use decree_types::{GroupId, NodeId};
+use parking_lot::Mutex;
+use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream, VarInt};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tracing::{debug, warn};
+
+use crate::certs::{node_name, peer_of_certificate, Identity, Peer};
+use crate::tls::{quic_client_config, quic_server_config, TlsConfigError};
+use crate::wire::{
+    close_code, error_response, group_stream_header, max_body_bytes, ok_response_prefix,
+    parse_group_header, parse_response, push_frame, FrameReader, Response, StreamErrorCode,
+};
+
+/// Bounds and timings of a transport. Every queue and window is bounded (STYLE.md principle 6).
+#[derive(Clone, Debug)]
+pub struct TransportLimits {
+    /// Messages queued per (peer, group) before `send` drops.
+    pub outbound_queue_messages: usize,
+    /// Inbound group messages buffered for the receiver before group streams stop being read
+    /// (QUIC flow control then slows the senders).
+    pub inbound_queue_messages: usize,
+    /// Bytes packed into one stream write by a group writer.
+    pub batch_bytes_max: usize,
+    /// Concurrent RPC streams a peer may open on one connection.
+    pub rpc_streams_max: u32,
+    /// Concurrent group streams a peer may open on one connection.
+    pub group_streams_max: u32,
+    /// Connection-level receive window, bytes: what a peer may send before we read it.
+    pub connection_receive_window_bytes: u32,
+    /// Time allowed for a dial, handshake included.
+    pub connect_timeout_ms: u64,
+    /// A connection with no packets for this long is closed.
+    pub idle_timeout_ms: u32,
+    /// Keep-alive interval, below `idle_timeout_ms`.
+    pub keep_alive_ms: u64,
+    /// First back-off after a failed dial.
+    pub backoff_initial_ms: u64,
+    /// Longest back-off between dials.
+    pub backoff_max_ms: u64,
+    /// How long a duplicate connection keeps serving before it is closed.
+    pub duplicate_close_grace_ms: u64,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        TransportLimits {
+            outbound_queue_messages: 4096,
+            inbound_queue_messages: 16384,
+            batch_bytes_max: 64 * 1024,
+            rpc_streams_max: 1024,
+            group_streams_max: 1024,
+            connection_receive_window_bytes: 64 * 1024 * 1024,
+            connect_timeout_ms: 2_000,
+            idle_timeout_ms: 5_000,
+            keep_alive_ms: 1_000,
+            backoff_initial_ms: 50,
+            backoff_max_ms: 5_000,
+            duplicate_close_grace_ms: 2_000,
+        }
+    }
+}
+
+/// How to start a node's transport.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// UDP address to listen on (port 0 picks one; see [`Transport::local_addr`]).
+    pub listen_addr: SocketAddr,
+    /// This node's identity; must be a node certificate.
+    pub identity: Identity,
+    /// Known peers and their addresses. More can be added with [`Transport::add_peer`].
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Bounds and timings.
+    pub limits: TransportLimits,
+}
+
+/// The future an [`RpcHandler`] returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, HandlerError>> + Send>>;
+
+/// Answers inbound requests. Implemented for any `Fn(Peer, Vec<u8>) -> impl Future` closure.
+pub trait RpcHandler: Send + Sync + 'static {
+    /// Handles one request body from `from`; returns the response body or a refusal.
+    fn handle(&self, from: Peer, body: Vec<u8>) -> HandlerFuture;
+}
+
+impl<F, Fut> RpcHandler for F
+where
+    F: Fn(Peer, Vec<u8>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Vec<u8>, HandlerError>> + Send + 'static,
+{
+    fn handle(&self, from: Peer, body: Vec<u8>) -> HandlerFuture {
+        Box::pin(self(from, body))
+    }
+}
+
+/// A handler's refusal.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// The body is not a message this node understands: the stream is reset with
+    /// [`StreamErrorCode::BodyUndecodable`] and the event logged.
+    #[error("undecodable request: {reason}")]
+    Undecodable { reason: String },
+    /// An application-level refusal, delivered to the requester as
+    /// [`RpcError::PeerError`].
+    #[error("refused with code {code}: {message}")]
+    Refused { code: u32, message: String },
+}
+
+/// One inbound group message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// The sending node, as named by its certificate.
+    pub from: NodeId,
+    /// The group whose stream carried it.
+    pub group: GroupId,
+    /// The frame body.
+    pub body: Vec<u8>,
+}
+
+/// Why a request failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    /// No response within the request's timeout. The request may or may not have been handled.
+    #[error("no response within {after_ms} ms")]
+    Timeout { after_ms: u64 },
+    /// The peer could not be reached (dial failed, or backing off after failed dials).
+    #[error("{peer} unreachable: {reason}")]
+    Unreachable { peer: NodeId, reason: String },
+    /// The TLS handshake failed: a certificate not from the cluster CA, or not the node dialed.
+    #[error("TLS handshake with {peer} failed: {reason}")]
+    Tls { peer: NodeId, reason: String },
+    /// The connection broke while the request was in flight. It may or may not have been handled.
+    #[error("connection to {peer} lost: {reason}")]
+    ConnectionLost { peer: NodeId, reason: String },
+    /// The peer's handler refused the request.
+    #[error("peer refused with code {code}: {message}")]
+    PeerError { code: u32, message: String },
+    /// The peer reset the stream; `code` names why when it is one of ours.
+    #[error("stream reset by peer with code {raw_code:#x} ({code:?})")]
+    StreamReset { raw_code: u64, code: Option<StreamErrorCode> },
+    /// The response was not a valid frame.
+    #[error("malformed response ({code:?}): {reason}")]
+    Frame { code: StreamErrorCode, reason: String },
+    /// The request body exceeds the maximum frame size.
+    #[error("request of {bytes} bytes exceeds the maximum frame body")]
+    TooLarge { bytes: usize },
+    /// No address is known for the peer.
+    #[error("no address known for {0}")]
+    UnknownPeer(NodeId),
+    /// The transport was closed.
+    #[error("transport closed")]
+    Closed,
+}
+
+/// Why `send` did not queue a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The (peer, group) queue is full; the message was dropped and counted.
+    #[error("outbound queue full; message dropped")]
+    QueueFull,
+    /// No address is known for the peer.
+    #[error("no address known for {0}")]
+    UnknownPeer(NodeId),
+    /// The body exceeds the maximum frame size.
+    #[error("message of {bytes} bytes exceeds the maximum frame body")]
+    TooLarge { bytes: usize },
+    /// The transport was closed.
+    #[error("transport closed")]
+    Closed,
+}
+
+/// Why a transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The identity could not be turned into a TLS configuration.
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
+    /// The UDP socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `bind` was given a client identity.
+    #[error("a node transport needs a node certificate, got {0}")]
+    NotANode(Peer),
+}
+
+/// Counters, for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Group messages dropped: queue full, or lost with a broken stream.
+    pub dropped_messages: u64,
+    /// Group messages written to a stream.
+    pub sent_messages: u64,
+    /// Group messages received and delivered.
+    pub received_messages: u64,
+    /// Inbound streams refused with a [`StreamErrorCode`].
+    pub refused_streams: u64,
+    /// Connections established (dialed or accepted).
+    pub connections_established: u64,
+}
+
+/// A running transport. Cheap to clone; all clones share one endpoint.
+#[derive(Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("local", &self.inner.local)
+            .field("addr", &self.inner.endpoint.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    /// Starts a node's transport: binds the endpoint and starts accepting. Inbound group
+    /// messages arrive on the returned receiver; inbound requests go to `handler`.
+    /// Must be called inside a tokio runtime.
+    pub fn bind(
+        config: TransportConfig,
+        handler: impl RpcHandler,
+    ) -> Result<(Transport, mpsc::Receiver<InboundMessage>), TransportError> {
+        if config.identity.peer.node_id().is_none() {
+            return Err(TransportError::NotANode(config.identity.peer.clone()));
+        }
+        let transport_config = Arc::new(quic_transport_config(&config.limits));
+        let mut server_config =
+            quinn::ServerConfig::with_crypto(Arc::new(quic_server_config(&config.identity)?));
+        server_config.transport_config(Arc::clone(&transport_config));
+        let endpoint = Endpoint::server(server_config, config.listen_addr)
+            .map_err(|source| TransportError::Bind { addr: config.listen_addr, source })?;
+        let (inbound_tx, inbound_rx) = mpsc::channel(config.limits.inbound_queue_messages.max(1));
+        let inner = Inner::new(config, endpoint, transport_config, Arc::new(handler), inbound_tx)?;
+        let accept = tokio::spawn(Arc::clone(&inner).accept_loop());
+        inner.tasks.lock().push(accept.abort_handle());
+        Ok((Transport { inner }, inbound_rx))
+    }
+
+    /// Starts a client-only transport (no listening, RPC only) for a client identity, e.g. the
+    /// client library or the CLI.
+    pub fn client(
+        identity: Identity,
+        peers: BTreeMap<NodeId, SocketAddr>,
+        limits: TransportLimits,
+    ) -> Result<Transport, TransportError> {
+        let addr = SocketAddr::from(([0, 0, 0, 0], 0));
+        let endpoint =
+            Endpoint::client(addr).map_err(|source| TransportError::Bind { addr, source })?;
+        let transport_config = Arc::new(quic_transport_config(&limits));
+        // Clients never accept connections, so inbound group messages cannot arrive; the
+        // receiver is dropped and the channel stays empty.
+        let (inbound_tx, _) = mpsc::channel(1);
+        let config = TransportConfig { listen_addr: addr, identity, peers, limits };
+        let refuse = |_from: Peer, _body: Vec<u8>| async {
+            Err(HandlerError::Refused { code: 0, message: "clients serve no requests".into() })
+        };
+        let inner = Inner::new(config, endpoint, transport_config, Arc::new(refuse), inbound_tx)?;
+        Ok(Transport { inner })
+    }
+
+    /// The address the endpoint is bound to.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.endpoint.local_addr()
+    }
+
+    /// Who this transport is.
+    pub fn local_peer(&self) -> &Peer {
+        &self.inner.local
+    }
+
+    /// Adds or changes a peer's address. An existing connection is kept until it fails.
+    pub fn add_peer(&self, peer: NodeId, addr: SocketAddr) {
+        let mut peers = self.inner.peers.lock();
+        peers.entry(peer).or_insert_with(|| PeerSlot::new(addr)).addr = addr;
+    }
+
+    /// Sends one request to `peer` and waits for its response, at most `timeout`.
+    pub async fn request(
+        &self,
+        peer: NodeId,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RpcError> {
+        if body.len() > max_body_bytes() - 1 {
+            return Err(RpcError::TooLarge { bytes: body.len() });
+        }
+        match tokio::time::timeout(timeout, self.inner.request(peer, body)).await {
+            Ok(result) => result,
+            Err(_) => Err(RpcError::Timeout { after_ms: timeout.as_millis() as u64 }),
+        }
+    }
+
+    /// Queues one message for `group` on `peer`, in order after earlier messages to the same
+    /// (peer, group). Never waits; a full queue drops the message (and counts it).
+    pub fn send(&self, peer: NodeId, group: GroupId, body: Vec<u8>) -> Result<(), SendError> {
+        if body.len() > max_body_bytes() {
+            return Err(SendError::TooLarge { bytes: body.len() });
+        }
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        let mut writers = self.inner.writers.lock();
+        let queue = match writers.get(&(peer, group)) {
+            Some(queue) => queue,
+            None => {
+                if !self.inner.peers.lock().contains_key(&peer) {
+                    return Err(SendError::UnknownPeer(peer));
+                }
+                let (tx, rx) = mpsc::channel(self.inner.limits.outbound_queue_messages.max(1));
+                let task = tokio::spawn(Arc::clone(&self.inner).group_writer(peer, group, rx));
+                self.inner.tasks.lock().push(task.abort_handle());
+                writers.entry((peer, group)).or_insert(tx)
+            }
+        };
+        match queue.try_send(body) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.inner.stats.dropped_messages.fetch_add(1, Ordering::Relaxed);
+                Err(SendError::QueueFull)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+        }
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> TransportStats {
+        let s = &self.inner.stats;
+        TransportStats {
+            dropped_messages: s.dropped_messages.load(Ordering::Relaxed),
+            sent_messages: s.sent_messages.load(Ordering::Relaxed),
+            received_messages: s.received_messages.load(Ordering::Relaxed),
+            refused_streams: s.refused_streams.load(Ordering::Relaxed),
+            connections_established: s.connections_established.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The number of live connections to `peer` (1 in steady state; 2 briefly while a
+    /// duplicate is being retired).
+    pub fn connections_to(&self, peer: NodeId) -> usize {
+        let mut peers = self.inner.peers.lock();
+        peers.get_mut(&peer).map_or(0, |slot| {
+            slot.prune();
+            slot.conns.len()
+        })
+    }
+
+    /// Closes every connection, stops every task and releases the socket.
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        for task in self.inner.tasks.lock().drain(..) {
+            task.abort();
+        }
+        self.inner.writers.lock().clear();
+        self.inner.peers.lock().clear();
+        self.inner.endpoint.close(VarInt::from_u32(close_code::SHUTDOWN), b"shutdown");
+        self.inner.endpoint.wait_idle().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Internals.
+
+struct Inner {
+    local: Peer,
+    endpoint: Endpoint,
+    client_config: quinn::ClientConfig,
+    handler: Arc<dyn RpcHandler>,
+    inbound_tx: mpsc::Sender<InboundMessage>,
+    limits: TransportLimits,
+    peers: Mutex<BTreeMap<NodeId, PeerSlot>>,
+    writers: Mutex<BTreeMap<(NodeId, GroupId), mpsc::Sender<Vec<u8>>>>,
+    /// Long-lived tasks (accept loop, group writers), aborted by `close`. Connection and stream
+    /// tasks end by themselves when the endpoint closes their connections.
+    tasks: Mutex<Vec<AbortHandle>>,
+    stats: Stats,
+    closed: AtomicBool,
+    next_conn_seq: AtomicU64,
+}
+
+#[derive(Default)]
+struct Stats {
+    dropped_messages: AtomicU64,
+    sent_messages: AtomicU64,
+    received_messages: AtomicU64,
+    refused_streams: AtomicU64,
+    connections_established: AtomicU64,
+}
+
+/// What the transport knows about one peer node.
+struct PeerSlot {
+    addr: SocketAddr,
+    /// Live connections to the peer (normally one).
+    conns: Vec<Registered>,
+    /// Makes dials to this peer single-flight.
+    dial_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Failed dials since the last success.
+    failures: u32,
+    /// No dial before this instant (exponential back-off).
+    retry_at: Option<Instant>,
+}
+
+struct Registered {
+    conn: Connection,
+    /// True if this connection was dialed by the lower NodeId of the pair: the one both ends
+    /// keep when they hold two.
+    dialed_by_lower: bool,
+    seq: u64,
+}
+
+impl PeerSlot {
+    fn new(addr: SocketAddr) -> PeerSlot {
+        PeerSlot {
+            addr,
+            conns: Vec::new(),
+            dial_lock: Arc::new(tokio::sync::Mutex::new(())),
+            failures: 0,
+            retry_at: None,
+        }
+    }
+
+    fn prune(&mut self) {
+        self.conns.retain(|r| r.conn.close_reason().is_none());
+    }
+
+    /// The connection both ends agree to use: dialed by the lower NodeId, newest first.
+    fn preferred(&mut self) -> Option<Connection> {
+        self.prune();
+        self.conns.iter().max_by_key(|r| (r.dialed_by_lower, r.seq)).map(|r| r.conn.clone())
+    }
+}
+
+fn quic_transport_config(limits: &TransportLimits) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(limits.rpc_streams_max));
+    t.max_concurrent_uni_streams(VarInt::from_u32(limits.group_streams_max));
+    t.receive_window(VarInt::from_u32(limits.connection_receive_window_bytes));
+    t.max_idle_timeout(Some(VarInt::from_u32(limits.idle_timeout_ms).into()));
+    t.keep_alive_interval(Some(Duration::from_millis(limits.keep_alive_ms)));
+    t
+}
+
+/// Why reading one frame from a stream failed.
+enum ReadFailure {
+    /// The input is refused; reset/stop the stream with this code.
+    Refused(StreamErrorCode, String),
+    /// The stream or connection failed underneath.
+    Stream(quinn::ReadError),
+}
+
+impl Inner {
+    fn new(
+        config: TransportConfig,
+        endpoint: Endpoint,
+        transport_config: Arc<quinn::TransportConfig>,
+        handler: Arc<dyn RpcHandler>,
+        inbound_tx: mpsc::Sender<InboundMessage>,
+    ) -> Result<Arc<Inner>, TransportError> {
+        let mut client_config =
+            quinn::ClientConfig::new(Arc::new(quic_client_config(&config.identity)?));
+        client_config.transport_config(transport_config);
+        let peers = config.peers.iter().map(|(&id, &addr)| (id, PeerSlot::new(addr))).collect();
+        Ok(Arc::new(Inner {
+            local: config.identity.peer.clone(),
+            endpoint,
+            client_config,
+            handler,
+            inbound_tx,
+            limits: config.limits,
+            peers: Mutex::new(peers),
+            writers: Mutex::new(BTreeMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            stats: Stats::default(),
+            closed: AtomicBool::new(false),
+            next_conn_seq: AtomicU64::new(0),
+        }))
+    }
+
+    // --- connections ---------------------------------------------------------------------
+
+    /// The connection to `peer`, dialing if there is none.
+    async fn connection(self: &Arc<Self>, peer: NodeId) -> Result<Connection, RpcError> {
+        let dial_lock = {
+            let mut peers = self.peers.lock();
+            let slot = peers.get_mut(&peer).ok_or(RpcError::UnknownPeer(peer))?;
+            if let Some(conn) = slot.preferred() {
+                return Ok(conn);
+            }
+            Arc::clone(&slot.dial_lock)
+        };
+        let _dialing = dial_lock.lock().await;
+        let addr = {
+            let mut peers = self.peers.lock();
+            let slot = peers.get_mut(&peer).ok_or(RpcError::UnknownPeer(peer))?;
+            // Another task may have connected while we waited for the lock.
+            if let Some(conn) = slot.preferred() {
+                return Ok(conn);
+            }
+            if let Some(retry_at) = slot.retry_at {
+                let now = Instant::now();
+                if now < retry_at {
+                    return Err(RpcError::Unreachable {
+                        peer,
+                        reason: format!(
+                            "backing off for {} ms after {} failed attempts",
+                            (retry_at - now).as_millis(),
+                            slot.failures
+                        ),
+                    });
+                }
+            }
+            slot.addr
+        };
+        if self.closed.load(Ordering::Acquire) {
+            return Err(RpcError::Closed);
+        }
+        let result = self.dial(peer, addr).await;
+        let mut peers = self.peers.lock();
+        let slot = peers.entry(peer).or_insert_with(|| PeerSlot::new(addr));
+        match &result {
+            Ok(_) => {
+                slot.failures = 0;
+                slot.retry_at = None;
+            }
+            Err(_) => {
+                slot.failures = slot.failures.saturating_add(1);
+                let shift = slot.failures.saturating_sub(1).min(16);
+                let backoff_ms = self
+                    .limits
+                    .backoff_initial_ms
+                    .saturating_mul(1 << shift)
+                    .min(self.limits.backoff_max_ms);
+                slot.retry_at = Some(Instant::now() + Duration::from_millis(backoff_ms));
+            }
+        }
+        drop(peers);
+        let conn = result?;
+        self.register(peer, conn.clone(), true);
+        tokio::spawn(Arc::clone(self).serve_connection(conn.clone(), Peer::Node(peer)));
+        Ok(conn)
+    }
+
+    async fn dial(&self, peer: NodeId, addr: SocketAddr) -> Result<Connection, RpcError> {
+        let connecting = self
+            .endpoint
+            .connect_with(self.client_config.clone(), addr, &node_name(peer))
+            .map_err(|e| RpcError::Unreachable { peer, reason: e.to_string() })?;
+        let timeout = Duration::from_millis(self.limits.connect_timeout_ms);
+        let conn = match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(connection_error(peer, &e, true)),
+            Err(_) => {
+                return Err(RpcError::Unreachable {
+                    peer,
+                    reason: format!("no handshake within {} ms", timeout.as_millis()),
+                })
+            }
+        };
+        // TLS already checked the name `node-<id>`; reading it back guards against a CA that
+        // issued a certificate with two node names.
+        match identify(&conn) {
+            Some(Peer::Node(id)) if id == peer => Ok(conn),
+            other => {
+                conn.close(VarInt::from_u32(close_code::WRONG_PEER), b"wrong peer");
+                Err(RpcError::Tls { peer, reason: format!("certificate names {other:?}") })
+            }
+        }
+    }
+
+    /// Records a connection to `peer` and schedules the retirement of duplicates.
+    fn register(self: &Arc<Self>, peer: NodeId, conn: Connection, dialed_by_me: bool) {
+        self.stats.connections_established.fetch_add(1, Ordering::Relaxed);
+        let me_lower = self.local.node_id().is_none_or(|me| me < peer);
+        let dialed_by_lower = dialed_by_me == me_lower;
+        let seq = self.next_conn_seq.fetch_add(1, Ordering::Relaxed);
+        let mut peers = self.peers.lock();
+        let slot = peers.entry(peer).or_insert_with(|| PeerSlot::new(conn.remote_address()));
+        slot.prune();
+        slot.conns.push(Registered { conn, dialed_by_lower, seq });
+        if slot.conns.len() > 1 {
+            let inner = Arc::clone(self);
+            let grace = Duration::from_millis(self.limits.duplicate_close_grace_ms);
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                inner.retire_duplicates(peer);
+            });
+        }
+    }
+
+    fn retire_duplicates(&self, peer: NodeId) {
+        let mut peers = self.peers.lock();
+        let Some(slot) = peers.get_mut(&peer) else { return };
+        let Some(keep) = slot.preferred() else { return };
+        for r in slot.conns.iter().filter(|r| r.conn.stable_id() != keep.stable_id()) {
+            debug!(%peer, "closing duplicate connection");
+            r.conn.close(VarInt::from_u32(close_code::DUPLICATE), b"duplicate connection");
+        }
+        slot.conns.retain(|r| r.conn.stable_id() == keep.stable_id());
+    }
+
+    async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let inner = Arc::clone(&self);
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                let timeout = Duration::from_millis(inner.limits.connect_timeout_ms);
+                let conn = match tokio::time::timeout(timeout, incoming).await {
+                    Ok(Ok(conn)) => conn,
+                    Ok(Err(e)) => {
+                        warn!(%remote, error = %e, "refused connection at handshake");
+                        return;
+                    }
+                    Err(_) => {
+                        warn!(%remote, "refused connection: handshake timed out");
+                        return;
+                    }
+                };
+                let Some(peer) = identify(&conn) else {
+                    warn!(%remote, "refused connection: certificate names no node or client");
+                    conn.close(VarInt::from_u32(close_code::WRONG_PEER), b"unknown certificate");
+                    return;
+                };
+                debug!(%remote, %peer, "accepted connection");
+                if let Peer::Node(id) = peer {
+                    inner.register(id, conn.clone(), false);
+                } else {
+                    inner.stats.connections_established.fetch_add(1, Ordering::Relaxed);
+                }
+                inner.serve_connection(conn, peer).await;
+            });
+        }
+    }
+
+    /// Serves the streams a peer opens on one connection until it closes.
+    async fn serve_connection(self: Arc<Self>, conn: Connection, peer: Peer) {
+        loop {
+            tokio::select! {
+                bi = conn.accept_bi() => match bi {
+                    Ok((send, recv)) => {
+                        tokio::spawn(Arc::clone(&self).serve_rpc(peer.clone(), send, recv));
+                    }
+                    Err(e) => {
+                        debug!(%peer, error = %e, "connection closed");
+                        break;
+                    }
+                },
+                uni = conn.accept_uni() => match uni {
+                    Ok(recv) => {
+                        tokio::spawn(Arc::clone(&self).serve_group_stream(peer.clone(), recv));
+                    }
+                    Err(e) => {
+                        debug!(%peer, error = %e, "connection closed");
+                        break;
+                    }
+                },
+            }
+        }
+        if let Peer::Node(id) = peer {
+            if let Some(slot) = self.peers.lock().get_mut(&id) {
+                slot.prune();
+            }
+        }
+    }
+
+    // --- RPC -----------------------------------------------------------------------------
+
+    async fn request(self: &Arc<Self>, peer: NodeId, body: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+        let conn = self.connection(peer).await?;
+        let (mut send, mut recv) =
+            conn.open_bi().await.map_err(|e| connection_error(peer, &e, false))?;
+        let header = Bytes::copy_from_slice(&crate::wire::header(body.len()));
+        send.write_all_chunks(&mut [header, Bytes::from(body)])
+            .await
+            .map_err(|e| write_error(peer, e))?;
+        // Finishing only fails if the stream was already reset, which the read below reports.
+        let _ = send.finish();
+        let body = match read_single_frame(&mut recv).await {
+            Ok(body) => body,
+            Err(ReadFailure::Refused(code, reason)) => {
+                return Err(RpcError::Frame { code, reason })
+            }
+            Err(ReadFailure::Stream(e)) => return Err(read_error(peer, e)),
+        };
+        match parse_response(body) {
+            Ok(Response::Ok(body)) => Ok(body),
+            Ok(Response::Err { code, message }) => Err(RpcError::PeerError { code, message }),
+            Err(code) => {
+                Err(RpcError::Frame { code, reason: "response body has no valid tag".into() })
+            }
+        }
+    }
+
+    async fn serve_rpc(self: Arc<Self>, peer: Peer, mut send: SendStream, mut recv: RecvStream) {
+        let request = match read_single_frame(&mut recv).await {
+            Ok(body) => body,
+            Err(ReadFailure::Refused(code, reason)) => {
+                self.refuse_bi(&peer, &mut send, &mut recv, code, &reason);
+                return;
+            }
+            Err(ReadFailure::Stream(e)) => {
+                debug!(%peer, error = %e, "request stream failed");
+                return;
+            }
+        };
+        let result = self.handler.handle(peer.clone(), request).await;
+        let written = match result {
+            Ok(body) if body.len() < max_body_bytes() => {
+                let prefix = Bytes::copy_from_slice(&ok_response_prefix(body.len()));
+                send.write_all_chunks(&mut [prefix, Bytes::from(body)]).await
+            }
+            Ok(body) => {
+                warn!(%peer, bytes = body.len(), "handler response exceeds the maximum frame");
+                let message = "response exceeds the maximum frame size";
+                send.write_all(&error_response(u32::MAX, message)).await
+            }
+            Err(HandlerError::Refused { code, message }) => {
+                send.write_all(&error_response(code, &message)).await
+            }
+            Err(HandlerError::Undecodable { reason }) => {
+                let code = StreamErrorCode::BodyUndecodable;
+                self.refuse_bi(&peer, &mut send, &mut recv, code, &reason);
+                return;
+            }
+        };
+        match written {
+            // Finishing only fails if the peer stopped the stream; it no longer wants the answer.
+            Ok(()) => {
+                let _ = send.finish();
+            }
+            Err(e) => debug!(%peer, error = %e, "could not write response"),
+        }
+    }
+
+    fn refuse_bi(
+        &self,
+        peer: &Peer,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+        code: StreamErrorCode,
+        reason: &str,
+    ) {
+        self.stats.refused_streams.fetch_add(1, Ordering::Relaxed);
+        warn!(%peer, ?code, reason, "refused request stream");
+        // Either call fails only if that half is already closed, which is the goal anyway.
+        let _ = send.reset(code.varint());
+        let _ = recv.stop(code.varint());
+    }
+
+    // --- group streams -------------------------------------------------------------------
+
+    /// Owns the outbound stream of one (peer, group): packs queued messages into one write,
+    /// reopens the stream (dialing if needed) after a failure. Messages of a failed write are
+    /// dropped and counted; Raft retransmits.
+    async fn group_writer(
+        self: Arc<Self>,
+        peer: NodeId,
+        group: GroupId,
+        mut queue: mpsc::Receiver<Vec<u8>>,
+    ) {
+        let mut stream: Option<SendStream> = None;
+        let mut batch = Vec::with_capacity(self.limits.batch_bytes_max + FRAME_HEADER_BYTES);
+        while let Some(first) = queue.recv().await {
+            batch.clear();
+            push_frame(&mut batch, &first);
+            drop(first);
+            let mut count = 1u64;
+            while batch.len() < self.limits.batch_bytes_max {
+                match queue.try_recv() {
+                    Ok(body) => {
+                        push_frame(&mut batch, &body);
+                        count += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if stream.is_none() {
+                match self.open_group_stream(peer, group).await {
+                    Ok(s) => stream = Some(s),
+                    Err(e) => {
+                        self.stats.dropped_messages.fetch_add(count, Ordering::Relaxed);
+                        debug!(%peer, %group, error = %e, "group stream unavailable; dropped batch");
+                        continue;
+                    }
+                }
+            }
+            let Some(s) = stream.as_mut() else { continue };
+            match s.write_all(&batch).await {
+                Ok(()) => {
+                    self.stats.sent_messages.fetch_add(count, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.stats.dropped_messages.fetch_add(count, Ordering::Relaxed);
+                    debug!(%peer, %group, error = %e, "group stream failed; will reopen");
+                    stream = None;
+                }
+            }
+        }
+    }
+
+    async fn open_group_stream(
+        self: &Arc<Self>,
+        peer: NodeId,
+        group: GroupId,
+    ) -> Result<SendStream, RpcError> {
+        let conn = self.connection(peer).await?;
+        let mut stream = conn.open_uni().await.map_err(|e| connection_error(peer, &e, false))?;
+        stream.write_all(&group_stream_header(group)).await.map_err(|e| write_error(peer, e))?;
+        Ok(stream)
+    }
+
+    /// Reads one peer's group stream and delivers its messages in order.
+    async fn serve_group_stream(self: Arc<Self>, peer: Peer, mut recv: RecvStream) {
+        let Peer::Node(from) = peer else {
+            self.refuse_uni(&peer, &mut recv, StreamErrorCode::NotANode, "clients may only do RPC");
+            return;
+        };
+        let mut reader = FrameReader::default();
+        let mut group: Option<GroupId> = None;
+        loop {
+            match recv.read_chunk(64 * 1024, true).await {
+                Ok(Some(chunk)) => reader.extend(&chunk.bytes),
+                Ok(None) => {
+                    if !reader.is_empty() {
+                        let code = StreamErrorCode::FrameMalformed;
+                        self.refuse_uni(&peer, &mut recv, code, "stream ended inside a frame");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    debug!(%peer, error = %e, "group stream ended");
+                    return;
+                }
+            }
+            loop {
+                let body = match reader.next_body() {
+                    Ok(Some(body)) => body,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let code = StreamErrorCode::for_frame_error(&e);
+                        self.refuse_uni(&peer, &mut recv, code, &e.to_string());
+                        return;
+                    }
+                };
+                let Some(g) = group else {
+                    match parse_group_header(&body) {
+                        Some(g) => group = Some(g),
+                        None => {
+                            let code = StreamErrorCode::GroupHeaderInvalid;
+                            self.refuse_uni(
+                                &peer,
+                                &mut recv,
+                                code,
+                                "first frame is not a group id",
+                            );
+                            return;
+                        }
+                    }
+                    continue;
+                };
+                let message = InboundMessage { from, group: g, body };
+                if self.inbound_tx.send(message).await.is_err() {
+                    // Nobody is listening any more (shutting down).
+                    let _ = recv.stop(StreamErrorCode::ShuttingDown.varint());
+                    return;
+                }
+                self.stats.received_messages.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn refuse_uni(&self, peer: &Peer, recv: &mut RecvStream, code: StreamErrorCode, reason: &str) {
+        self.stats.refused_streams.fetch_add(1, Ordering::Relaxed);
+        warn!(%peer, ?code, reason, "refused group stream");
+        // Fails only if the stream is already finished or reset; nothing more to do then.
+        let _ = recv.stop(code.varint());
+    }
+}
+
+/// Reads a stream holding exactly one frame: header checked before the body is read, then the
+/// body, then the end of the stream.
+async fn read_single_frame(recv: &mut RecvStream) -> Result<Vec<u8>, ReadFailure> {
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(n)) => {
+            return Err(ReadFailure::Refused(
+                StreamErrorCode::FrameMalformed,
+                format!("stream ended after {n} bytes, inside the frame header"),
+            ))
+        }
+        Err(quinn::ReadExactError::ReadError(e)) => return Err(ReadFailure::Stream(e)),
+    }
+    let parsed = parse_header(header)
+        .map_err(|e| ReadFailure::Refused(StreamErrorCode::for_frame_error(&e), e.to_string()))?;
+    let body = match recv.read_to_end(parsed.body_bytes).await {
+        Ok(body) => body,
+        Err(quinn::ReadToEndError::TooLong) => {
+            return Err(ReadFailure::Refused(
+                StreamErrorCode::FrameMalformed,
+                "bytes after the end of the frame".into(),
+            ))
+        }
+        Err(quinn::ReadToEndError::Read(e)) => return Err(ReadFailure::Stream(e)),
+    };
+    if body.len() != parsed.body_bytes {
+        return Err(ReadFailure::Refused(
+            StreamErrorCode::FrameMalformed,
+            format!("stream ended after {} of {} body bytes", body.len(), parsed.body_bytes),
+        ));
+    }
+    Ok(body)
+}
+
+/// The peer named by a connection's certificate.
+fn identify(conn: &Connection) -> Option<Peer> {
+    let identity = conn.peer_identity()?;
+    let certs = identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    peer_of_certificate(certs.first()?).ok()
+}
+
+/// True for QUIC `CRYPTO_ERROR` codes (0x100..=0x1ff): the TLS handshake failed.
+fn is_crypto_code(code: quinn::TransportErrorCode) -> bool {
+    (0x100..=0x1ff).contains(&u64::from(code))
+}
+
+fn connection_error(peer: NodeId, e: &ConnectionError, dialing: bool) -> RpcError {
+    let reason = e.to_string();
+    match e {
+        ConnectionError::TransportError(t) if is_crypto_code(t.code) => {
+            RpcError::Tls { peer, reason }
+        }
+        ConnectionError::ConnectionClosed(c) if is_crypto_code(c.error_code) => {
+            RpcError::Tls { peer, reason }
+        }
+        ConnectionError::LocallyClosed => RpcError::Closed,
+        _ if dialing => RpcError::Unreachable { peer, reason },
+        _ => RpcError::ConnectionLost { peer, reason },
+    }
+}
+
+fn write_error(peer: NodeId, e: quinn::WriteError) -> RpcError {
+    match e {
+        quinn::WriteError::Stopped(code) => stream_reset(code),
+        quinn::WriteError::ConnectionLost(e) => connection_error(peer, &e, false),
+        other => RpcError::ConnectionLost { peer, reason: other.to_string() },
+    }
+}
+
+fn read_error(peer: NodeId, e: quinn::ReadError) -> RpcError {
+    match e {
+        quinn::ReadError::Reset(code) => stream_reset(code),
+        quinn::ReadError::ConnectionLost(e) => connection_error(peer, &e, false),
+        other => RpcError::ConnectionLost { peer, reason: other.to_string() },
+    }
+}
+
+fn stream_reset(code: VarInt) -> RpcError {
+    RpcError::StreamReset { raw_code: code.into_inner(), code: StreamErrorCode::from_varint(code) }
+}
