@@ -1,0 +1,288 @@
+//! The envelope: what every frame body is (HLC-4).
+//!
+//! ```text
+//! Envelope { from: NodeId, group: GroupId, sender_clock: HlcTimestamp, payload: Payload }
+//! Payload  = Raft(RaftMessage)                                  -- replica <-> replica
+//!          | Request  { request_id, request: Request }           -- asks for an answer
+//!          | Response { request_id, response: Response }         -- the answer
+//!          | Error    { in_reply_to: Option<RequestId>, error }  -- the refusal
+//! ```
+//!
+//! - `from` is the sending node. The transport checks it against the peer's TLS certificate;
+//!   the receiver uses it to address replies and Raft responses.
+//! - `group` is the Raft group the message is for (the participant group of a read or prepare,
+//!   the coordinator group of a `CommitTxn`); a receiver routes on it.
+//! - `sender_clock` is `sender.now()` taken *after* every timestamp in the payload was chosen,
+//!   so it is at least every one of them (HLC-4, INV-H4). The receiver calls
+//!   `hlc.update(sender_clock)` before anything else and answers
+//!   [`ErrorResponse::ClockRejected`] if that fails (HLC-3).
+//! - `request_id` is chosen by the requester, unique among its outstanding requests; the reply
+//!   echoes it so replies can be matched without relying on streams (the simulator has none).
+//!   Transaction replies also repeat the `txn_id`.
+//!
+//! The protocol version is not here: it is in the frame header ([`crate::frame`]).
+
+use decree_types::{GroupId, HlcTimestamp, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::admin::{ClusterStatus, ClusterStatusReply, FetchRangeMap, RangeMapReply};
+use crate::error::ErrorResponse;
+use crate::limits::LimitError;
+use crate::raft::{self, RaftMessage};
+use crate::txn::{
+    Abort, Ack, Commit, CommitLocal, CommitTxn, Get, OutcomeReply, Prepare, PreparedReply,
+    QueryPrepared, QueryTxn, Redirect, Scan, ScanRows, TxnStateReply, TxnStatus,
+    UncertaintyRestart, ValueReply, VoteReply,
+};
+
+/// Every frame body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sending node.
+    pub from: NodeId,
+    /// The Raft group the payload is for.
+    pub group: GroupId,
+    /// The sender's HLC reading, at least every timestamp in `payload` (HLC-4).
+    pub sender_clock: HlcTimestamp,
+    /// The message.
+    pub payload: Payload,
+}
+
+/// Matches a reply to its request; chosen by the requester.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct RequestId(pub u64);
+
+/// What an envelope carries: one of the four families.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// Raft traffic between replicas of `group` (RAFT-*).
+    Raft(RaftMessage),
+    /// A request that expects exactly one [`Payload::Response`] or [`Payload::Error`].
+    Request {
+        /// Echoed by the reply.
+        request_id: RequestId,
+        /// The request.
+        request: Request,
+    },
+    /// The answer to a request.
+    Response {
+        /// The request's id.
+        request_id: RequestId,
+        /// The answer.
+        response: Response,
+    },
+    /// A refusal, with the reason.
+    Error {
+        /// The refused request's id; `None` if the refused frame was not a request or could
+        /// not be decoded far enough to find one.
+        in_reply_to: Option<RequestId>,
+        /// Why.
+        error: ErrorResponse,
+    },
+}
+
+/// Every request (protocol.md §3.1, DESIGN.md §9).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// client -> participant: read one key. Replies: `Value`, `UncertaintyRestart`, `Redirect`.
+    Get(Get),
+    /// client -> participant: read a span. Replies: `ScanRows`, `UncertaintyRestart`,
+    /// `Redirect`.
+    Scan(Scan),
+    /// client -> coordinator leader: commit a multi-group transaction. Reply: `Outcome`.
+    CommitTxn(CommitTxn),
+    /// client -> coordinator: outcome of a transaction. Reply: `Outcome`.
+    TxnStatus(TxnStatus),
+    /// client -> participant leader: 1PC commit. Reply: `Outcome`.
+    CommitLocal(CommitLocal),
+    /// coordinator -> participant leader: phase one. Reply: `Vote`.
+    Prepare(Prepare),
+    /// coordinator -> participant leader: phase two, commit. Reply: `Ack`.
+    Commit(Commit),
+    /// coordinator -> participant leader: phase two, abort. Reply: `Ack`.
+    Abort(Abort),
+    /// coordinator (recovery) -> participant leader. Reply: `Prepared`.
+    QueryPrepared(QueryPrepared),
+    /// participant or reader -> coordinator leader. Reply: `TxnState`.
+    QueryTxn(QueryTxn),
+    /// client -> coordinator: range map and leaders. Reply: `RangeMap`.
+    FetchRangeMap(FetchRangeMap),
+    /// operator -> any node: status. Reply: `ClusterStatus`.
+    ClusterStatus(ClusterStatus),
+}
+
+/// Every successful answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to `Get`.
+    Value(ValueReply),
+    /// Answer to `Scan`.
+    ScanRows(ScanRows),
+    /// Answer to `Get`/`Scan`: restart above an uncertain version (§5.3).
+    UncertaintyRestart(UncertaintyRestart),
+    /// Answer to `Get`/`Scan` from a replica that cannot serve the read (F-3).
+    Redirect(Redirect),
+    /// Answer to `CommitTxn`, `TxnStatus`, `CommitLocal`.
+    Outcome(OutcomeReply),
+    /// Answer to `Prepare`.
+    Vote(VoteReply),
+    /// Answer to `Commit` and `Abort`.
+    Ack(Ack),
+    /// Answer to `QueryPrepared`.
+    Prepared(PreparedReply),
+    /// Answer to `QueryTxn`.
+    TxnState(TxnStateReply),
+    /// Answer to `FetchRangeMap`.
+    RangeMap(RangeMapReply),
+    /// Answer to `ClusterStatus`.
+    ClusterStatus(ClusterStatusReply),
+}
+
+impl Envelope {
+    /// Checks the payload against [`crate::limits`]. Called by the codec on every decode and
+    /// every encode.
+    pub fn validate(&self) -> Result<(), LimitError> {
+        match &self.payload {
+            Payload::Raft(msg) => raft::validate(msg),
+            Payload::Request { request, .. } => request.validate(),
+            Payload::Response { response, .. } => response.validate(),
+            Payload::Error { error, .. } => error.validate(),
+        }
+    }
+
+    /// A short name for the payload's variant, e.g. `"Request::Prepare"`.
+    pub fn kind(&self) -> &'static str {
+        self.payload.kind()
+    }
+}
+
+impl Payload {
+    /// A short name for the variant, e.g. `"Response::Vote"` (for logs, metrics and the golden
+    /// file). [`all_kinds`] lists every name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Payload::Raft(msg) => raft::kind(msg),
+            Payload::Request { request, .. } => request.kind(),
+            Payload::Response { response, .. } => response.kind(),
+            Payload::Error { error, .. } => error.kind(),
+        }
+    }
+}
+
+impl Request {
+    /// Checks [`crate::limits`].
+    pub fn validate(&self) -> Result<(), LimitError> {
+        match self {
+            Request::Get(m) => m.validate(),
+            Request::Scan(m) => m.validate(),
+            Request::CommitTxn(m) => m.validate(),
+            Request::CommitLocal(m) => m.validate(),
+            Request::Prepare(m) => m.validate(),
+            Request::ClusterStatus(m) => m.validate(),
+            Request::TxnStatus(_)
+            | Request::Commit(_)
+            | Request::Abort(_)
+            | Request::QueryPrepared(_)
+            | Request::QueryTxn(_)
+            | Request::FetchRangeMap(_) => Ok(()),
+        }
+    }
+
+    /// A short name for the variant.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Get(_) => "Request::Get",
+            Request::Scan(_) => "Request::Scan",
+            Request::CommitTxn(_) => "Request::CommitTxn",
+            Request::TxnStatus(_) => "Request::TxnStatus",
+            Request::CommitLocal(_) => "Request::CommitLocal",
+            Request::Prepare(_) => "Request::Prepare",
+            Request::Commit(_) => "Request::Commit",
+            Request::Abort(_) => "Request::Abort",
+            Request::QueryPrepared(_) => "Request::QueryPrepared",
+            Request::QueryTxn(_) => "Request::QueryTxn",
+            Request::FetchRangeMap(_) => "Request::FetchRangeMap",
+            Request::ClusterStatus(_) => "Request::ClusterStatus",
+        }
+    }
+}
+
+impl Response {
+    /// Checks [`crate::limits`].
+    pub fn validate(&self) -> Result<(), LimitError> {
+        match self {
+            Response::Value(m) => m.validate(),
+            Response::ScanRows(m) => m.validate(),
+            Response::RangeMap(m) => m.validate(),
+            Response::ClusterStatus(m) => m.validate(),
+            Response::UncertaintyRestart(_)
+            | Response::Redirect(_)
+            | Response::Outcome(_)
+            | Response::Vote(_)
+            | Response::Ack(_)
+            | Response::Prepared(_)
+            | Response::TxnState(_) => Ok(()),
+        }
+    }
+
+    /// A short name for the variant.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Value(_) => "Response::Value",
+            Response::ScanRows(_) => "Response::ScanRows",
+            Response::UncertaintyRestart(_) => "Response::UncertaintyRestart",
+            Response::Redirect(_) => "Response::Redirect",
+            Response::Outcome(_) => "Response::Outcome",
+            Response::Vote(_) => "Response::Vote",
+            Response::Ack(_) => "Response::Ack",
+            Response::Prepared(_) => "Response::Prepared",
+            Response::TxnState(_) => "Response::TxnState",
+            Response::RangeMap(_) => "Response::RangeMap",
+            Response::ClusterStatus(_) => "Response::ClusterStatus",
+        }
+    }
+}
+
+/// Every name [`Request::kind`] can return.
+pub const REQUEST_KINDS: &[&str] = &[
+    "Request::Get",
+    "Request::Scan",
+    "Request::CommitTxn",
+    "Request::TxnStatus",
+    "Request::CommitLocal",
+    "Request::Prepare",
+    "Request::Commit",
+    "Request::Abort",
+    "Request::QueryPrepared",
+    "Request::QueryTxn",
+    "Request::FetchRangeMap",
+    "Request::ClusterStatus",
+];
+
+/// Every name [`Response::kind`] can return.
+pub const RESPONSE_KINDS: &[&str] = &[
+    "Response::Value",
+    "Response::ScanRows",
+    "Response::UncertaintyRestart",
+    "Response::Redirect",
+    "Response::Outcome",
+    "Response::Vote",
+    "Response::Ack",
+    "Response::Prepared",
+    "Response::TxnState",
+    "Response::RangeMap",
+    "Response::ClusterStatus",
+];
+
+/// Every name [`Payload::kind`] can return, family by family.
+pub fn all_kinds() -> Vec<&'static str> {
+    let mut kinds = Vec::new();
+    kinds.extend_from_slice(raft::KINDS);
+    kinds.extend_from_slice(REQUEST_KINDS);
+    kinds.extend_from_slice(RESPONSE_KINDS);
+    kinds.extend_from_slice(crate::error::KINDS);
+    kinds
+}
