@@ -7,7 +7,6 @@
 //!   codes it refuses bad input with.
 //! - [`transport`]: the quinn endpoint — one connection per pair of nodes, RPC over
 //!   bidirectional streams, ordered one-way messages over one stream per (peer, group).
-//!
 //! - [`node_shell`]: runs a replicated-log node (`decree_raft::node::Node`) as a process: the
 //!   one task that owns it, its clients, its peers over the transport.
 //!
