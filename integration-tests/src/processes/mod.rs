@@ -6,4 +6,5 @@ pub mod bench;
 pub mod check;
 pub mod client;
 pub mod harness;
+pub mod quic;
 pub mod workload;
