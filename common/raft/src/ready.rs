@@ -7,8 +7,12 @@
 //! 3. fsync — the WAL returns a [`SyncToken`] only from a successful fsync;
 //! 4. release `persisted_messages` with that token and send them (vote grants, append
 //!    acknowledgements: RAFT-1, INV-R6);
-//! 5. apply `committed_entries`; serve `read_states` once applied;
-//! 6. tell the core what was persisted.
+//! 5. tell the core what was persisted ([`Ready::persist_mark`] → `RaftCore::on_persisted`);
+//! 6. install `snapshot` if any, apply `committed_entries` in order and report the applied
+//!    index; serve `read_states` once applied; answer `failed_reads` with "retry".
+//!
+//! `snapshot`, when present, replaces the whole log (a follower behind its leader's
+//! compaction point); `entries` that follow it start right after the snapshot's last index.
 //!
 //! A message that acknowledges durable state cannot be sent before step 3 because
 //! [`AfterSync::release`] needs a `SyncToken`, and only [`SyncToken::after_fsync`] makes one.
@@ -91,6 +95,34 @@ pub struct Ready {
     pub committed_entries: Vec<Entry>,
     /// Reads that became servable.
     pub read_states: Vec<ReadState>,
+    /// Contexts of reads that can no longer be served by this replica (leadership lost, the
+    /// leader refused, too many pending): the caller retries, possibly elsewhere.
+    pub failed_reads: Vec<u64>,
     /// New role/leader, if it changed.
     pub soft_state: Option<SoftState>,
+}
+
+impl Ready {
+    /// The last log position this `Ready` asks to persist (`entries`' last entry, else the
+    /// snapshot's last entry): after the fsync, pass it to `RaftCore::on_persisted`.
+    pub fn persist_mark(&self) -> Option<(LogIndex, Term)> {
+        match (self.entries.last(), &self.snapshot) {
+            (Some(e), _) => Some((e.index, e.term)),
+            (None, Some((meta, _))) => Some((meta.last_index, meta.last_term)),
+            (None, None) => None,
+        }
+    }
+
+    /// Does it ask for nothing at all?
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+            && self.hard_state.is_none()
+            && self.snapshot.is_none()
+            && self.entries.is_empty()
+            && self.persisted_messages.peek().is_empty()
+            && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
+            && self.failed_reads.is_empty()
+            && self.soft_state.is_none()
+    }
 }

@@ -1,0 +1,199 @@
+//! Snapshots (RAFT-8): compaction on request of the application, chunked InstallSnapshot to
+//! followers that need compacted entries, and installation on the follower side.
+
+use decree_types::{LogIndex, NodeId};
+
+use super::{Ignored, RaftCore, ReplicationState, Role, SnapshotError};
+use crate::msg::{Message, SnapshotMeta};
+
+/// A snapshot being received, chunk by chunk.
+#[derive(Debug)]
+pub(super) struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+impl RaftCore {
+    /// The application saved its state as of `index` (≤ applied) as `data`. The core drops
+    /// the log up to `index` and keeps `data` to send to followers that need those entries.
+    /// Returns the snapshot's metadata, which the driver stores with the data.
+    pub fn snapshot_created(
+        &mut self,
+        index: LogIndex,
+        data: Vec<u8>,
+    ) -> Result<SnapshotMeta, SnapshotError> {
+        let applied = self.log.applied();
+        if index > applied {
+            return Err(SnapshotError::NotApplied { index, applied });
+        }
+        let current = self.log.snapshot_index();
+        if index <= current {
+            return Err(SnapshotError::Stale { index, current });
+        }
+        // Invariant: snapshot index < index <= applied <= last index, so the log holds it.
+        let last_term =
+            self.log.term_at(index).expect("entry between snapshot and applied is in the log");
+        let meta = SnapshotMeta {
+            last_index: index,
+            last_term,
+            voters: self.voters.iter().copied().collect(),
+        };
+        self.log.compact_to(index);
+        self.snapshot = Some((meta.clone(), data));
+        Ok(meta)
+    }
+
+    /// Sends the next chunk of our snapshot to `peer` (stop-and-wait: one chunk unanswered at
+    /// a time; a heartbeat retransmits it).
+    pub(super) fn send_snapshot_chunk(&mut self, peer: NodeId) {
+        let Some((meta, data)) = &self.snapshot else { return };
+        let Some(p) = self.progress.get_mut(&peer) else { return };
+        if p.state != ReplicationState::Snapshot || p.snapshot.awaiting {
+            return;
+        }
+        if p.snapshot.last_index != meta.last_index {
+            // A newer snapshot replaced the one being sent: start over with it.
+            p.snapshot.last_index = meta.last_index;
+            p.snapshot.offset = 0;
+        }
+        let len = data.len() as u64;
+        let start = p.snapshot.offset.min(len);
+        let end = start.saturating_add(self.config.snapshot_chunk_bytes).min(len);
+        // Both bounds are at most data.len(), which is a usize.
+        let chunk = data[start as usize..end as usize].to_vec();
+        p.snapshot.awaiting = true;
+        let msg = Message::InstallSnapshot {
+            term: self.term,
+            meta: meta.clone(),
+            offset: start,
+            data: chunk,
+            done: end == len,
+        };
+        self.send(peer, msg);
+    }
+
+    /// Follower side of InstallSnapshot, after `accept_leader`.
+    pub(super) fn handle_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Vec<u8>,
+        done: bool,
+    ) -> Result<(), Ignored> {
+        let commit = self.log.commit();
+        if meta.last_index <= commit {
+            // We already have everything it covers.
+            self.incoming_snapshot = None;
+            let reply = Message::InstallSnapshotResponse {
+                term: self.term,
+                last_index: commit,
+                next_offset: 0,
+                done: true,
+            };
+            self.send_after_sync(from, reply);
+            return Ok(());
+        }
+        if offset == 0 {
+            self.incoming_snapshot =
+                Some(IncomingSnapshot { meta: meta.clone(), data: Vec::new() });
+        }
+        let received = match &mut self.incoming_snapshot {
+            Some(inc) if inc.meta == meta && inc.data.len() as u64 == offset => {
+                if offset.saturating_add(data.len() as u64) > self.config.max_snapshot_bytes {
+                    self.incoming_snapshot = None;
+                    return Err(Ignored::Malformed("snapshot larger than max_snapshot_bytes"));
+                }
+                inc.data.extend_from_slice(&data);
+                inc.data.len() as u64
+            }
+            Some(inc) if inc.meta == meta => {
+                // A duplicate or a gap: tell the leader where we are.
+                let next_offset = inc.data.len() as u64;
+                let reply = Message::InstallSnapshotResponse {
+                    term: self.term,
+                    last_index: meta.last_index,
+                    next_offset,
+                    done: false,
+                };
+                self.send(from, reply);
+                return Err(Ignored::Stale);
+            }
+            _ => {
+                let reply = Message::InstallSnapshotResponse {
+                    term: self.term,
+                    last_index: meta.last_index,
+                    next_offset: 0,
+                    done: false,
+                };
+                self.send(from, reply);
+                return Err(Ignored::Stale);
+            }
+        };
+        if !done {
+            let reply = Message::InstallSnapshotResponse {
+                term: self.term,
+                last_index: meta.last_index,
+                next_offset: received,
+                done: false,
+            };
+            self.send(from, reply);
+            return Ok(());
+        }
+        let Some(IncomingSnapshot { meta, data }) = self.incoming_snapshot.take() else {
+            return Err(Ignored::Stale); // unreachable: matched `Some` above
+        };
+        if self.log.term_at(meta.last_index) == Some(meta.last_term) {
+            // RAFT-8: the snapshot describes a prefix of our log: keep the log, which already
+            // holds every entry the snapshot covers; they commit and apply as usual.
+            self.log.commit_to(meta.last_index);
+        } else {
+            // RAFT-8: otherwise discard the whole log and install the snapshot.
+            self.log.install_snapshot(meta.last_index, meta.last_term);
+            self.snapshot = Some((meta.clone(), data.clone()));
+            self.snapshot_to_install = Some((meta.clone(), data));
+        }
+        let reply = Message::InstallSnapshotResponse {
+            term: self.term,
+            last_index: meta.last_index,
+            next_offset: received,
+            done: true,
+        };
+        self.send_after_sync(from, reply);
+        Ok(())
+    }
+
+    /// Leader side of an InstallSnapshot answer.
+    pub(super) fn handle_snapshot_response(
+        &mut self,
+        from: NodeId,
+        last_index: LogIndex,
+        next_offset: u64,
+        done: bool,
+    ) -> Result<(), Ignored> {
+        if self.role != Role::Leader {
+            return Err(Ignored::WrongRole);
+        }
+        let log_last = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&from) else { return Err(Ignored::UnknownPeer) };
+        p.recent_active = true;
+        if done {
+            if last_index > log_last {
+                return Err(Ignored::Malformed("snapshot acknowledgement beyond our log"));
+            }
+            p.ack(last_index);
+            if p.state == ReplicationState::Snapshot {
+                let next = p.match_index.next();
+                p.become_probe(next);
+            }
+            self.maybe_commit();
+            return Ok(());
+        }
+        if p.state != ReplicationState::Snapshot || last_index != p.snapshot.last_index {
+            return Err(Ignored::Stale);
+        }
+        p.snapshot.offset = next_offset;
+        p.snapshot.awaiting = false;
+        Ok(())
+    }
+}
