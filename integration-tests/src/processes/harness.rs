@@ -7,8 +7,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use decree_types::NodeId;
 
@@ -165,6 +165,29 @@ impl Cluster {
             let _ = child.wait();
             let _ = fs::remove_file(self.spec.root.join(format!("n{}.pid", node.0)));
         }
+    }
+
+    /// Sends SIGTERM to `node` and waits (at most `timeout`) for it to exit; returns its exit
+    /// status, or `None` if it did not exit in time (it is then SIGKILLed).
+    pub fn terminate_node(&mut self, node: NodeId, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.children.remove(&node)?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+            }
+        };
+        let _ = fs::remove_file(self.spec.root.join(format!("n{}.pid", node.0)));
+        status
     }
 
     /// The OS process id of `node`, if it runs.
