@@ -34,6 +34,7 @@ async fn sigkill_the_leader_repeatedly_and_lose_no_acknowledged_proposal() {
         kills: 4,
         proposers_per_group: 4,
         acks_between_kills: 100,
+        min_between_kills: Duration::ZERO,
         downtime: Duration::from_millis(500),
         time_limit: Duration::from_secs(40),
     };

@@ -66,7 +66,8 @@ enum Cmd {
         /// Directory for the cluster (certs/ must already exist in it).
         #[arg(long)]
         root: PathBuf,
-        #[arg(long, default_value_t = 4)]
+        /// Leader kills (each followed by a restart).
+        #[arg(long, default_value_t = 5)]
         kills: u32,
     },
     /// Replication benchmark on a fresh 3-node cluster (one group, fsync on).
@@ -251,12 +252,17 @@ async fn demo(root: &Path, kills: u32) -> Result<(), String> {
         kills,
         proposers_per_group: 4,
         acks_between_kills: 300,
+        min_between_kills: Duration::from_secs(8),
         downtime: Duration::from_millis(1500),
         time_limit: Duration::from_secs(90),
     };
     let started = Instant::now();
     let run = run_kill_scenario(&mut cluster, client, &scenario, |p| {
-        print!("\r    {:>5.1}s  {}   ", started.elapsed().as_secs_f64(), p.line());
+        let at = started.elapsed().as_secs_f64();
+        for event in p.take_events() {
+            println!("\r    {at:>5.1}s  {event:<78}");
+        }
+        print!("\r    {at:>5.1}s  {}   ", p.line());
         let _ = std::io::stdout().flush();
     });
     let outcome = tokio::select! {

@@ -23,6 +23,8 @@ pub struct KillScenario {
     pub proposers_per_group: usize,
     /// Acknowledgements to wait for between kills (so every leader does some work).
     pub acks_between_kills: u64,
+    /// Time to wait at least between kills (the demo slows down so a person can watch).
+    pub min_between_kills: Duration,
     /// How long a killed node stays down before it is restarted.
     pub downtime: Duration,
     /// Bound on the whole scenario; past it the run fails.
@@ -40,9 +42,20 @@ pub struct Progress {
     pub kills: AtomicU64,
     /// Last known leader of group 1 and its term.
     pub leader: Mutex<Option<(NodeId, Term)>>,
+    /// Fault events not yet shown (kills, restarts), oldest first.
+    pub events: Mutex<Vec<String>>,
 }
 
 impl Progress {
+    /// Takes the events recorded since the last call.
+    pub fn take_events(&self) -> Vec<String> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn event(&self, what: String) {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).push(what);
+    }
+
     /// One line: `acked 1234  unknown 3  kills 2  leader n2 (t5)`.
     pub fn line(&self) -> String {
         let leader = match *self.leader.lock().unwrap_or_else(|e| e.into_inner()) {
@@ -129,7 +142,10 @@ pub async fn run_kill_scenario<C: Caller>(
     'kills: for _ in 0..scenario.kills {
         // 3a. Wait for some acknowledgements under the current leader.
         let base = progress.acknowledged.load(Ordering::Relaxed);
-        while progress.acknowledged.load(Ordering::Relaxed) < base + scenario.acks_between_kills {
+        let not_before = Instant::now() + scenario.min_between_kills;
+        while progress.acknowledged.load(Ordering::Relaxed) < base + scenario.acks_between_kills
+            || Instant::now() < not_before
+        {
             if Instant::now() >= deadline {
                 result = Err(format!(
                     "no progress: {} acknowledgements since the last kill, wanted {}",
@@ -151,6 +167,7 @@ pub async fn run_kill_scenario<C: Caller>(
             continue;
         };
         cluster.kill_node(leader);
+        progress.event(format!("SIGKILL {leader} (leader of g1 in term {})", term.0));
         killed.push((leader, term));
         progress.kills.fetch_add(1, Ordering::Relaxed);
         *progress.leader.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -161,6 +178,7 @@ pub async fn run_kill_scenario<C: Caller>(
             result = Err(format!("restarting {leader}: {e}"));
             break;
         }
+        progress.event(format!("restarted {leader} on its data directory"));
     }
     // A little more load after the last restart, so the restarted node catches up under load.
     if result.is_ok() {
