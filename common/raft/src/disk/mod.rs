@@ -39,3 +39,7 @@ pub trait Disk {
     /// fsync a directory, making renames, creations and removals in it durable.
     fn sync_dir(&mut self, dir: &str) -> Result<(), DiskError>;
 }
+
+mod mem;
+
+pub use mem::{DiskEvent, MemDisk};
