@@ -44,3 +44,4 @@
 
 pub mod applied;
 pub mod rpc;
+pub mod timed_disk;

@@ -340,23 +340,25 @@ async fn bench(
         rows.push(row);
     }
     println!();
-    println!("| proposers | entries/s | p50 ms | p99 ms | leader iterations/s | leader fsyncs/s | entries per fsync | leader µs in process()/iter | leader busy % | follower fsyncs/s | CPU cores (n1/n2/n3) |");
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!("| proposers | entries/s | p50 ms | p99 ms | leader loop iterations/s | leader fsyncs/s | entries per leader fsync | mean fsync ms | leader % in fsync | leader % busy | follower fsyncs/s | messages/s (leader) | CPU cores n1 / n2 / n3 |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for r in &rows {
         let s = seconds as f64;
         let l = r.leader;
         println!(
-            "| {} | {:.0} | {:.3} | {:.3} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} | {:.0} | {} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} | {:.3} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
             r.concurrency,
             r.entries_per_s,
             r.p50_us as f64 / 1000.0,
             r.p99_us as f64 / 1000.0,
             l.iterations as f64 / s,
             l.fsyncs as f64 / s,
-            l.applied as f64 / (l.fsyncs.max(1)) as f64,
-            l.process_us as f64 / (l.iterations.max(1)) as f64,
+            l.applied as f64 / l.fsyncs.max(1) as f64,
+            l.sync_us as f64 / l.fsyncs.max(1) as f64 / 1000.0,
+            l.sync_us as f64 / (s * 1e6) * 100.0,
             l.busy_us as f64 / (s * 1e6) * 100.0,
             r.follower.fsyncs as f64 / s,
+            l.messages as f64 / s,
             r.cpu_cores.values().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(" / "),
         );
     }

@@ -45,6 +45,8 @@ pub struct CounterDelta {
     pub fsyncs: u64,
     /// Microseconds inside `process` (persist + fsync + send hand-off).
     pub process_us: u64,
+    /// Microseconds inside fsync (part of `process_us`).
+    pub sync_us: u64,
     /// Microseconds busy in the loop (everything but waiting for input).
     pub busy_us: u64,
     /// Raft messages in and out.
@@ -59,6 +61,7 @@ impl CounterDelta {
             iterations: b.iterations.saturating_sub(a.iterations),
             fsyncs: b.fsyncs.saturating_sub(a.fsyncs),
             process_us: b.process_us.saturating_sub(a.process_us),
+            sync_us: b.sync_us.saturating_sub(a.sync_us),
             busy_us: b.busy_us.saturating_sub(a.busy_us),
             messages: (b.messages_in + b.messages_out)
                 .saturating_sub(a.messages_in + a.messages_out),

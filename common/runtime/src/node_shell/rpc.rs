@@ -118,6 +118,8 @@ pub struct ShellCounters {
     pub fsyncs: u64,
     /// Wall time inside `process` (persist + fsync + hand-off of messages), in microseconds.
     pub process_us: u64,
+    /// Wall time inside fsync (file and directory), in microseconds: part of `process_us`.
+    pub sync_us: u64,
     /// Wall time of the whole loop body excluding the wait for input, in microseconds.
     pub busy_us: u64,
     /// Raft messages received from peers.
