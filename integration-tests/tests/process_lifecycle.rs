@@ -66,3 +66,35 @@ async fn sigterm_exits_cleanly_and_a_restart_recovers_the_log() {
         assert_eq!(read.unwrap(), acked, "{node} after restart");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_stops_the_process_with_an_error() {
+    // Phase 1: a one-node cluster whose disk fails every fsync after the first 20.
+    let dir = TempDir::new("decree-process-fsync").unwrap();
+    let mut spec =
+        ClusterSpec::local(env!("CARGO_BIN_EXE_decree-lognode").into(), dir.path(), 1, 1).unwrap();
+    spec.extra_args = ["--election-ms", "300", "--heartbeat-ms", "50", "--fail-fsync-after", "20"]
+        .map(String::from)
+        .to_vec();
+    write_certs(&spec.certs, 1).unwrap();
+    let caller = connect_client(&spec.certs, &spec.nodes).unwrap();
+    let client = LogClient::new(Arc::new(caller), vec![NodeId(1)]);
+    let mut cluster = Cluster::start(spec).unwrap();
+
+    // Phase 2: propose until the node dies. Nothing proposed after the failure may be
+    // acknowledged: the node stops instead of carrying on as if the write happened.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut exited = Vec::new();
+    while exited.is_empty() && Instant::now() < deadline {
+        let cmd = b"x".to_vec();
+        let _ = client.propose(GroupId(1), cmd, Instant::now() + Duration::from_secs(1)).await;
+        exited = cluster.exited();
+    }
+
+    // Phase 3: it exited non-zero and said why.
+    let (node, status) = exited.first().cloned().expect("the node must stop after a failed fsync");
+    assert_eq!(node, NodeId(1));
+    assert!(!status.contains("exit status: 0"), "exit status {status}");
+    let log = cluster.log_tail(NodeId(1), 4000);
+    assert!(log.contains("fatal") && log.contains("injected fsync failure"), "log: {log}");
+}

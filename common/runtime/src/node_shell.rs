@@ -35,6 +35,17 @@
 //! On SIGTERM or ctrl-c the loop stops after the current iteration, answers every waiting
 //! client with `ShuttingDown` (an outcome the client records as unknown), and returns.
 //!
+//! # Pieces
+//!
+//! - [`run`]: the loop ([`run::NodeShell`]) and the handle RPC handlers use to reach it
+//!   ([`run::ShellHandle`]).
+//! - [`peers`]: the node's link to its peers over [`crate::transport`]: Raft messages in
+//!   `decree_proto` envelopes on the per-(peer, group) streams, with the HLC checks (HLC-3/4).
+//! - [`applied`]: the state machine (an append-only list of commands per group) and the tables
+//!   of waiting proposals and reads.
+//! - [`rpc`]: the client protocol (propose, read, status) and its total decoder.
+//! - [`timed_disk`]: a `Disk` wrapper that counts and times fsyncs for the status counters.
+//!
 //! # Time and randomness
 //!
 //! `now` for the node is the monotonic clock (`tokio::time::Instant`), so a wall-clock step

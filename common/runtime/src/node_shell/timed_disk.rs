@@ -21,12 +21,22 @@ pub struct SyncTimes {
 pub struct TimedDisk<D> {
     inner: D,
     times: SyncTimes,
+    /// Fault injection for process tests: file fsyncs after this many fail.
+    fail_syncs_after: Option<u64>,
 }
 
 impl<D> TimedDisk<D> {
     /// Wraps `inner`.
     pub fn new(inner: D) -> Self {
-        TimedDisk { inner, times: SyncTimes::default() }
+        TimedDisk { inner, times: SyncTimes::default(), fail_syncs_after: None }
+    }
+
+    /// Makes every file fsync after the first `n` fail, as a dying disk would (for the test
+    /// that a failed fsync stops the process).
+    #[must_use]
+    pub fn failing_syncs_after(mut self, n: u64) -> Self {
+        self.fail_syncs_after = Some(n);
+        self
     }
 
     /// The counters so far.
@@ -53,6 +63,13 @@ impl<D: Disk> Disk for TimedDisk<D> {
     }
 
     fn sync(&mut self, path: &str) -> Result<(), DiskError> {
+        if self.fail_syncs_after.is_some_and(|n| self.times.file_syncs >= n) {
+            return Err(DiskError {
+                op: "sync",
+                path: path.to_string(),
+                detail: "injected fsync failure (--fail-fsync-after)".to_string(),
+            });
+        }
         let started = Instant::now();
         let result = self.inner.sync(path);
         self.times.file_syncs += 1;
