@@ -47,6 +47,23 @@
 //! A leader counts its own log towards commit only up to what `on_persisted` reported, and a
 //! candidate's vote requests leave only after its new term and self-vote are durable (they are
 //! `persisted_messages`), so a crash can never make a replica forget a vote it gave or counted.
+//! Everything that acknowledges durable state — vote grants, append and snapshot
+//! acknowledgements, vote requests, replies carrying a newly adopted term — is a
+//! persisted message; a `Ready` that carries only persisted messages still needs its (cheap)
+//! fsync token. Pre-votes, ReadIndex traffic, intermediate snapshot-chunk answers and a
+//! leader's appends and heartbeats are plain messages.
+//!
+//! Several groups' `Ready`s may share one fsync (group commit): take each group's `Ready`,
+//! write them all, fsync once, then do steps 4-6 for each. A core must not be asked for its
+//! next `Ready` before the previous one went through step 4.
+//!
+//! # Peers are not trusted with the core's safety
+//!
+//! [`RaftCore::step`] never panics on a message's content: a malformed or stale message is
+//! dropped and `step` returns the reason ([`Ignored`]). The `assert!`s that stay on in release
+//! builds guard the core's own invariants — the commit index never decreases, applied never
+//! exceeds what was handed out, no entry at or below the commit index is overwritten, terms
+//! never decrease — and fire only on a bug in the core or a driver breaking this contract.
 //!
 //! # What is implemented (protocol.md §8)
 //!
@@ -172,6 +189,8 @@ pub struct RaftCore {
     read_round_needed: bool,
     /// The commit index moved: followers with nothing new to receive get an empty append.
     commit_broadcast_needed: bool,
+    /// Bytes of this leader's own entries above the commit index (flow control).
+    uncommitted_bytes: u64,
 
     // Follower state.
     /// Reads forwarded to the leader, by context.
@@ -190,6 +209,49 @@ pub struct RaftCore {
     snapshot_to_install: Option<(SnapshotMeta, Vec<u8>)>,
     last_hard_state: HardState,
     last_soft_state: SoftState,
+}
+
+/// Terms and indexes from peers must stay below this bound, so that our arithmetic on them
+/// (`+ 1`, `+ entries.len()`) can never overflow. Real values are far smaller: 2^62 entries
+/// at a million per second take 146,000 years.
+const TERM_OR_INDEX_BOUND: u64 = 1 << 62;
+
+fn within_bounds(msg: &Message) -> bool {
+    let ok = |v: u64| v < TERM_OR_INDEX_BOUND;
+    ok(msg.term().0)
+        && match msg {
+            Message::PreVote { last_log_index, last_log_term, .. }
+            | Message::RequestVote { last_log_index, last_log_term, .. } => {
+                ok(last_log_index.0) && ok(last_log_term.0)
+            }
+            Message::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                ..
+            } => {
+                ok(prev_log_index.0)
+                    && ok(prev_log_term.0)
+                    && ok(leader_commit.0)
+                    && entries.iter().all(|e| ok(e.index.0) && ok(e.term.0))
+            }
+            Message::AppendResponse { match_index, reject_hint, .. } => {
+                ok(match_index.0)
+                    && reject_hint.is_none_or(|h| {
+                        ok(h.last_index.0)
+                            && ok(h.conflict_first_index.0)
+                            && h.conflict_term.is_none_or(|t| ok(t.0))
+                    })
+            }
+            Message::InstallSnapshot { meta, .. } => ok(meta.last_index.0) && ok(meta.last_term.0),
+            Message::InstallSnapshotResponse { last_index, .. } => ok(last_index.0),
+            Message::ReadIndexResponse { index, .. } => index.is_none_or(|i| ok(i.0)),
+            Message::PreVoteResponse { .. }
+            | Message::VoteResponse { .. }
+            | Message::TimeoutNow { .. }
+            | Message::ReadIndexRequest { .. } => true,
+        }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -222,6 +284,7 @@ impl RaftCore {
             Some((meta, _)) => (meta.last_index, meta.last_term),
             None => (LogIndex(0), Term(0)),
         };
+        let term = hard_state.term.max(snap_term);
         let mut kept = Vec::with_capacity(entries.len());
         let mut expected = snap_index.next();
         let mut prev_term = snap_term;
@@ -232,7 +295,7 @@ impl RaftCore {
             if entry.index != expected {
                 return Err(RestoreError::EntriesNotContiguous { expected, found: entry.index });
             }
-            if entry.term < prev_term || entry.term > hard_state.term {
+            if entry.term < prev_term || entry.term > term {
                 return Err(RestoreError::EntryTermOutOfOrder {
                     index: entry.index,
                     term: entry.term,
@@ -250,7 +313,6 @@ impl RaftCore {
         // The persisted commit may exceed what survived a torn tail; commit is an optimisation.
         let commit = hard_state.commit.clamp(applied, last);
         let log = RaftLog::restore(snap_index, snap_term, kept, commit, applied);
-        let term = hard_state.term.max(snap_term);
         let last_hard_state = HardState { term, vote: hard_state.vote, commit };
         let mut core = RaftCore {
             id,
@@ -274,6 +336,7 @@ impl RaftCore {
             reads_before_term_commit: Vec::new(),
             read_round_needed: false,
             commit_broadcast_needed: false,
+            uncommitted_bytes: 0,
             forwarded_reads: BTreeSet::new(),
             incoming_snapshot: None,
             snapshot,
@@ -407,6 +470,9 @@ impl RaftCore {
         if from == self.id || !self.voters.contains(&from) {
             return Err(Ignored::UnknownPeer);
         }
+        if !within_bounds(&msg) {
+            return Err(Ignored::Malformed("term or index beyond 2^62"));
+        }
         let msg_term = msg.term();
         if msg_term > self.term {
             match &msg {
@@ -499,7 +565,16 @@ impl RaftCore {
             // RAFT-6: no new proposals while the leadership moves.
             return Err(ProposeError::TransferInProgress { target: t.target });
         }
-        Ok(self.append_own(EntryPayload::Command(data)))
+        let payload = EntryPayload::Command(data);
+        let bytes = log::payload_bytes(&payload);
+        if self.uncommitted_bytes > 0
+            && self.uncommitted_bytes.saturating_add(bytes) > self.config.max_uncommitted_bytes
+        {
+            return Err(ProposeError::TooManyUncommitted {
+                uncommitted_bytes: self.uncommitted_bytes,
+            });
+        }
+        Ok(self.append_own(payload))
     }
 
     /// The driver made the log durable up to `index`, whose entry has `term` (use

@@ -72,7 +72,9 @@ pub enum Message {
         read_seq: u64,
     },
     /// Answer to [`Message::AppendEntries`]. On success `match_index` is the follower's last
-    /// index that matches the leader; on failure `reject_hint` helps the leader back up fast.
+    /// index that matches the leader; on failure it is the `prev_log_index` that did not match
+    /// (so the leader can tell a stale rejection), and `reject_hint` helps the leader back up
+    /// fast. `read_seq` echoes the request's.
     AppendResponse {
         term: Term,
         success: bool,
@@ -83,6 +85,8 @@ pub enum Message {
     /// One chunk of a snapshot (RAFT-8).
     InstallSnapshot { term: Term, meta: SnapshotMeta, offset: u64, data: Vec<u8>, done: bool },
     /// Answer to [`Message::InstallSnapshot`]: `next_offset` acknowledges the bytes received.
+    /// With `done`, the follower holds everything up to `last_index` (the snapshot's, or its own
+    /// commit index if that was already further).
     InstallSnapshotResponse { term: Term, last_index: LogIndex, next_offset: u64, done: bool },
     /// RAFT-6: start an election now.
     TimeoutNow { term: Term },

@@ -15,7 +15,8 @@
 //! compaction point); `entries` that follow it start right after the snapshot's last index.
 //!
 //! A message that acknowledges durable state cannot be sent before step 3 because
-//! [`AfterSync::release`] needs a `SyncToken`, and only [`SyncToken::after_fsync`] makes one.
+//! [`AfterSync::release`] needs a `SyncToken`, and only `SyncToken::after_fsync` (called by the
+//! WAL after a successful fsync) makes one.
 
 use decree_types::{LogIndex, NodeId, Term};
 
@@ -30,6 +31,7 @@ pub struct SyncToken {
 
 impl SyncToken {
     /// Called by the WAL (and only by it) after a successful fsync.
+    #[allow(dead_code, reason = "the WAL is its only caller outside tests")]
     pub(crate) fn after_fsync() -> Self {
         SyncToken { _private: () }
     }

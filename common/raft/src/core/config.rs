@@ -24,6 +24,9 @@ pub struct RaftConfig {
     pub snapshot_chunk_bytes: u64,
     /// Largest snapshot a follower accepts from a leader.
     pub max_snapshot_bytes: u64,
+    /// Payload bytes a leader accepts beyond its commit index before it refuses proposals
+    /// (flow control while followers are slow or away). One proposal is always accepted.
+    pub max_uncommitted_bytes: u64,
     /// ReadIndex requests a leader (or a follower forwarding them) keeps pending.
     pub max_pending_reads: usize,
     /// RAFT-4: a leader steps down after an election timeout without hearing from a majority.
@@ -43,6 +46,7 @@ impl Default for RaftConfig {
             max_apply_bytes: 16 << 20,
             snapshot_chunk_bytes: 1 << 20,
             max_snapshot_bytes: 8 << 30,
+            max_uncommitted_bytes: 64 << 20,
             max_pending_reads: 4096,
             check_quorum: true,
             pre_vote: true,
@@ -90,6 +94,10 @@ impl RaftConfig {
     pub(crate) fn election_max_ns(&self) -> u64 {
         duration_ns(self.election_timeout_max)
     }
+}
+
+fn hint(leader: Option<NodeId>) -> String {
+    leader.map_or_else(|| "none".to_string(), |l| l.to_string())
 }
 
 fn duration_ns(d: Duration) -> u64 {
@@ -146,7 +154,7 @@ pub enum RestoreError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
     /// Only the leader appends; `leader_hint` is the leader this replica knows of.
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    #[error("not the leader (leader hint: {})", hint(*.leader_hint))]
     NotLeader {
         /// Where to retry, if known.
         leader_hint: Option<NodeId>,
@@ -156,6 +164,12 @@ pub enum ProposeError {
     TransferInProgress {
         /// The replica that is becoming leader.
         target: NodeId,
+    },
+    /// Flow control: `max_uncommitted_bytes` of this leader's entries await commit.
+    #[error("{uncommitted_bytes} bytes await commit; retry later")]
+    TooManyUncommitted {
+        /// Payload bytes above the commit index.
+        uncommitted_bytes: u64,
     },
 }
 
@@ -174,7 +188,7 @@ pub enum ReadIndexError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
     /// Only the leader can transfer leadership.
-    #[error("not the leader (leader hint: {leader_hint:?})")]
+    #[error("not the leader (leader hint: {})", hint(*.leader_hint))]
     NotLeader {
         /// The leader this replica knows of.
         leader_hint: Option<NodeId>,

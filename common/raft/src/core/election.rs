@@ -99,6 +99,7 @@ impl RaftCore {
         self.read_seq = 0;
         self.read_round_needed = false;
         self.commit_broadcast_needed = false;
+        self.uncommitted_bytes = 0;
         let next = self.log.last_index().next();
         self.progress = self.peers().into_iter().map(|p| (p, Progress::new(next))).collect();
         self.heartbeat_deadline_ns = now_ns.saturating_add(self.config.heartbeat_ns());

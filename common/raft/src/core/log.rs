@@ -21,11 +21,15 @@ use crate::msg::{Entry, EntryPayload};
 /// Bytes an entry costs on the wire, for batching limits (payload plus a fixed header).
 pub(crate) fn entry_bytes(entry: &Entry) -> u64 {
     const HEADER_BYTES: u64 = 24;
-    HEADER_BYTES
-        + match &entry.payload {
-            EntryPayload::Noop => 0,
-            EntryPayload::Command(data) => data.len() as u64,
-        }
+    HEADER_BYTES + payload_bytes(&entry.payload)
+}
+
+/// Bytes of an entry's payload.
+pub(crate) fn payload_bytes(payload: &EntryPayload) -> u64 {
+    match payload {
+        EntryPayload::Noop => 0,
+        EntryPayload::Command(data) => data.len() as u64,
+    }
 }
 
 #[derive(Debug)]

@@ -73,6 +73,7 @@ impl Progress {
     pub(crate) fn become_replicate(&mut self) {
         self.state = ReplicationState::Replicate;
         self.next_index = self.match_index.next();
+        self.match_at_heartbeat = self.match_index;
         self.inflight.clear();
         self.probe_paused = false;
     }

@@ -4,7 +4,7 @@
 
 use decree_types::{LogIndex, NodeId, Term};
 
-use super::{Ignored, RaftCore, ReplicationState, Role, Transfer, TransferError};
+use super::{log, Ignored, RaftCore, ReplicationState, Role, Transfer, TransferError};
 use crate::msg::{Entry, EntryPayload, Message, RejectHint};
 
 impl RaftCore {
@@ -27,6 +27,14 @@ impl RaftCore {
         }
         let deadline_ns = now_ns.saturating_add(self.config.election_min_ns());
         self.transfer = Some(Transfer { target: to, deadline_ns, timeout_now_sent: false });
+        let last_index = self.log.last_index();
+        if let Some(p) = self.progress.get_mut(&to) {
+            // Catch the target up now rather than after the next heartbeat notices a gap.
+            if p.state != ReplicationState::Snapshot && p.match_index < last_index {
+                let next = p.match_index.next();
+                p.become_probe(next);
+            }
+        }
         self.maybe_send_timeout_now();
         Ok(())
     }
@@ -35,6 +43,8 @@ impl RaftCore {
     pub(super) fn append_own(&mut self, payload: EntryPayload) -> LogIndex {
         assert_eq!(self.role, Role::Leader);
         let index = self.log.last_index().next();
+        self.uncommitted_bytes =
+            self.uncommitted_bytes.saturating_add(log::payload_bytes(&payload));
         self.log.push(Entry { term: self.term, index, payload });
         if self.voters.len() == 1 {
             // Nothing to wait for but our own fsync (reported via on_persisted).
@@ -129,7 +139,7 @@ impl RaftCore {
                 p.inflight.len() < self.config.max_inflight_appends
                     && (p.next_index <= last || self.commit_broadcast_needed)
             }
-            ReplicationState::Snapshot => !p.snapshot.awaiting,
+            ReplicationState::Snapshot => !p.snapshot.awaiting && self.snapshot.is_some(),
         })
     }
 
@@ -343,6 +353,9 @@ impl RaftCore {
         } else {
             // `match_index` of a rejection is the `prev_log_index` that did not match.
             let rejected = match_index;
+            if rejected > last_index {
+                return Err(Ignored::Malformed("rejects an index we never sent"));
+            }
             if rejected <= p.match_index {
                 self.confirm_reads();
                 return Err(Ignored::Stale);
@@ -383,7 +396,15 @@ impl RaftCore {
         if candidate <= self.log.commit() || self.log.term_at(candidate) != Some(self.term) {
             return;
         }
-        let first_commit_in_term = self.log.term_at(self.log.commit()) != Some(self.term);
+        let old_commit = self.log.commit();
+        let first_commit_in_term = self.log.term_at(old_commit) != Some(self.term);
+        let committed_bytes: u64 = self
+            .log
+            .entries()
+            .filter(|e| e.index > old_commit && e.index <= candidate && e.term == self.term)
+            .map(|e| log::payload_bytes(&e.payload))
+            .sum();
+        self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(committed_bytes);
         self.log.commit_to(candidate);
         self.commit_broadcast_needed = true;
         if first_commit_in_term {
