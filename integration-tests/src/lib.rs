@@ -1,3 +1,53 @@
-//! decree deterministic simulator. (Being written.)
+//! decree's deterministic whole-cluster simulator (TESTING.md §3).
+//!
+//! It runs the **real** [`decree_raft::node::Node`] code of N nodes — the same driver loop,
+//! Raft cores and write-ahead log the shell runs — in one thread, and swaps only the world
+//! around them: the network ([`network`]), the disks (`MemDisk`, which loses unsynced writes
+//! on a crash and can tear the last write), and the clocks ([`clock`]). A single `u64` seed
+//! decides everything: every random choice comes from a [`decree_types::DetRng`] forked from
+//! it in a fixed order, the event queue is a `BTreeMap` ordered by (time, sequence number), and
+//! nothing reads the system clock, spawns a thread or iterates a `HashMap`. Replaying a seed
+//! therefore replays the run exactly, which the [`trace`] hash proves.
+//!
+//! # The event loop ([`sim::run`])
+//!
+//! 1. Derive the run's shape from the seed: 2–3 groups with a replica on every node, Raft and
+//!    WAL limits (tiny append, apply and snapshot-chunk sizes, small segments), how often the
+//!    state machines snapshot, and the fault plan ([`faults`]).
+//! 2. Open every node on an empty `MemDisk`; schedule ticks, the client, the first fault, the
+//!    periodic log check and the end of the faulty phase.
+//! 3. Pop the earliest event and handle it; every node input (a delivered batch, a tick, a
+//!    proposal) schedules one `process` call shortly after, so inputs arriving meanwhile share
+//!    its single fsync. `process` sends through the seeded network (delay, loss, duplication,
+//!    reordering, partitions, clogging) and returns outputs: roles feed the election-safety and
+//!    leader-completeness checkers; applied entries feed the per-node state machine
+//!    ([`decree_raft::node::CommandList`]), state machine safety, and the client, which turns
+//!    "applied at the index I was given, with my command" into an acknowledgement.
+//! 4. Faulty phase: crashes (with or without a torn last write), fsync failures (the node must
+//!    stop), partitions of every shape, swizzle-clogging, clock jumps, network changes.
+//! 5. Healing phase: faults off, links healed, every node restarted. Each group must elect
+//!    exactly one leader that every replica follows, acknowledge a proposal made after the
+//!    heal, and every replica must apply every acknowledged entry — within a bound.
+//! 6. Final checks: log matching across all replicas, and every acknowledged command present
+//!    at its index in every replica's state machine.
+//!
+//! A failure names the broken invariant and prints the single command that replays the seed.
+//!
+//! [`processes`] is the other half of the crate: the same node code as real OS processes
+//! (`decree-lognode`) over real QUIC, with a harness, a client, the leader-kill scenario and
+//! the replication benchmark (TESTING.md §4).
 
+pub mod check;
+pub mod clock;
+pub mod faults;
+pub mod network;
 pub mod processes;
+pub mod sim;
+pub mod trace;
+pub mod workload;
+
+pub use sim::{run, Outcome, SimConfig};
+
+/// Seeds that once failed, kept as regression tests (see `tests/sim_seeds.rs`), with what
+/// each one found.
+pub const REGRESSION_SEEDS: &[(u64, &str)] = &[];

@@ -1,1 +1,578 @@
-//! The multi-group node. (Being written.)
+//! The multi-group node: every Raft replica one process hosts, the one write-ahead log they
+//! share, and the driver loop that turns their `Ready`s into sends, appends and fsyncs.
+//!
+//! A [`Node`] is synchronous and deterministic. It owns all of its state (`&mut self`, one
+//! thread: the Singular Update Queue pattern) and performs no I/O of its own: bytes reach the
+//! disk through the [`Wal`] over a [`Disk`], messages leave through a [`Transport`] the caller
+//! passes in, and time is the `now_ns` argument of every call (monotonic nanoseconds). The
+//! QUIC shell (`decree-runtime`) and the simulator (`decree-sim`) run this same code.
+//!
+//! # Inputs
+//!
+//! [`Node::step`] (a message from a peer), [`Node::tick`] (time passed), [`Node::propose`]
+//! and [`Node::read_index`] (client requests) only feed the cores; nothing leaves the node
+//! until the next [`Node::process`]. Everything that arrives between two `process` calls
+//! shares that iteration's single fsync (group commit across groups).
+//!
+//! # The driver loop: one [`Node::process`] iteration
+//!
+//! 1. Collect the `Ready` of every group that has one, in `GroupId` order.
+//! 2. **Send** each `Ready::messages` (a leader's appends and heartbeats: they acknowledge
+//!    nothing durable, so they may overlap our own fsync — Raft thesis §10.2.1). All groups'
+//!    messages to one peer go out in one [`Transport::send`] batch.
+//! 3. **Append** every group's snapshot (`Wal::save_snapshot`, which fsyncs on its own:
+//!    RAFT-8's temp file + rename), entries (`Wal::append`) and hard state
+//!    (`Wal::set_hard_state`) to the shared WAL.
+//! 4. **One `Wal::sync()` for all groups.** It returns the [`SyncToken`] that proves the
+//!    fsync; a failed fsync is [`Fatal`]: the node stops for good and every later call fails
+//!    (it never carries on as if the write happened).
+//! 5. **Release** every group's `persisted_messages` with that token (vote grants, append
+//!    acknowledgements: RAFT-1, INV-R6) and send them, again one batch per peer.
+//! 6. Tell each core what is durable (`on_persisted`).
+//! 7. **Hand out** per group, in this order: the new role ([`Output::Role`]), a snapshot to
+//!    install ([`Output::Restore`]), committed entries to apply ([`Output::Apply`]) — which
+//!    the node reports to the core as applied, because the caller applies every output before
+//!    its next call — and reads that became servable ([`Output::Read`], [`Output::ReadFailed`]).
+//!
+//! When nothing needs persisting in an iteration, steps 2 and 5 merge into one send per peer.
+//!
+//! The state machine belongs to the caller: the node returns what to apply and takes
+//! snapshots the caller made ([`Node::snapshot`]). [`CommandList`] is the simple state machine
+//! the simulator uses.
+//!
+//! # Restart
+//!
+//! [`Node::open`] recovers every group from the WAL (hard state, newest snapshot, entries),
+//! rebuilds the cores, and queues an [`Output::Restore`] per recovered snapshot, which the
+//! first `process` hands out before anything else; entries after the snapshot are then
+//! applied again as they are (re-)committed.
+
+mod command_list;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use decree_types::{DetRng, GroupId, LogIndex, NodeId};
+
+pub use self::command_list::{CommandList, SnapshotDecodeError};
+use crate::core::{
+    self, RaftConfig, RaftCore, ReadIndexError, RestoreError, Restored, SnapshotError, Status,
+    TransferError,
+};
+use crate::disk::Disk;
+use crate::msg::{Entry, Message, SnapshotMeta};
+use crate::ready::{Ready, SoftState, SyncToken};
+use crate::wal::{FatalError, InvalidRequest, Wal, WalConfig, WalError};
+
+/// The largest command a client may propose, in bytes. Well below the WAL's per-record limit
+/// so that a proposal can never make the WAL refuse an append (which would stop the node).
+pub const PROPOSAL_BYTES_MAX: usize = 1 << 20;
+
+/// The messages of one [`Transport::send`]: `(group, message)` pairs for one peer, in order.
+pub type Batch = Vec<(GroupId, Message)>;
+
+/// Where the node's messages go. The shell implements it over one QUIC connection per peer
+/// (a stream per group); the simulator puts batches into its seeded network.
+pub trait Transport {
+    /// Sends every message of this iteration for peer `to`, of all groups, in order.
+    /// Delivery is best effort: Raft retries whatever is lost.
+    fn send(&mut self, to: NodeId, batch: Batch);
+}
+
+/// A `Transport` that keeps what was sent, for tests and simple drivers.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Every batch, in send order.
+    pub sent: Vec<(NodeId, Batch)>,
+}
+
+impl Transport for Outbox {
+    fn send(&mut self, to: NodeId, batch: Batch) {
+        self.sent.push((to, batch));
+    }
+}
+
+/// Settings of a node.
+#[derive(Clone, Debug, Default)]
+pub struct NodeConfig {
+    /// Every group's Raft settings.
+    pub raft: RaftConfig,
+    /// The WAL's settings.
+    pub wal: WalConfig,
+}
+
+/// What one `process` iteration hands to the caller, per group in the order listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// This replica's role or known leader changed.
+    Role {
+        /// The group.
+        group: GroupId,
+        /// The new state.
+        state: SoftState,
+    },
+    /// Replace the group's state machine with this snapshot (RAFT-8): after a restart, or
+    /// when the leader sent one because we were too far behind.
+    Restore {
+        /// The group.
+        group: GroupId,
+        /// What the snapshot covers.
+        meta: SnapshotMeta,
+        /// The state machine's bytes, as the caller's `snapshot` produced them.
+        data: Vec<u8>,
+    },
+    /// Apply these committed entries, in order, before the next call into the node.
+    Apply {
+        /// The group.
+        group: GroupId,
+        /// Consecutive committed entries.
+        entries: Vec<Entry>,
+    },
+    /// The read `ctx` may be served: the state machine has applied `index` (RAFT-3).
+    Read {
+        /// The group.
+        group: GroupId,
+        /// The context given to `read_index`.
+        ctx: u64,
+        /// The read index.
+        index: LogIndex,
+    },
+    /// The read `ctx` cannot be served here (leadership lost, refused): retry.
+    ReadFailed {
+        /// The group.
+        group: GroupId,
+        /// The context given to `read_index`.
+        ctx: u64,
+    },
+}
+
+/// Why a proposal was refused. The caller may retry elsewhere or later.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// This node hosts no replica of the group.
+    #[error("no replica of {0} on this node")]
+    UnknownGroup(GroupId),
+    /// This replica does not lead the group; `leader_hint` is where to retry, if known.
+    #[error("not the leader of {group} (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The group.
+        group: GroupId,
+        /// The leader this replica knows of.
+        leader_hint: Option<NodeId>,
+    },
+    /// Leadership is moving to `target` (RAFT-6); retry there shortly.
+    #[error("leadership of {group} is moving to {target}")]
+    TransferInProgress {
+        /// The group.
+        group: GroupId,
+        /// The replica becoming leader.
+        target: NodeId,
+    },
+    /// Flow control: too many of the leader's bytes await commit; retry shortly.
+    #[error("{group}: {uncommitted_bytes} bytes await commit; retry later")]
+    Backpressure {
+        /// The group.
+        group: GroupId,
+        /// Payload bytes above the commit index.
+        uncommitted_bytes: u64,
+    },
+    /// The command is larger than [`PROPOSAL_BYTES_MAX`].
+    #[error("proposal of {bytes} bytes is over the limit of {PROPOSAL_BYTES_MAX}")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+    },
+    /// The node stopped on a fatal error.
+    #[error("node stopped: {0}")]
+    Stopped(String),
+}
+
+/// Why a read index was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// This node hosts no replica of the group.
+    #[error("no replica of {0} on this node")]
+    UnknownGroup(GroupId),
+    /// The core refused (no known leader, too many pending reads).
+    #[error(transparent)]
+    Refused(#[from] ReadIndexError),
+    /// The node stopped on a fatal error.
+    #[error("node stopped: {0}")]
+    Stopped(String),
+}
+
+/// Why a leadership transfer was not started.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransferRequestError {
+    /// This node hosts no replica of the group.
+    #[error("no replica of {0} on this node")]
+    UnknownGroup(GroupId),
+    /// The core refused (not the leader, target not a voter).
+    #[error(transparent)]
+    Refused(#[from] TransferError),
+    /// The node stopped on a fatal error.
+    #[error("node stopped: {0}")]
+    Stopped(String),
+}
+
+/// Why a snapshot was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotRequestError {
+    /// This node hosts no replica of the group.
+    #[error("no replica of {0} on this node")]
+    UnknownGroup(GroupId),
+    /// The core refused it (not applied yet, not newer than the current one); nothing changed.
+    #[error(transparent)]
+    Refused(#[from] SnapshotError),
+    /// Persisting it failed; the node has stopped.
+    #[error(transparent)]
+    Fatal(#[from] Fatal),
+}
+
+/// An error that stops the node. It never continues after one: every later call fails.
+#[derive(Debug, thiserror::Error)]
+pub enum Fatal {
+    /// The WAL failed: an fsync or disk error, or corruption found while recovering.
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] FatalError),
+    /// The WAL refused what the driver asked it to write: the core and the WAL disagree about
+    /// the log, which is a bug; continuing could lose acknowledged entries.
+    #[error("write-ahead log refused a write (driver or core bug): {0}")]
+    Rejected(InvalidRequest),
+    /// A group's recovered state is not a valid Raft state.
+    #[error("{group}: recovered state is invalid: {error}")]
+    Restore {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        error: RestoreError,
+    },
+    /// The node had already stopped for `cause`.
+    #[error("node stopped earlier: {0}")]
+    Stopped(String),
+}
+
+impl From<WalError> for Fatal {
+    fn from(e: WalError) -> Self {
+        match e {
+            WalError::Fatal(f) => Fatal::Wal(f),
+            WalError::Invalid(i) => Fatal::Rejected(i),
+        }
+    }
+}
+
+impl Fatal {
+    /// Did the disk fail (as opposed to a bug in the node or core)? A failed fsync or a disk
+    /// error is something the environment does; the simulator injects those on purpose.
+    pub fn is_disk_failure(&self) -> bool {
+        matches!(self, Fatal::Wal(FatalError::SyncFailed(_) | FatalError::Disk(_)))
+    }
+}
+
+/// One process's replicas of every group it hosts, sharing one WAL. See the module docs.
+#[derive(Debug)]
+pub struct Node<D: Disk> {
+    id: NodeId,
+    wal: Wal<D>,
+    groups: BTreeMap<GroupId, Replica>,
+    /// Outputs produced outside `process` (recovered snapshots), handed out first.
+    pending: Vec<Output>,
+    /// Set by the first fatal error; the node never does anything again.
+    stopped: Option<String>,
+}
+
+#[derive(Debug)]
+struct Replica {
+    core: RaftCore,
+    /// Reads whose index the state machine has not applied yet.
+    waiting_reads: Vec<(u64, LogIndex)>,
+}
+
+impl<D: Disk> Node<D> {
+    /// Opens the node `id` on `disk`: recovers the WAL and starts one replica per entry of
+    /// `groups` (group and its voters), fresh or from its recovered state. Groups the WAL
+    /// knows but `groups` does not list are left on disk untouched.
+    pub fn open(
+        id: NodeId,
+        groups: Vec<(GroupId, Vec<NodeId>)>,
+        disk: D,
+        config: NodeConfig,
+        mut rng: DetRng,
+        now_ns: u64,
+    ) -> Result<Node<D>, Fatal> {
+        let (wal, mut recovered) = Wal::open(disk, config.wal.clone())?;
+        let mut replicas = BTreeMap::new();
+        let mut pending = Vec::new();
+        for (group, voters) in groups {
+            let state = recovered.groups.remove(&group).unwrap_or_default();
+            let applied = state.snapshot.as_ref().map_or(LogIndex(0), |(m, _)| m.last_index);
+            if let Some((meta, data)) = &state.snapshot {
+                pending.push(Output::Restore { group, meta: meta.clone(), data: data.clone() });
+            }
+            let restored = Restored {
+                hard_state: state.hard_state,
+                snapshot: state.snapshot,
+                entries: state.entries,
+                applied,
+            };
+            let core = RaftCore::new(config.raft.clone(), id, voters, restored, rng.fork(), now_ns)
+                .map_err(|error| Fatal::Restore { group, error })?;
+            replicas.insert(group, Replica { core, waiting_reads: Vec::new() });
+        }
+        Ok(Node { id, wal, groups: replicas, pending, stopped: None })
+    }
+
+    /// Handles a message from peer `from` for `group`. Messages for groups this node does
+    /// not host, and messages the core ignores, are dropped: peers' input never fails a node.
+    pub fn step(&mut self, now_ns: u64, from: NodeId, group: GroupId, msg: Message) {
+        if self.stopped.is_some() {
+            return;
+        }
+        if let Some(r) = self.groups.get_mut(&group) {
+            // `Ignored` explains why a message had no effect; Raft recovers from any of them.
+            let _ = r.core.step(now_ns, from, msg);
+        }
+    }
+
+    /// Time passed: every group's timers are checked against `now_ns`.
+    pub fn tick(&mut self, now_ns: u64) {
+        if self.stopped.is_some() {
+            return;
+        }
+        for r in self.groups.values_mut() {
+            r.core.tick(now_ns);
+        }
+    }
+
+    /// Appends `data` to `group`'s log if this replica leads it. The entry is committed and
+    /// applied when an [`Output::Apply`] carries an entry with this index *and* the term the
+    /// leader had now (a new leader may have replaced it).
+    pub fn propose(
+        &mut self,
+        now_ns: u64,
+        group: GroupId,
+        data: Vec<u8>,
+    ) -> Result<LogIndex, ProposeError> {
+        if let Some(cause) = &self.stopped {
+            return Err(ProposeError::Stopped(cause.clone()));
+        }
+        if data.len() > PROPOSAL_BYTES_MAX {
+            return Err(ProposeError::TooLarge { bytes: data.len() });
+        }
+        let r = self.groups.get_mut(&group).ok_or(ProposeError::UnknownGroup(group))?;
+        r.core.propose(now_ns, data).map_err(|e| match e {
+            core::ProposeError::NotLeader { leader_hint } => {
+                ProposeError::NotLeader { group, leader_hint }
+            }
+            core::ProposeError::TransferInProgress { target } => {
+                ProposeError::TransferInProgress { group, target }
+            }
+            core::ProposeError::TooManyUncommitted { uncommitted_bytes } => {
+                ProposeError::Backpressure { group, uncommitted_bytes }
+            }
+        })
+    }
+
+    /// Asks for a linearizable read of `group` (RAFT-3); the answer is an [`Output::Read`] or
+    /// [`Output::ReadFailed`] carrying `ctx`.
+    pub fn read_index(&mut self, now_ns: u64, group: GroupId, ctx: u64) -> Result<(), ReadError> {
+        if let Some(cause) = &self.stopped {
+            return Err(ReadError::Stopped(cause.clone()));
+        }
+        let r = self.groups.get_mut(&group).ok_or(ReadError::UnknownGroup(group))?;
+        Ok(r.core.read_index(now_ns, ctx)?)
+    }
+
+    /// Moves leadership of `group` to `target` (RAFT-6): the leader stops taking proposals,
+    /// brings `target` up to date and tells it to start an election at once.
+    pub fn transfer_leadership(
+        &mut self,
+        now_ns: u64,
+        group: GroupId,
+        target: NodeId,
+    ) -> Result<(), TransferRequestError> {
+        if let Some(cause) = &self.stopped {
+            return Err(TransferRequestError::Stopped(cause.clone()));
+        }
+        let r = self.groups.get_mut(&group).ok_or(TransferRequestError::UnknownGroup(group))?;
+        Ok(r.core.transfer_leadership(now_ns, target)?)
+    }
+
+    /// One driver iteration; see the module docs for its steps. Returns what the caller must
+    /// apply and serve, per group. After `Err` the node has stopped.
+    pub fn process(&mut self, transport: &mut impl Transport) -> Result<Vec<Output>, Fatal> {
+        if let Some(cause) = &self.stopped {
+            return Err(Fatal::Stopped(cause.clone()));
+        }
+        match self.drive(transport) {
+            Ok(out) => Ok(out),
+            Err(fatal) => {
+                self.stopped = Some(fatal.to_string());
+                Err(fatal)
+            }
+        }
+    }
+
+    /// The caller saved `group`'s state machine as of `index` (≤ what it applied) as `data`:
+    /// the core drops its log up to `index`, the WAL stores the snapshot durably (temp file,
+    /// fsync, rename, directory fsync) and deletes segments below the low-water mark.
+    pub fn snapshot(
+        &mut self,
+        group: GroupId,
+        index: LogIndex,
+        data: Vec<u8>,
+    ) -> Result<(), SnapshotRequestError> {
+        if let Some(cause) = &self.stopped {
+            return Err(Fatal::Stopped(cause.clone()).into());
+        }
+        let r = self.groups.get_mut(&group).ok_or(SnapshotRequestError::UnknownGroup(group))?;
+        let meta = r.core.snapshot_created(index, data.clone())?;
+        let persisted = self
+            .wal
+            .save_snapshot(group, meta, &data)
+            .and_then(|()| self.wal.compact().map(drop))
+            .map_err(Fatal::from);
+        if let Err(fatal) = persisted {
+            self.stopped = Some(fatal.to_string());
+            return Err(fatal.into());
+        }
+        Ok(())
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The groups this node hosts.
+    pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.keys().copied()
+    }
+
+    /// A summary of the replica of `group`.
+    pub fn status(&self, group: GroupId) -> Option<Status> {
+        self.groups.get(&group).map(|r| r.core.status())
+    }
+
+    /// Read-only access to the replica of `group`, for inspection (status pages, checkers).
+    pub fn core(&self, group: GroupId) -> Option<&RaftCore> {
+        self.groups.get(&group).map(|r| &r.core)
+    }
+
+    /// The earliest local time at which some group's `tick` has something to do.
+    pub fn next_deadline_ns(&self) -> Option<u64> {
+        self.groups.values().map(|r| r.core.next_deadline_ns()).min()
+    }
+
+    /// Does some group have work for [`Node::process`]?
+    pub fn has_ready(&self) -> bool {
+        !self.pending.is_empty() || self.groups.values().any(|r| r.core.has_ready())
+    }
+
+    /// Why the node stopped, if it did.
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.as_deref()
+    }
+
+    /// The WAL (counters, and the disk for the simulator).
+    pub fn wal(&self) -> &Wal<D> {
+        &self.wal
+    }
+
+    fn drive(&mut self, transport: &mut impl Transport) -> Result<Vec<Output>, Fatal> {
+        let mut out = std::mem::take(&mut self.pending);
+
+        // Step 1: every group's Ready.
+        let mut readies: Vec<(GroupId, Ready)> = Vec::new();
+        for (&group, r) in &mut self.groups {
+            if r.core.has_ready() {
+                readies.push((group, r.core.ready()));
+            }
+        }
+        if readies.is_empty() {
+            return Ok(out);
+        }
+
+        // Step 2: messages that acknowledge nothing durable. If nothing is to be persisted
+        // they wait and leave with the step-5 batch, so each peer gets one send.
+        let needs_fsync = readies
+            .iter()
+            .any(|(_, r)| r.hard_state.is_some() || r.snapshot.is_some() || !r.entries.is_empty());
+        let mut batches: BTreeMap<NodeId, Batch> = BTreeMap::new();
+        for (group, ready) in &mut readies {
+            for (to, msg) in ready.messages.drain(..) {
+                batches.entry(to).or_default().push((*group, msg));
+            }
+        }
+        if needs_fsync {
+            flush(transport, &mut batches);
+        }
+
+        // Step 3: append everything to the one WAL. A snapshot first: it replaces the log,
+        // and the entries of the same Ready follow it.
+        for (group, ready) in &readies {
+            if let Some((meta, data)) = &ready.snapshot {
+                self.wal.save_snapshot(*group, meta.clone(), data)?;
+            }
+            self.wal.append(*group, &ready.entries)?;
+            if let Some(hs) = ready.hard_state {
+                self.wal.set_hard_state(*group, hs)?;
+            }
+        }
+
+        // Step 4: one fsync for all groups. `?` makes a failure fatal: nothing below runs.
+        let token: SyncToken = self.wal.sync()?;
+
+        // Step 5: the durable acknowledgements may leave now (RAFT-1).
+        for (group, ready) in &mut readies {
+            let persisted = std::mem::take(&mut ready.persisted_messages);
+            for (to, msg) in persisted.release(&token) {
+                batches.entry(to).or_default().push((*group, msg));
+            }
+        }
+        flush(transport, &mut batches);
+
+        // Steps 6 and 7, per group.
+        for (group, ready) in readies {
+            // Invariant: `readies` was built from `self.groups`, which has not changed since.
+            let r = self.groups.get_mut(&group).expect("ready came from a hosted group");
+            if let Some((index, term)) = ready.persist_mark() {
+                r.core.on_persisted(index, term);
+            }
+            let Ready {
+                soft_state, snapshot, committed_entries, read_states, failed_reads, ..
+            } = ready;
+            if let Some(state) = soft_state {
+                out.push(Output::Role { group, state });
+            }
+            if let Some((meta, data)) = snapshot {
+                out.push(Output::Restore { group, meta, data });
+            }
+            if let Some(last) = committed_entries.last() {
+                r.core.on_applied(last.index);
+                out.push(Output::Apply { group, entries: committed_entries });
+            }
+            r.waiting_reads.extend(read_states.iter().map(|rs| (rs.ctx, rs.index)));
+            let applied = r.core.applied();
+            r.waiting_reads.retain(|&(ctx, index)| {
+                let servable = index <= applied;
+                if servable {
+                    out.push(Output::Read { group, ctx, index });
+                }
+                !servable
+            });
+            out.extend(failed_reads.into_iter().map(|ctx| Output::ReadFailed { group, ctx }));
+        }
+        Ok(out)
+    }
+}
+
+/// Sends each peer's batch (one `Transport::send` per peer) and empties the map.
+fn flush(transport: &mut impl Transport, batches: &mut BTreeMap<NodeId, Batch>) {
+    for (to, batch) in std::mem::take(batches) {
+        if !batch.is_empty() {
+            transport.send(to, batch);
+        }
+    }
+}

@@ -77,6 +77,33 @@
 //! 6. Each group's current snapshot file is read and CRC-checked (a corrupt or missing one is
 //!    refused); snapshot files no marker refers to (orphans, temp files) are removed.
 //!
+//! ## What recovery cannot tell apart
+//!
+//! - A flipped bit in the very last record of the last segment looks exactly like a torn
+//!   write, so that record is cut (and reported in [`Recovered::torn_tail`] and the log).
+//! - A torn write is taken to leave a *prefix* of the last write. If a power loss persisted
+//!   later sectors of the last unsynced write but not earlier ones, or the tear lands inside a
+//!   command whose bytes happen to embed a valid WAL record, a valid record follows the
+//!   damaged one and recovery refuses to start. That is the fail-safe side: nothing
+//!   acknowledged is dropped, and the error names the file and offset so an operator can
+//!   inspect and truncate.
+//!
+//! # Driver loop
+//!
+//! ```text
+//! for each group's Ready, in any group order:
+//!     if let Some((meta, data)) = snapshot { wal.save_snapshot(group, meta, &data)? }  // first
+//!     if let Some(hs) = hard_state         { wal.set_hard_state(group, hs)? }
+//!     wal.append(group, &entries)?
+//! let token = wal.sync()?;              // one fsync for every group (group commit)
+//! send persisted_messages.release(&token) of every group
+//! now and then, after snapshots:  wal.compact()?
+//! ```
+//!
+//! A [`WalError::Fatal`] from any call stops the replica; a [`WalError::Invalid`] is a bug in
+//! the caller (an append that would leave a gap, a vote changed within a term, ...) and
+//! writes nothing.
+//!
 //! # Low-water mark
 //!
 //! For each segment the WAL tracks, per group, the highest entry index the segment holds
@@ -85,11 +112,18 @@
 //! the active one, and the next segment's start record (the checkpoint) is durable. Each
 //! deletion is `remove` + `sync_dir`, oldest first, so a crash never leaves a gap.
 //!
+//! The per-segment maximum is not lowered when a later record truncates or discards a
+//! group's log, so a segment may be kept longer than needed, never deleted too early. A group
+//! the node stops hosting keeps pinning the segments with its entries until it has a covering
+//! snapshot (there is no "forget group" record yet).
+//!
 //! # Limits
 //!
 //! One record carries at most [`RECORD_PAYLOAD_BYTES_MAX`]; larger entry batches are split.
 //! The WAL keeps in memory only per-group metadata (hard state, snapshot meta, last index and
 //! one `(index, term)` pair per term change) and per-segment metadata; entries are not kept.
+//! `segment_bytes` may change between runs. A segment start record lists every group, so it
+//! bounds a node to roughly 400,000 groups (16 MiB / ~40 bytes per group).
 
 use std::collections::BTreeMap;
 
@@ -359,7 +393,8 @@ impl<D: Disk> Wal<D> {
     /// Makes `group`'s snapshot durable (RAFT-8); see the module docs for the steps. Entries
     /// at or below `meta.last_index` become obsolete; the entries above it are kept if the
     /// log holds `(meta.last_index, meta.last_term)`, else the group's log is discarded. Also
-    /// makes everything appended before it durable.
+    /// makes everything appended before it durable. Call it before appending the entries that
+    /// follow an installed snapshot (they would leave a gap before it).
     pub fn save_snapshot(
         &mut self,
         group: GroupId,
@@ -632,6 +667,7 @@ impl GroupLog {
                 return Err(InvalidRequest::NotConsecutive { group, index: w[1].index });
             }
         }
+        // Invariant: `Wal::append` returns early on an empty slice, so entries[0] exists.
         let (first, last) = (entries[0].index, self.last_index);
         let snapshot = self.snapshot_index();
         if first <= snapshot || first == LogIndex(0) {

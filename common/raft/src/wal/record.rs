@@ -69,6 +69,7 @@ pub(super) fn read_frame(bytes: &[u8], off: usize) -> Frame<'_> {
     let Some(header) = bytes.get(off..off.saturating_add(HEADER_BYTES)) else {
         return Frame::Partial;
     };
+    // `header` is exactly HEADER_BYTES long (`get` above), `body` at least the kind byte.
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     if len as usize > RECORD_PAYLOAD_BYTES_MAX {

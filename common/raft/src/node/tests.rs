@@ -1,0 +1,224 @@
+//! Driver-loop tests: the order of sends and fsyncs (RAFT-1), group commit across groups, one
+//! batch per peer, fatal fsync failures, and restart from the WAL.
+
+use decree_types::{DetRng, GroupId, LogIndex, NodeId, Term};
+
+use super::*;
+use crate::disk::MemDisk;
+use crate::msg::{Entry, EntryPayload};
+
+const MS: u64 = 1_000_000;
+
+/// A transport that notes how many fsyncs the disk had done when each batch left.
+struct Recorder {
+    disk: MemDisk,
+    sent: Vec<(u64, NodeId, Batch)>,
+}
+
+impl Transport for Recorder {
+    fn send(&mut self, to: NodeId, batch: Batch) {
+        self.sent.push((self.disk.syncs(), to, batch));
+    }
+}
+
+fn open(id: u64, groups: &[(u64, &[u64])], disk: &MemDisk, now: u64) -> Node<MemDisk> {
+    let groups =
+        groups.iter().map(|(g, v)| (GroupId(*g), v.iter().map(|&n| NodeId(n)).collect())).collect();
+    Node::open(NodeId(id), groups, disk.clone(), NodeConfig::default(), DetRng::new(id), now)
+        .expect("a fresh or cleanly crashed disk opens")
+}
+
+/// Ticks and processes a node whose groups have one voter until every group leads.
+fn elect_alone(node: &mut Node<MemDisk>, now: &mut u64, out: &mut Vec<Output>) {
+    for _ in 0..100 {
+        *now += 100 * MS;
+        node.tick(*now);
+        out.extend(node.process(&mut Outbox::default()).unwrap());
+        if node.groups().all(|g| node.core(g).unwrap().role() == core::Role::Leader) {
+            // One more iteration commits the no-op of the new term.
+            out.extend(node.process(&mut Outbox::default()).unwrap());
+            return;
+        }
+    }
+    panic!("a single-voter group elects itself");
+}
+
+fn applied(out: &[Output], group: GroupId) -> Vec<Entry> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Apply { group: g, entries } if *g == group => Some(entries.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn one_fsync_per_iteration_covers_every_group() {
+    let disk = MemDisk::new();
+    let mut now = 0;
+    let mut node = open(1, &[(1, &[1]), (2, &[1]), (3, &[1])], &disk, now);
+    let mut out = Vec::new();
+    elect_alone(&mut node, &mut now, &mut out);
+    for g in 1..=3 {
+        node.propose(now, GroupId(g), vec![g as u8]).unwrap();
+    }
+    let before = disk.syncs();
+    let out = node.process(&mut Outbox::default()).unwrap();
+    assert_eq!(disk.syncs() - before, 1, "three groups' appends share one fsync");
+    // A single voter commits once its own append is durable; the next iteration applies.
+    let out2 = node.process(&mut Outbox::default()).unwrap();
+    for g in 1..=3 {
+        let all: Vec<Entry> =
+            applied(&out, GroupId(g)).into_iter().chain(applied(&out2, GroupId(g))).collect();
+        assert!(all.iter().any(|e| e.payload == EntryPayload::Command(vec![g as u8])), "{all:?}");
+    }
+}
+
+/// An AppendEntries from leader n2 in term 1 with one entry.
+fn append_from_leader(index: u64) -> Message {
+    Message::AppendEntries {
+        term: Term(1),
+        prev_log_index: LogIndex(index - 1),
+        prev_log_term: if index == 1 { Term(0) } else { Term(1) },
+        entries: vec![Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            payload: EntryPayload::Command(vec![7]),
+        }],
+        leader_commit: LogIndex(0),
+        read_seq: 0,
+    }
+}
+
+#[test]
+fn acknowledgements_leave_only_after_the_fsync_in_one_batch_per_peer() {
+    let disk = MemDisk::new();
+    let mut node = open(1, &[(1, &[1, 2, 3]), (2, &[1, 2, 3])], &disk, 0);
+    node.step(MS, NodeId(2), GroupId(1), append_from_leader(1));
+    node.step(MS, NodeId(2), GroupId(2), append_from_leader(1));
+    let before = disk.syncs();
+    let mut t = Recorder { disk: disk.clone(), sent: Vec::new() };
+    node.process(&mut t).unwrap();
+    assert_eq!(disk.syncs() - before, 1);
+    let acks: Vec<_> = t
+        .sent
+        .iter()
+        .filter(|(_, _, b)| b.iter().any(|(_, m)| matches!(m, Message::AppendResponse { .. })))
+        .collect();
+    assert_eq!(acks.len(), 1, "both groups' acknowledgements travel in one batch: {:?}", t.sent);
+    let (syncs_at_send, to, batch) = acks[0];
+    assert_eq!(*to, NodeId(2));
+    assert!(*syncs_at_send > before, "RAFT-1: acknowledged only after the fsync");
+    let groups: Vec<GroupId> = batch.iter().map(|(g, _)| *g).collect();
+    assert_eq!(groups, vec![GroupId(1), GroupId(2)]);
+}
+
+#[test]
+fn a_failed_fsync_stops_the_node_before_any_acknowledgement() {
+    let disk = MemDisk::new();
+    let mut node = open(1, &[(1, &[1, 2, 3])], &disk, 0);
+    node.step(MS, NodeId(2), GroupId(1), append_from_leader(1));
+    disk.fail_next_sync();
+    let mut t = Recorder { disk: disk.clone(), sent: Vec::new() };
+    let err = node.process(&mut t).unwrap_err();
+    assert!(err.is_disk_failure(), "{err}");
+    assert!(
+        t.sent
+            .iter()
+            .all(|(_, _, b)| b.iter().all(|(_, m)| !matches!(m, Message::AppendResponse { .. }))),
+        "nothing that acknowledges the append left: {:?}",
+        t.sent
+    );
+    assert!(node.stopped().is_some());
+    assert!(matches!(node.process(&mut t), Err(Fatal::Stopped(_))));
+    assert!(matches!(node.propose(2 * MS, GroupId(1), vec![1]), Err(ProposeError::Stopped(_))));
+    node.step(2 * MS, NodeId(2), GroupId(1), append_from_leader(2));
+    assert!(!node.has_ready() || matches!(node.process(&mut t), Err(Fatal::Stopped(_))));
+}
+
+#[test]
+fn refuses_unknown_groups_and_oversized_proposals() {
+    let disk = MemDisk::new();
+    let mut node = open(1, &[(1, &[1, 2, 3])], &disk, 0);
+    assert_eq!(node.propose(0, GroupId(9), vec![]), Err(ProposeError::UnknownGroup(GroupId(9))));
+    assert_eq!(
+        node.propose(0, GroupId(1), vec![0; PROPOSAL_BYTES_MAX + 1]),
+        Err(ProposeError::TooLarge { bytes: PROPOSAL_BYTES_MAX + 1 })
+    );
+    assert!(matches!(node.propose(0, GroupId(1), vec![1]), Err(ProposeError::NotLeader { .. })));
+    // Messages for groups the node does not host are dropped, not fatal.
+    node.step(MS, NodeId(2), GroupId(9), append_from_leader(1));
+    assert!(node.process(&mut Outbox::default()).is_ok());
+}
+
+#[test]
+fn restart_restores_the_snapshot_and_reapplies_the_rest() {
+    let disk = MemDisk::new();
+    let g = GroupId(1);
+    let mut now = 0;
+    let mut node = open(1, &[(1, &[1])], &disk, now);
+    let mut out = Vec::new();
+    elect_alone(&mut node, &mut now, &mut out);
+    let mut machine = CommandList::new();
+    let apply = |out: &[Output], machine: &mut CommandList| {
+        for e in applied(out, g) {
+            machine.apply(&e);
+        }
+    };
+    apply(&out, &mut machine);
+    for k in 0..6u8 {
+        node.propose(now, g, vec![k]).unwrap();
+        let mut out = node.process(&mut Outbox::default()).unwrap();
+        out.extend(node.process(&mut Outbox::default()).unwrap());
+        apply(&out, &mut machine);
+        if k == 2 {
+            node.snapshot(g, machine.applied(), machine.snapshot()).unwrap();
+        }
+    }
+    let before = machine.clone();
+    assert_eq!(before.commands().len(), 6);
+
+    // Power loss, then restart from what the disk kept (everything was fsynced).
+    drop(node);
+    disk.crash();
+    let mut node = open(1, &[(1, &[1])], &disk, now);
+    let mut machine = CommandList::new();
+    let mut out = node.process(&mut Outbox::default()).unwrap();
+    let Some(Output::Restore { data, meta, .. }) = out.first().cloned() else {
+        panic!("the recovered snapshot is handed out first: {out:?}");
+    };
+    machine.restore(&data).unwrap();
+    assert_eq!(machine.applied(), meta.last_index);
+    // The entries after the snapshot that were known committed are applied again at once.
+    apply(&out[1..], &mut machine);
+    out.clear();
+    elect_alone(&mut node, &mut now, &mut out);
+    apply(&out, &mut machine);
+    assert_eq!(machine.commands(), before.commands(), "nothing applied before the crash is lost");
+}
+
+#[test]
+fn a_corrupt_wal_refuses_to_open_naming_file_and_offset() {
+    let disk = MemDisk::new();
+    let mut now = 0;
+    let mut node = open(1, &[(1, &[1])], &disk, now);
+    elect_alone(&mut node, &mut now, &mut Vec::new());
+    for k in 0..4u8 {
+        node.propose(now, GroupId(1), vec![k; 32]).unwrap();
+        node.process(&mut Outbox::default()).unwrap();
+    }
+    drop(node);
+    disk.crash();
+    let segment = "wal/00000000000000000001.log";
+    assert!(disk.flip_bit(segment, 20, 3), "the segment exists");
+    let groups = vec![(GroupId(1), vec![NodeId(1)])];
+    let err =
+        Node::open(NodeId(1), groups, disk.clone(), NodeConfig::default(), DetRng::new(1), now)
+            .unwrap_err();
+    match &err {
+        Fatal::Wal(FatalError::Corrupt { path, .. }) => assert_eq!(path, segment),
+        other => panic!("expected corruption, got {other}"),
+    }
+    assert!(!err.is_disk_failure(), "corruption is not an injected I/O failure");
+}
