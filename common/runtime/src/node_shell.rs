@@ -54,5 +54,7 @@
 //! time (reproducible from the log line that prints the seed).
 
 pub mod applied;
+pub mod peers;
 pub mod rpc;
+pub mod run;
 pub mod timed_disk;
