@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use decree_sim::processes::bench::{run_level, BenchRow};
+use decree_sim::processes::bench::{probe_fdatasync, run_level, BenchRow};
 use decree_sim::processes::client::{LogClient, ProposeOutcome};
 use decree_sim::processes::harness::{Cluster, ClusterSpec, TempDir};
 use decree_sim::processes::quic::{connect_client, write_certs, QuicCaller};
@@ -84,6 +84,10 @@ enum Cmd {
         /// Bytes per command.
         #[arg(long, default_value_t = 128)]
         entry_bytes: usize,
+        /// Where the nodes' data directories go (default: the system temp dir). Pointing it at
+        /// a tmpfs such as /dev/shm takes the disk out of the picture, to see the rest.
+        #[arg(long)]
+        data_root: Option<PathBuf>,
     },
 }
 
@@ -160,8 +164,8 @@ async fn run(args: Args) -> Result<(), String> {
             Ok(())
         }
         Cmd::Demo { root, kills } => demo(&root, kills).await,
-        Cmd::Bench { seconds, warmup, concurrency, entry_bytes } => {
-            bench(seconds, warmup, &concurrency, entry_bytes).await
+        Cmd::Bench { seconds, warmup, concurrency, entry_bytes, data_root } => {
+            bench(seconds, warmup, &concurrency, entry_bytes, data_root).await
         }
     }
 }
@@ -303,8 +307,24 @@ async fn bench(
     warmup: u64,
     levels: &[usize],
     entry_bytes: usize,
+    data_root: Option<PathBuf>,
 ) -> Result<(), String> {
-    let dir = TempDir::new("decree-bench").map_err(|e| e.to_string())?;
+    let dir = match data_root {
+        Some(root) => TempDir::new_in(&root, "decree-bench"),
+        None => TempDir::new("decree-bench"),
+    }
+    .map_err(|e| e.to_string())?;
+    let probe = |when: &str| {
+        match probe_fdatasync(dir.path(), 200, 160) {
+        Ok((p50, p99)) => println!(
+            "bare fdatasync on this disk {when}: p50 {:.3} ms, p99 {:.3} ms (200 appends of 160 bytes)",
+            p50 as f64 / 1000.0,
+            p99 as f64 / 1000.0
+        ),
+        Err(e) => println!("fdatasync probe failed: {e}"),
+    }
+    };
+    probe("before the run");
     let (cluster, client) = start_cluster(dir.path(), 1, &[])?;
     let g = GroupId(1);
     if !client.wait_for_leaders(&[g], Instant::now() + Duration::from_secs(20)).await {
@@ -313,8 +333,10 @@ async fn bench(
     let (leader, _) = client.find_leader(g).await.ok_or("no leader")?;
     let follower =
         cluster.spec().nodes.keys().copied().find(|n| *n != leader).ok_or("no follower")?;
-    let pids: BTreeMap<NodeId, u32> =
+    // CPU is sampled for every node and, as "n0", for this load generator itself.
+    let mut pids: BTreeMap<NodeId, u32> =
         cluster.spec().nodes.keys().filter_map(|n| Some((*n, cluster.pid(*n)?))).collect();
+    pids.insert(NodeId(0), std::process::id());
     println!("cluster: 3 processes, leader {leader}, {entry_bytes}-byte entries, {seconds} s per level after {warmup} s warm-up");
     let mut rows: Vec<BenchRow> = Vec::new();
     for &c in levels {
@@ -339,8 +361,9 @@ async fn bench(
         );
         rows.push(row);
     }
+    probe("after the run");
     println!();
-    println!("| proposers | entries/s | p50 ms | p99 ms | leader loop iterations/s | leader fsyncs/s | entries per leader fsync | mean fsync ms | leader % in fsync | leader % busy | follower fsyncs/s | messages/s (leader) | CPU cores n1 / n2 / n3 |");
+    println!("| proposers | entries/s | p50 ms | p99 ms | leader loop iterations/s | leader fsyncs/s | entries per leader fsync | mean fsync ms | leader % in fsync | leader % busy | follower fsyncs/s | messages/s (leader) | CPU cores: load generator / n1 / n2 / n3 |");
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for r in &rows {
         let s = seconds as f64;

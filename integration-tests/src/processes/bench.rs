@@ -70,6 +70,32 @@ impl CounterDelta {
     }
 }
 
+/// Bare `fdatasync` latency on the filesystem of `dir`: `samples` appends of `bytes` bytes,
+/// each followed by `fdatasync`. Returns (p50, p99) in microseconds. The benchmark prints it
+/// next to its results: on a shared machine the disk sets the floor of every figure.
+pub fn probe_fdatasync(
+    dir: &std::path::Path,
+    samples: usize,
+    bytes: usize,
+) -> std::io::Result<(u64, u64)> {
+    use std::io::Write;
+    let path = dir.join("fdatasync-probe");
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+    // Invariant: 1 µs .. 60 s with 3 significant digits is a valid histogram range.
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .expect("static histogram bounds are valid");
+    let payload = vec![b'x'; bytes];
+    for _ in 0..samples {
+        file.write_all(&payload)?;
+        let started = std::time::Instant::now();
+        file.sync_data()?;
+        let _ = hist.record((started.elapsed().as_micros() as u64).max(1));
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    Ok((hist.value_at_quantile(0.5), hist.value_at_quantile(0.99)))
+}
+
 /// CPU time (user + system) of a process, in seconds, from `/proc/<pid>/stat`.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

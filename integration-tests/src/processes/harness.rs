@@ -21,8 +21,13 @@ pub struct TempDir {
 impl TempDir {
     /// A fresh, empty directory under the system temp dir, named after `label`.
     pub fn new(label: &str) -> std::io::Result<TempDir> {
+        TempDir::new_in(&std::env::temp_dir(), label)
+    }
+
+    /// A fresh, empty directory under `parent`, named after `label`.
+    pub fn new_in(parent: &Path, label: &str) -> std::io::Result<TempDir> {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let path = std::env::temp_dir().join(format!("{label}-{}-{nanos}", std::process::id()));
+        let path = parent.join(format!("{label}-{}-{nanos}", std::process::id()));
         fs::create_dir_all(&path)?;
         Ok(TempDir { path })
     }
