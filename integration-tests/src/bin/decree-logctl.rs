@@ -287,11 +287,15 @@ async fn demo(root: &Path, kills: u32) -> Result<(), String> {
             );
             for (g, r) in &report.groups {
                 println!(
-                    "    group {g}: {} acknowledged proposals, all on every replica; {} commands per replica ({} whose outcome the client never learned)",
+                    "    group {g}: {} acknowledged proposals, all on every replica; \
+                     {} commands per replica ({} whose outcome the client never learned)",
                     r.acknowledged, r.replica_len, r.unknown_present
                 );
             }
-            println!("==> VERDICT: OK — every acknowledged proposal is on every replica, in the same order, exactly once");
+            println!(
+                "==> VERDICT: OK — every acknowledged proposal is on every replica, \
+                 in the same order, exactly once"
+            );
             Ok(())
         }
         Err(e) => {
@@ -314,15 +318,14 @@ async fn bench(
         None => TempDir::new("decree-bench"),
     }
     .map_err(|e| e.to_string())?;
-    let probe = |when: &str| {
-        match probe_fdatasync(dir.path(), 200, 160) {
+    let probe = |when: &str| match probe_fdatasync(dir.path(), 200, 160) {
         Ok((p50, p99)) => println!(
-            "bare fdatasync on this disk {when}: p50 {:.3} ms, p99 {:.3} ms (200 appends of 160 bytes)",
+            "bare fdatasync on this disk {when}: p50 {:.3} ms, p99 {:.3} ms \
+             (200 appends of 160 bytes)",
             p50 as f64 / 1000.0,
             p99 as f64 / 1000.0
         ),
         Err(e) => println!("fdatasync probe failed: {e}"),
-    }
     };
     probe("before the run");
     let (cluster, client) = start_cluster(dir.path(), 1, &[])?;
@@ -337,7 +340,10 @@ async fn bench(
     let mut pids: BTreeMap<NodeId, u32> =
         cluster.spec().nodes.keys().filter_map(|n| Some((*n, cluster.pid(*n)?))).collect();
     pids.insert(NodeId(0), std::process::id());
-    println!("cluster: 3 processes, leader {leader}, {entry_bytes}-byte entries, {seconds} s per level after {warmup} s warm-up");
+    println!(
+        "cluster: 3 processes, leader {leader}, {entry_bytes}-byte entries, \
+         {seconds} s per level after {warmup} s warm-up"
+    );
     let mut rows: Vec<BenchRow> = Vec::new();
     for &c in levels {
         let row = run_level(
@@ -363,27 +369,42 @@ async fn bench(
     }
     probe("after the run");
     println!();
-    println!("| proposers | entries/s | p50 ms | p99 ms | leader loop iterations/s | leader fsyncs/s | entries per leader fsync | mean fsync ms | leader % in fsync | leader % busy | follower fsyncs/s | messages/s (leader) | CPU cores: load generator / n1 / n2 / n3 |");
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    let columns = [
+        "proposers",
+        "entries/s",
+        "p50 ms",
+        "p99 ms",
+        "leader loop iterations/s",
+        "leader fsyncs/s",
+        "entries per leader fsync",
+        "mean fsync ms",
+        "leader % in fsync",
+        "leader % busy",
+        "follower fsyncs/s",
+        "messages/s (leader)",
+        "CPU cores: load generator / n1 / n2 / n3",
+    ];
+    println!("| {} |", columns.join(" | "));
+    println!("|{} --- |", " ---: |".repeat(columns.len() - 1));
     for r in &rows {
         let s = seconds as f64;
         let l = r.leader;
-        println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.1} | {:.3} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
-            r.concurrency,
-            r.entries_per_s,
-            r.p50_us as f64 / 1000.0,
-            r.p99_us as f64 / 1000.0,
-            l.iterations as f64 / s,
-            l.fsyncs as f64 / s,
-            l.applied as f64 / l.fsyncs.max(1) as f64,
-            l.sync_us as f64 / l.fsyncs.max(1) as f64 / 1000.0,
-            l.sync_us as f64 / (s * 1e6) * 100.0,
-            l.busy_us as f64 / (s * 1e6) * 100.0,
-            r.follower.fsyncs as f64 / s,
-            l.messages as f64 / s,
+        let cells = [
+            r.concurrency.to_string(),
+            format!("{:.0}", r.entries_per_s),
+            format!("{:.2}", r.p50_us as f64 / 1000.0),
+            format!("{:.2}", r.p99_us as f64 / 1000.0),
+            format!("{:.0}", l.iterations as f64 / s),
+            format!("{:.0}", l.fsyncs as f64 / s),
+            format!("{:.1}", l.applied as f64 / l.fsyncs.max(1) as f64),
+            format!("{:.3}", l.sync_us as f64 / l.fsyncs.max(1) as f64 / 1000.0),
+            format!("{:.0}", l.sync_us as f64 / (s * 1e6) * 100.0),
+            format!("{:.0}", l.busy_us as f64 / (s * 1e6) * 100.0),
+            format!("{:.0}", r.follower.fsyncs as f64 / s),
+            format!("{:.0}", l.messages as f64 / s),
             r.cpu_cores.values().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(" / "),
-        );
+        ];
+        println!("| {} |", cells.join(" | "));
     }
     drop(cluster);
     Ok(())

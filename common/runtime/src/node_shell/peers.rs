@@ -74,7 +74,8 @@ impl QuicPeers {
             }
             other => {
                 self.refused += 1;
-                tracing::warn!(from = %inbound.from, "non-Raft payload on a group stream: {other:?}");
+                let kind = format!("{other:?}");
+                tracing::warn!(from = %inbound.from, %kind, "non-Raft payload on a group stream");
                 None
             }
         }

@@ -326,7 +326,8 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
                         .restore(group, meta.last_index, &data)
                         .map_err(|e| ShellError::Fatal(format!("restoring a snapshot: {e}")))?;
                     self.snapshotted.insert(group, meta.last_index);
-                    tracing::info!(%group, index = meta.last_index.0, "state restored from snapshot");
+                    let index = meta.last_index.0;
+                    tracing::info!(%group, index, "state restored from snapshot");
                 }
                 Output::Apply { group, entries } => {
                     for entry in &entries {
