@@ -34,6 +34,7 @@
 //! 4. **Serve.** Every connection, dialed or accepted, serves the peer's RPC and group streams.
 //!    A refused stream (bad frame, unknown version, undecodable body) is reset or stopped with a
 //!    [`StreamErrorCode`] and a `warn!` event; the connection and all other streams carry on.
+//!    A request frame must arrive within `request_read_timeout_ms` of its stream opening.
 //! 5. **Loss and reconnect.** Keep-alives detect a silent peer within the idle timeout. A closed
 //!    connection is dropped from the table; the next request or message dials again. Failed
 //!    dials back off exponentially (from `backoff_initial_ms` up to `backoff_max_ms`); during the
@@ -94,6 +95,9 @@ pub struct TransportLimits {
     pub backoff_max_ms: u64,
     /// How long a duplicate connection keeps serving before it is closed.
     pub duplicate_close_grace_ms: u64,
+    /// Time a peer has to deliver a complete request frame once it opened the stream; a slower
+    /// request is reset, so a stalled peer cannot hold stream slots forever.
+    pub request_read_timeout_ms: u64,
 }
 
 impl Default for TransportLimits {
@@ -111,6 +115,7 @@ impl Default for TransportLimits {
             backoff_initial_ms: 50,
             backoff_max_ms: 5_000,
             duplicate_close_grace_ms: 2_000,
+            request_read_timeout_ms: 10_000,
         }
     }
 }
@@ -355,20 +360,16 @@ impl Transport {
         if body.len() > max_body_bytes() {
             return Err(SendError::TooLarge { bytes: body.len() });
         }
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(SendError::Closed);
-        }
         let mut writers = self.inner.writers.lock();
         let queue = match writers.get(&(peer, group)) {
             Some(queue) => queue,
             None => {
-                if !self.inner.peers.lock().contains_key(&peer) {
-                    return Err(SendError::UnknownPeer(peer));
-                }
-                let (tx, rx) = mpsc::channel(self.inner.limits.outbound_queue_messages.max(1));
-                let task = tokio::spawn(Arc::clone(&self.inner).group_writer(peer, group, rx));
-                self.inner.tasks.lock().push(task.abort_handle());
-                writers.entry((peer, group)).or_insert(tx)
+                drop(writers);
+                self.writer_queue(peer, group)?;
+                writers = self.inner.writers.lock();
+                // Invariant: `writer_queue` just inserted the queue, and only `close` removes
+                // queues (after which `writer_queue` fails and we returned above).
+                writers.get(&(peer, group)).ok_or(SendError::Closed)?
             }
         };
         match queue.try_send(body) {
@@ -379,6 +380,22 @@ impl Transport {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
         }
+    }
+
+    /// Like [`Transport::send`], but waits for queue space instead of dropping: for traffic
+    /// that must not be lost to a momentary burst (snapshot chunks, benchmarks). Messages can
+    /// still be lost with a broken stream.
+    pub async fn send_wait(
+        &self,
+        peer: NodeId,
+        group: GroupId,
+        body: Vec<u8>,
+    ) -> Result<(), SendError> {
+        if body.len() > max_body_bytes() {
+            return Err(SendError::TooLarge { bytes: body.len() });
+        }
+        let queue = self.writer_queue(peer, group)?;
+        queue.send(body).await.map_err(|_| SendError::Closed)
     }
 
     /// Counters since start.
@@ -419,6 +436,31 @@ impl Transport {
 // ---------------------------------------------------------------------------------------------
 // Internals.
 
+impl Transport {
+    /// The queue of (peer, group), starting its writer task on first use.
+    fn writer_queue(
+        &self,
+        peer: NodeId,
+        group: GroupId,
+    ) -> Result<mpsc::Sender<Vec<u8>>, SendError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        let mut writers = self.inner.writers.lock();
+        if let Some(queue) = writers.get(&(peer, group)) {
+            return Ok(queue.clone());
+        }
+        if !self.inner.peers.lock().contains_key(&peer) {
+            return Err(SendError::UnknownPeer(peer));
+        }
+        let (tx, rx) = mpsc::channel(self.inner.limits.outbound_queue_messages.max(1));
+        let task = tokio::spawn(Arc::clone(&self.inner).group_writer(peer, group, rx));
+        self.inner.tasks.lock().push(task.abort_handle());
+        writers.insert((peer, group), tx.clone());
+        Ok(tx)
+    }
+}
+
 struct Inner {
     local: Peer,
     endpoint: Endpoint,
@@ -427,7 +469,7 @@ struct Inner {
     inbound_tx: mpsc::Sender<InboundMessage>,
     limits: TransportLimits,
     peers: Mutex<BTreeMap<NodeId, PeerSlot>>,
-    writers: Mutex<BTreeMap<(NodeId, GroupId), mpsc::Sender<Vec<u8>>>>,
+    writers: Mutex<BTreeMap<(NodeId, GroupId), GroupQueue>>,
     /// Long-lived tasks (accept loop, group writers), aborted by `close`. Connection and stream
     /// tasks end by themselves when the endpoint closes their connections.
     tasks: Mutex<Vec<AbortHandle>>,
@@ -435,6 +477,9 @@ struct Inner {
     closed: AtomicBool,
     next_conn_seq: AtomicU64,
 }
+
+/// The outbound queue of one (peer, group), drained by its writer task.
+type GroupQueue = mpsc::Sender<Vec<u8>>;
 
 #[derive(Default)]
 struct Stats {
@@ -749,7 +794,12 @@ impl Inner {
     }
 
     async fn serve_rpc(self: Arc<Self>, peer: Peer, mut send: SendStream, mut recv: RecvStream) {
-        let request = match read_single_frame(&mut recv).await {
+        let read_timeout = Duration::from_millis(self.limits.request_read_timeout_ms);
+        let read = tokio::time::timeout(read_timeout, read_single_frame(&mut recv)).await;
+        let request = match read.unwrap_or_else(|_| {
+            let reason = format!("request incomplete after {} ms", read_timeout.as_millis());
+            Err(ReadFailure::Refused(StreamErrorCode::RequestTooSlow, reason))
+        }) {
             Ok(body) => body,
             Err(ReadFailure::Refused(code, reason)) => {
                 self.refuse_bi(&peer, &mut send, &mut recv, code, &reason);

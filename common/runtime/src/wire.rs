@@ -39,11 +39,13 @@ pub enum StreamErrorCode {
     NotANode = 0x15,
     /// The endpoint is shutting down.
     ShuttingDown = 0x16,
+    /// A request frame did not arrive completely within the read timeout.
+    RequestTooSlow = 0x17,
 }
 
 impl StreamErrorCode {
     /// Every code, for lookups.
-    pub const ALL: [StreamErrorCode; 7] = [
+    pub const ALL: [StreamErrorCode; 8] = [
         StreamErrorCode::FrameMalformed,
         StreamErrorCode::FrameTooLarge,
         StreamErrorCode::VersionUnsupported,
@@ -51,6 +53,7 @@ impl StreamErrorCode {
         StreamErrorCode::GroupHeaderInvalid,
         StreamErrorCode::NotANode,
         StreamErrorCode::ShuttingDown,
+        StreamErrorCode::RequestTooSlow,
     ];
 
     /// The code as a QUIC varint.
