@@ -48,11 +48,30 @@ pub fn connect_client(
     certs: &Path,
     nodes: &BTreeMap<NodeId, SocketAddr>,
 ) -> Result<QuicCaller, String> {
-    let identity = load_identity(certs, &Peer::Client(CLIENT_NAME.to_string()))
-        .map_err(|e| format!("loading the client certificate from {}: {e}", certs.display()))?;
+    let name = client_name(certs);
+    let identity = load_identity(certs, &Peer::Client(name.clone())).map_err(|e| {
+        format!("loading the client certificate client-{name} from {}: {e}", certs.display())
+    })?;
     let transport =
         Transport::client(identity, nodes.clone(), client_limits()).map_err(|e| e.to_string())?;
     Ok(QuicCaller { transport })
+}
+
+/// The client certificate to use from `certs`: `client-logctl` if present, otherwise the first
+/// `client-*.pem` (so a directory written by `decree certs` works too).
+fn client_name(certs: &Path) -> String {
+    if certs.join(format!("client-{CLIENT_NAME}.pem")).exists() {
+        return CLIENT_NAME.to_string();
+    }
+    let mut names: Vec<String> = std::fs::read_dir(certs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|f| Some(f.strip_prefix("client-")?.strip_suffix(".pem")?.to_string()))
+        .collect();
+    names.sort();
+    names.into_iter().next().unwrap_or_else(|| CLIENT_NAME.to_string())
 }
 
 impl Caller for QuicCaller {
