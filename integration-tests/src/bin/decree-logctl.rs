@@ -380,7 +380,9 @@ async fn bench(
         "mean fsync ms",
         "leader % in fsync",
         "leader % busy",
+        "follower iterations/s",
         "follower fsyncs/s",
+        "follower % busy",
         "messages/s (leader)",
         "CPU cores: load generator / n1 / n2 / n3",
     ];
@@ -400,7 +402,9 @@ async fn bench(
             format!("{:.3}", l.sync_us as f64 / l.fsyncs.max(1) as f64 / 1000.0),
             format!("{:.0}", l.sync_us as f64 / (s * 1e6) * 100.0),
             format!("{:.0}", l.busy_us as f64 / (s * 1e6) * 100.0),
+            format!("{:.0}", r.follower.iterations as f64 / s),
             format!("{:.0}", r.follower.fsyncs as f64 / s),
+            format!("{:.0}", r.follower.busy_us as f64 / (s * 1e6) * 100.0),
             format!("{:.0}", l.messages as f64 / s),
             r.cpu_cores.values().map(|c| format!("{c:.2}")).collect::<Vec<_>>().join(" / "),
         ];

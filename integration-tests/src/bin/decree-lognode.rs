@@ -194,7 +194,15 @@ async fn serve(args: Args, me: NodeId) -> Result<(), String> {
         snapshot_every_entries: args.snapshot_entries.filter(|n| *n > 0),
     };
     let shell = NodeShell::new(node, QuicPeers::new(transport.clone(), me), shell_config, origin);
-    let result = shell.run(inbound, calls, shutdown_signal()).await;
+    let mut shell =
+        shell.spawn(inbound, calls).map_err(|e| format!("starting the shell thread: {e}"))?;
+    let result = tokio::select! {
+        result = shell.finished() => result,
+        () = shutdown_signal() => {
+            shell.stop();
+            shell.finished().await
+        }
+    };
     transport.close().await;
     match result {
         Ok(counters) => {

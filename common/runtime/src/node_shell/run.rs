@@ -130,9 +130,37 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
         }
     }
 
-    /// Runs the loop until `shutdown` completes (Ok) or the node fails (Err). Must run on a
-    /// multi-threaded tokio runtime: the fsync inside `process` blocks this task's thread
-    /// (`block_in_place`), and the endpoint keeps running on the others.
+    /// Starts the loop on a thread of its own (with a single-threaded tokio runtime), so the
+    /// fsync inside `process`, which blocks that thread, never delays the endpoint's tasks on
+    /// the main runtime. The loop runs until [`ShellThread::stop`] or a fatal error.
+    pub fn spawn(
+        self,
+        inbound: mpsc::Receiver<T::Inbound>,
+        calls: mpsc::Receiver<ClientCall>,
+    ) -> std::io::Result<ShellThread>
+    where
+        D: Send + 'static,
+        T: Send + 'static,
+        T::Inbound: 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (done_tx, done) = oneshot::channel();
+        std::thread::Builder::new().name("node-shell".into()).spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(self.run(inbound, calls, async {
+                    // Stop on request, or when the handle is dropped.
+                    let _ = stopped.await;
+                })),
+                Err(e) => Err(ShellError::Fatal(format!("cannot start the shell runtime: {e}"))),
+            };
+            let _ = done_tx.send(result);
+        })?;
+        Ok(ShellThread { stop: Some(stop), done })
+    }
+
+    /// Runs the loop until `shutdown` completes (Ok) or the node fails (Err). The fsync inside
+    /// `process` blocks the calling thread: run it where nothing else waits on that thread, as
+    /// [`NodeShell::spawn`] does.
     pub async fn run(
         mut self,
         mut inbound: mpsc::Receiver<T::Inbound>,
@@ -298,10 +326,9 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
         let messages_before = self.peers.messages;
         // 4 + 5. Persist every group's writes, one fsync, hand messages to the endpoint (which
         // queues them on its per-(peer, group) streams without blocking). The fsync blocks
-        // this thread: tell the runtime so it moves other tasks elsewhere meanwhile.
+        // this thread, which runs nothing else.
         let (node, peers) = (&mut self.node, &mut self.peers);
-        let outputs = tokio::task::block_in_place(|| node.process(peers))
-            .map_err(|e| ShellError::Fatal(e.to_string()))?;
+        let outputs = node.process(peers).map_err(|e| ShellError::Fatal(e.to_string()))?;
         self.counters.iterations += 1;
         self.counters.fsyncs += self.node.wal().stats().fsyncs - fsyncs_before;
         let synced = self.node.wal().disk().times();
@@ -367,7 +394,7 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
             }
             let Some((index, data)) = self.state.snapshot(group) else { continue };
             let node = &mut self.node;
-            match tokio::task::block_in_place(|| node.snapshot(group, index, data)) {
+            match node.snapshot(group, index, data) {
                 Ok(()) => {
                     self.snapshotted.insert(group, index);
                     tracing::info!(%group, index = index.0, "snapshot taken");
@@ -401,6 +428,30 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
             })
             .collect();
         NodeStatus { node: self.node.id(), groups, counters: self.counters }
+    }
+}
+
+/// A shell loop running on its own thread.
+#[derive(Debug)]
+pub struct ShellThread {
+    stop: Option<oneshot::Sender<()>>,
+    done: oneshot::Receiver<Result<ShellCounters, ShellError>>,
+}
+
+impl ShellThread {
+    /// Asks the loop to stop after its current iteration.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for the loop to end: after [`ShellThread::stop`], or on its own with a fatal
+    /// error. Cancel-safe (may be raced in `select!` and awaited again).
+    pub async fn finished(&mut self) -> Result<ShellCounters, ShellError> {
+        (&mut self.done)
+            .await
+            .unwrap_or_else(|_| Err(ShellError::Fatal("the shell thread panicked".into())))
     }
 }
 
