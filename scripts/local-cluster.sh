@@ -42,7 +42,12 @@ case "${1:-}" in
     ;;
   stop|clean)
     for i in "${ids[@]}"; do
-      if running "$i"; then kill -TERM "$(cat "$dir/n$i.pid")" && echo "n$i stopped"; fi
+      running "$i" || { rm -f "$dir/n$i.pid"; continue; }
+      pid=$(cat "$dir/n$i.pid")
+      kill -TERM "$pid"
+      # Wait up to 5 s for a clean exit, then SIGKILL.
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; echo "n$i killed"; else echo "n$i stopped"; fi
       rm -f "$dir/n$i.pid"
     done
     if [ "$1" = clean ]; then rm -rf "$dir" && echo "removed $dir"; fi
