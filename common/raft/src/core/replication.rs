@@ -398,10 +398,9 @@ impl RaftCore {
         }
         let old_commit = self.log.commit();
         let first_commit_in_term = self.log.term_at(old_commit) != Some(self.term);
-        let committed_bytes: u64 = self
-            .log
-            .entries()
-            .filter(|e| e.index > old_commit && e.index <= candidate && e.term == self.term)
+        let committed_bytes: u64 = (old_commit.0 + 1..=candidate.0)
+            .filter_map(|i| self.log.entry(LogIndex(i)))
+            .filter(|e| e.term == self.term)
             .map(|e| log::payload_bytes(&e.payload))
             .sum();
         self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(committed_bytes);

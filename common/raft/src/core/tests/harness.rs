@@ -34,7 +34,8 @@ impl Storage {
             self.entries.clear();
         }
         if let Some(first) = ready.entries.first() {
-            self.entries.retain(|e| e.index < first.index);
+            let keep = self.entries.partition_point(|e| e.index < first.index);
+            self.entries.truncate(keep);
             self.entries.extend(ready.entries.iter().cloned());
         }
     }
