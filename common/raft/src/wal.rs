@@ -58,7 +58,7 @@
 //! 6. `remove` the group's previous snapshot file (a crash before this leaves an orphan that
 //!    the next [`Wal::open`] removes).
 //!
-//! A crash before step 5 leaves the old marker, so recovery uses the old snapshot.
+//! A crash before step 5's fsync leaves the old marker, so recovery uses the old snapshot.
 //!
 //! # Recovery ([`Wal::open`])
 //!
@@ -68,7 +68,8 @@
 //! 3. A bad frame in the **last** segment with no valid record anywhere after it is a
 //!    **torn tail**: the file is truncated there and fsynced. The "no valid record after it"
 //!    check keeps a flipped bit in a length field from being mistaken for a tear (which would
-//!    silently drop acknowledged records behind it).
+//!    silently drop acknowledged records behind it). The scan's CRC work is bounded (64 MiB
+//!    plus 64 bytes per scanned byte); past that bound the tail counts as corrupt.
 //! 4. Any other bad frame, an undecodable record, an unknown kind, or a record in a
 //!    non-last segment that runs past its end: [`FatalError::Corrupt`] naming the file and
 //!    byte offset. The replica refuses to start.
@@ -161,7 +162,7 @@ impl Default for WalConfig {
 /// What [`Wal::open`] found on disk.
 #[derive(Debug, Default, PartialEq)]
 pub struct Recovered {
-    /// Every group with a hard state, a snapshot or entries.
+    /// Every group the WAL holds records of.
     pub groups: BTreeMap<GroupId, GroupState>,
     /// The torn tail that was cut off the last segment, if any.
     pub torn_tail: Option<TornTail>,
@@ -438,10 +439,15 @@ impl<D: Disk> Wal<D> {
         };
         for i in first..self.segments.len() {
             let path = self.segments[i].path.clone();
-            let buf = std::mem::take(&mut self.segments[i].buf);
+            let mut buf = std::mem::take(&mut self.segments[i].buf);
             if !buf.is_empty() {
                 self.disk_op(|d| d.append(&path, &buf))?;
                 self.segments[i].written += buf.len() as u64;
+                if i + 1 == self.segments.len() {
+                    // The active segment keeps its allocation for the next iteration.
+                    buf.clear();
+                    self.segments[i].buf = buf;
+                }
             }
             if self.segments[i].durable < self.segments[i].written {
                 self.sync_op(|d| d.sync(&path))?;

@@ -57,7 +57,7 @@ pub struct MemDisk {
 
 type Inode = u64;
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     /// The name space a running process sees: path -> inode.
     live: BTreeMap<String, Inode>,
@@ -226,6 +226,19 @@ fn parent(path: &str) -> &str {
 
 fn err(op: &'static str, path: &str, detail: &str) -> DiskError {
     DiskError { op, path: path.to_string(), detail: detail.to_string() }
+}
+
+impl std::fmt::Debug for State {
+    /// A summary: file contents would drown any log they are printed in.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bytes: usize = self.files.values().map(|d| d.content.len()).sum();
+        f.debug_struct("MemDisk")
+            .field("files", &self.live.keys().collect::<Vec<_>>())
+            .field("bytes", &bytes)
+            .field("syncs", &self.syncs)
+            .field("dir_syncs", &self.dir_syncs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl State {

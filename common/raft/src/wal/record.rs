@@ -85,6 +85,14 @@ pub(super) fn read_frame(bytes: &[u8], off: usize) -> Frame<'_> {
     Frame::Valid { kind: body[0], payload: &body[1..], end }
 }
 
+/// The payload length a frame at `off` claims, if its header and body fit in `bytes` (the
+/// amount of CRC work reading it costs).
+pub(super) fn claimed_len(bytes: &[u8], off: usize) -> Option<usize> {
+    let header = bytes.get(off..off.saturating_add(HEADER_BYTES))?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    (len <= RECORD_PAYLOAD_BYTES_MAX && off + HEADER_BYTES + len <= bytes.len()).then_some(len)
+}
+
 /// Appends one framed record to `out`.
 pub(super) fn frame(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
     // Invariant: callers never build a payload over RECORD_PAYLOAD_BYTES_MAX (16 MiB), so the

@@ -163,13 +163,37 @@ fn list_segments<D: Disk>(disk: &D) -> Result<Vec<u64>, FatalError> {
     Ok(seqs)
 }
 
+/// Bytes of CRC work the torn-tail scan may do per byte it scans (plus a fixed allowance):
+/// bytes crafted so that every offset claims a long record would otherwise make the scan
+/// quadratic.
+const SCAN_CRC_BYTES_PER_BYTE: usize = 64;
+const SCAN_CRC_BYTES_BASE: usize = 64 << 20;
+
 /// Is there a valid, decodable record starting anywhere at or after `from`? If so, a bad
-/// frame before it is not a torn tail.
+/// frame before it is not a torn tail. Past its work budget the scan answers yes: refusing to
+/// start is the safe side (nothing acknowledged is dropped).
 fn valid_record_after(bytes: &[u8], from: usize) -> bool {
-    (from..bytes.len()).any(|p| match record::read_frame(bytes, p) {
-        Frame::Valid { kind, payload, .. } => record::decode(kind, payload).is_ok(),
-        _ => false,
-    })
+    let tail = bytes.len().saturating_sub(from);
+    let mut budget =
+        SCAN_CRC_BYTES_BASE.saturating_add(tail.saturating_mul(SCAN_CRC_BYTES_PER_BYTE));
+    for p in from..bytes.len() {
+        if let Some(len) = record::claimed_len(bytes, p) {
+            budget = budget.saturating_sub(len);
+            if budget == 0 {
+                tracing::error!(
+                    offset = from,
+                    "torn-tail scan over budget; treating as corruption"
+                );
+                return true;
+            }
+        }
+        if let Frame::Valid { kind, payload, .. } = record::read_frame(bytes, p) {
+            if record::decode(kind, payload).is_ok() {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// A group's state while replaying.

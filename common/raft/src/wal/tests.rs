@@ -189,6 +189,36 @@ fn raft1_sync_is_one_fsync_for_all_groups_and_orders_dir_sync_after_a_new_segmen
     assert_eq!(wal.stats().fsyncs, 2);
 }
 
+/// The on-disk format is frozen: a change to these bytes is a format change (bump
+/// `SEGMENT_VERSION` and keep reading the old one). On purpose, update `GOLDEN_SEGMENT_HEX`
+/// with the hex the failure prints.
+#[test]
+fn golden_segment_bytes() {
+    const GOLDEN_SNAPSHOT_HEX: &str = "44454352534e415001007707820702050101010173";
+    const GOLDEN_SEGMENT_HEX: &str = "0d000000d6554c5d01444543524557414c010001000004000000dc09f65e0201010100070000003530752a020101020102abcd05000000d753adf603010101020106000000d27ea07604020501010100";
+    let disk = MemDisk::new();
+    let (mut wal, _) = open(&disk, big());
+    wal.append(G1, &[Entry { term: Term(1), index: LogIndex(1), payload: EntryPayload::Noop }])
+        .unwrap();
+    wal.append(
+        G1,
+        &[Entry {
+            term: Term(1),
+            index: LogIndex(2),
+            payload: EntryPayload::Command(vec![0xab, 0xcd]),
+        }],
+    )
+    .unwrap();
+    wal.set_hard_state(G1, hs(1, Some(2), 1)).unwrap();
+    wal.save_snapshot(G2, meta(5, 1), b"s").unwrap();
+    let bytes = disk.read("wal/00000000000000000001.log").unwrap();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, GOLDEN_SEGMENT_HEX, "segment bytes changed; new hex:\n{hex}");
+    let snap = disk.read("snap/00000000000000000002-00000000000000000005.snap").unwrap();
+    let hex: String = snap.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, GOLDEN_SNAPSHOT_HEX, "snapshot bytes changed; new hex:\n{hex}");
+}
+
 // ---------------------------------------------------------------- torn tails
 
 /// Builds a WAL with synced records, then leaves `pending` records written but unsynced
@@ -286,6 +316,31 @@ fn torn_tail_of_a_fresh_segment_start_is_cut_and_the_segment_reused() {
     disk.crash();
     let (_, rec) = open(&disk, big());
     assert_eq!(rec.groups[&G1].entries, es(1..=1, 2));
+}
+
+#[test]
+fn crash_while_a_sync_spans_a_segment_roll_recovers_a_prefix() {
+    for fail_at in 1..=2 {
+        for keep in [0, 7, 40, usize::MAX] {
+            let disk = MemDisk::new();
+            let (mut wal, _) = open(&disk, small());
+            wal.append(G1, &es(1..=2, 1)).unwrap();
+            wal.sync().unwrap();
+            // One iteration's worth of records that rolls over to new segments.
+            for i in 3..=12 {
+                wal.append(G1, &es(i..=i, 1)).unwrap();
+            }
+            assert!(wal.stats().segments >= 2);
+            // 1: the old segment's fsync fails; 2: the new segment's fsync fails.
+            disk.fail_nth_sync(fail_at);
+            assert!(wal.sync().unwrap_err().is_fatal());
+            drop(wal);
+            disk.crash_torn_at(keep);
+            let (_, rec) = open(&disk, small());
+            let got = &rec.groups[&G1].entries;
+            assert!(got.len() >= 2 && *got == es(1..=got.len() as u64, 1), "{fail_at}/{keep}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------- corruption
@@ -388,6 +443,65 @@ fn unknown_record_kind_and_missing_segment_are_refused() {
             assert_eq!(what, Corruption::MissingSegment { missing: 2 });
         }
         other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn empty_or_renamed_segments_are_refused() {
+    // An empty segment that is not the last one.
+    let disk = synced_log(small());
+    let mut d = disk.clone();
+    d.write("wal/00000000000000000002.log", b"").unwrap();
+    match open_err(&disk) {
+        FatalError::Corrupt { path, offset, what } => assert_eq!(
+            (path.as_str(), offset, what),
+            ("wal/00000000000000000002.log", 0, Corruption::BadSegmentStart)
+        ),
+        other => panic!("{other}"),
+    }
+    // A segment whose start record names another seq (a file renamed by hand).
+    let disk = synced_log(small());
+    let mut d = disk.clone();
+    let last = disk.list("wal").unwrap().len() as u64;
+    let bytes = disk.read("wal/00000000000000000001.log").unwrap();
+    d.write(&format!("wal/{:020}.log", last + 1), &bytes).unwrap();
+    match open_err(&disk) {
+        FatalError::Corrupt { offset, what, .. } => {
+            assert_eq!((offset, what), (0, Corruption::BadSegmentStart));
+        }
+        other => panic!("{other}"),
+    }
+    // A file name that is not a seq.
+    let disk = synced_log(small());
+    let mut d = disk.clone();
+    d.write("wal/notes.log", b"").unwrap();
+    assert!(matches!(open_err(&disk), FatalError::Corrupt { what: Corruption::BadFileName, .. }));
+}
+
+#[test]
+fn crafted_tail_cannot_make_the_torn_tail_scan_quadratic() {
+    let disk = synced_log(big());
+    let path = "wal/00000000000000000001.log";
+    let mut bytes = disk.read(path).unwrap();
+    // 256 KiB in which every offset claims a record running almost to the end of the file.
+    let tail: usize = 256 << 10;
+    let start = bytes.len();
+    for i in 0..tail / 4 {
+        let remaining = (tail - i * 4).saturating_sub(record::HEADER_BYTES) as u32;
+        bytes.extend_from_slice(&remaining.to_le_bytes());
+    }
+    let mut d = disk.clone();
+    d.write(path, &bytes).unwrap();
+    let t = std::time::Instant::now();
+    let result = Wal::open(disk.clone(), big());
+    assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+    // Over budget means "refuse": the error names where the damage starts.
+    match result {
+        Err(WalError::Fatal(FatalError::Corrupt { offset, .. })) => {
+            assert_eq!(offset, start as u64)
+        }
+        Ok((_, rec)) => assert_eq!(rec.torn_tail.map(|t| t.offset), Some(start as u64)),
+        Err(other) => panic!("{other}"),
     }
 }
 
