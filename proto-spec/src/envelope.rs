@@ -160,6 +160,15 @@ impl Envelope {
 }
 
 impl Payload {
+    /// The id a reply to this payload must carry: `Some` for a request, `None` otherwise.
+    /// A node refusing a frame puts this in [`Payload::Error::in_reply_to`].
+    pub fn request_id(&self) -> Option<RequestId> {
+        match self {
+            Payload::Request { request_id, .. } => Some(*request_id),
+            Payload::Raft(_) | Payload::Response { .. } | Payload::Error { .. } => None,
+        }
+    }
+
     /// A short name for the variant, e.g. `"Response::Vote"` (for logs, metrics and the golden
     /// file). [`all_kinds`] lists every name.
     pub fn kind(&self) -> &'static str {

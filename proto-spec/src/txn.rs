@@ -470,6 +470,51 @@ impl CommitTxn {
     }
 }
 
+impl CommitTxn {
+    /// Checks what limits cannot: at least one group, and each group listed once. The
+    /// coordinator calls this before proposing anything; a failure is answered with
+    /// [`crate::ErrorResponse::InvalidArgument`]. (Not run on decode: the bytes are fine, the
+    /// request is not.)
+    pub fn check_shape(&self) -> Result<(), crate::ErrorResponse> {
+        if self.per_group.is_empty() {
+            return Err(crate::ErrorResponse::invalid_argument("CommitTxn lists no group"));
+        }
+        let mut groups: Vec<GroupId> = self.per_group.iter().map(|g| g.group).collect();
+        groups.sort_unstable();
+        if let Some(pair) = groups.windows(2).find(|w| w[0] == w[1]) {
+            return Err(crate::ErrorResponse::invalid_argument(format!(
+                "CommitTxn lists group {} twice",
+                pair[0]
+            )));
+        }
+        for group in &self.per_group {
+            check_spans_ordered(&group.read_spans)?;
+        }
+        Ok(())
+    }
+}
+
+impl Scan {
+    /// Checks that the span is not inverted (`end < start`); see [`CommitTxn::check_shape`].
+    pub fn check_shape(&self) -> Result<(), crate::ErrorResponse> {
+        check_spans_ordered(std::slice::from_ref(&self.span))
+    }
+}
+
+impl CommitLocal {
+    /// Checks that no read span is inverted; see [`CommitTxn::check_shape`].
+    pub fn check_shape(&self) -> Result<(), crate::ErrorResponse> {
+        check_spans_ordered(&self.read_spans)
+    }
+}
+
+impl Prepare {
+    /// Checks that no read span is inverted; see [`CommitTxn::check_shape`].
+    pub fn check_shape(&self) -> Result<(), crate::ErrorResponse> {
+        check_spans_ordered(&self.read_spans)
+    }
+}
+
 impl CommitLocal {
     /// Checks [`crate::limits`].
     pub fn validate(&self) -> Result<(), LimitError> {
@@ -504,6 +549,13 @@ pub(crate) fn check_range(range: &KeyRange) -> Result<(), LimitError> {
     }
 }
 
+fn check_spans_ordered(spans: &[KeyRange]) -> Result<(), crate::ErrorResponse> {
+    match spans.iter().find(|r| r.end.as_ref().is_some_and(|end| *end < r.start)) {
+        Some(_) => Err(crate::ErrorResponse::invalid_argument("key range ends before it starts")),
+        None => Ok(()),
+    }
+}
+
 fn check_value(value: Option<&[u8]>) -> Result<(), LimitError> {
     match value {
         Some(v) => Bound::ValueBytes.check(v.len()),
@@ -521,4 +573,50 @@ fn check_writes(writes: &[Write]) -> Result<(), LimitError> {
 
 fn check_ranges(ranges: &[KeyRange]) -> Result<(), LimitError> {
     ranges.iter().try_for_each(check_range)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn work(group: u64, spans: Vec<KeyRange>) -> GroupWork {
+        GroupWork { group: GroupId(group), writes: vec![], read_spans: spans }
+    }
+
+    fn commit(per_group: Vec<GroupWork>) -> CommitTxn {
+        CommitTxn {
+            txn_id: TxnId(1),
+            read_ts: HlcTimestamp::ZERO,
+            per_group,
+            mode: TxnMode {
+                isolation: Isolation::Serializable,
+                commit_wait: false,
+                parallel_commit: false,
+            },
+        }
+    }
+
+    #[test]
+    fn commit_txn_shape() {
+        let inverted = KeyRange { start: Key(b"b".to_vec()), end: Some(Key(b"a".to_vec())) };
+        let fine = KeyRange { start: Key(b"a".to_vec()), end: Some(Key(b"b".to_vec())) };
+        assert_eq!(
+            commit(vec![work(1, vec![fine.clone()]), work(2, vec![])]).check_shape(),
+            Ok(())
+        );
+        assert_eq!(
+            commit(vec![]).check_shape(),
+            Err(crate::ErrorResponse::invalid_argument("CommitTxn lists no group"))
+        );
+        assert_eq!(
+            commit(vec![work(2, vec![]), work(1, vec![]), work(2, vec![])]).check_shape(),
+            Err(crate::ErrorResponse::invalid_argument("CommitTxn lists group g2 twice"))
+        );
+        assert!(commit(vec![work(1, vec![inverted.clone()])]).check_shape().is_err());
+        let scan =
+            Scan { span: inverted, read_ts: HlcTimestamp::ZERO, uncertainty_limit: None, limit: 1 };
+        assert!(scan.check_shape().is_err());
+        let scan = Scan { span: fine, ..scan };
+        assert_eq!(scan.check_shape(), Ok(()));
+    }
 }
