@@ -12,9 +12,10 @@ use crate::network::{shuffled, NetParams, Partition};
 /// One thing that goes wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// Power loss on `node`: unsynced writes are lost (and, if `torn`, the last write is cut
-    /// at a random byte); it restarts after `down_ns`.
-    Crash { node: usize, torn: bool, down_ns: u64 },
+    /// `node` goes down in the way `kind` says; it restarts after `down_ns`.
+    Crash { node: usize, kind: CrashKind, down_ns: u64 },
+    /// Every node loses power at once (a data-centre outage); each restarts after `down_ns`.
+    CrashAll { kind: CrashKind, down_ns: u64 },
     /// The next fsync on `node` fails: the node must stop; it restarts after `down_ns`.
     FsyncFailure { node: usize, down_ns: u64 },
     /// A partition of some shape, lifted after `hold_ns`.
@@ -28,6 +29,24 @@ pub enum Fault {
     Transfer { group: usize, target: usize },
     /// The network's delay, loss and duplication change.
     NetParams(NetParams),
+}
+
+/// How a node goes down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashKind {
+    /// The process is killed; the OS keeps its page cache, so unsynced writes survive (and
+    /// the restarted node's recovery must make them durable before relying on them).
+    Kill,
+    /// Power loss: every unsynced write is lost.
+    PowerLoss,
+    /// Power loss in the middle of the last write: a random prefix of it survives.
+    TornWrite,
+}
+
+impl CrashKind {
+    fn seeded(rng: &mut DetRng) -> Self {
+        [CrashKind::Kill, CrashKind::PowerLoss, CrashKind::TornWrite][rng.range(0, 3) as usize]
+    }
 }
 
 /// Which faults a seed uses and how often.
@@ -109,9 +128,13 @@ impl FaultPlan {
         let n = self.nodes;
         let node = rng.range(0, n as u64) as usize;
         let fault = match kinds[rng.range(0, kinds.len() as u64) as usize] {
+            0 if rng.chance(1, 10) => Fault::CrashAll {
+                kind: CrashKind::seeded(rng),
+                down_ns: rng.range(10_000_000, 2_000_000_000),
+            },
             0 => Fault::Crash {
                 node,
-                torn: rng.chance(1, 2),
+                kind: CrashKind::seeded(rng),
                 down_ns: rng.range(10_000_000, 4_000_000_000),
             },
             1 => Fault::FsyncFailure { node, down_ns: rng.range(10_000_000, 2_000_000_000) },

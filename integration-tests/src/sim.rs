@@ -21,7 +21,7 @@ use crate::check::liveness::{self, ReplicaView};
 use crate::check::state_machine_safety::StateMachineSafety;
 use crate::check::{leader_completeness, log_matching, payload_digest, LogSummary, Violation};
 use crate::clock::SimClock;
-use crate::faults::{Fault, FaultPlan};
+use crate::faults::{CrashKind, Fault, FaultPlan};
 use crate::network::{Arrival, NetParams, Network};
 use crate::trace::{Trace, TraceEvent};
 use crate::workload::Client;
@@ -206,6 +206,8 @@ struct Slot {
     process_scheduled: bool,
     /// An fsync failure was injected and not yet hit.
     fsync_armed: bool,
+    /// How long the node stays down once the injected fsync failure stopped it.
+    fsync_down_ns: u64,
     rng: DetRng,
 }
 
@@ -268,6 +270,8 @@ impl Sim {
             max_append_bytes: [64, 1024, 1 << 20][shape_rng.range(0, 3) as usize],
             max_apply_bytes: [64, 1 << 20][shape_rng.range(0, 2) as usize],
             snapshot_chunk_bytes: [32, 256, 1 << 20][shape_rng.range(0, 3) as usize],
+            pre_vote: shape_rng.chance(3, 4),
+            check_quorum: shape_rng.chance(3, 4),
             ..RaftConfig::default()
         };
         let wal =
@@ -295,6 +299,7 @@ impl Sim {
                 incarnation: 0,
                 process_scheduled: false,
                 fsync_armed: false,
+                fsync_down_ns: 0,
                 rng: node_rng.fork(),
             })
             .collect();
@@ -444,7 +449,6 @@ impl Sim {
         let slot = &mut self.slots[i];
         slot.incarnation += 1;
         slot.process_scheduled = false;
-        slot.fsync_armed = false;
         let rng = slot.rng.fork();
         let opened = Node::open(
             slot.id,
@@ -454,10 +458,25 @@ impl Sim {
             rng,
             local,
         );
-        let node = opened.map_err(|e| Violation {
-            invariant: "a crashed node restarts from its WAL",
-            detail: format!("{} failed to open: {e}", slot.id),
-        })?;
+        let node = match opened {
+            Ok(node) => node,
+            Err(e) if slot.fsync_armed && e.is_disk_failure() => {
+                // The injected fsync failure hit recovery's own fsync: refusing to start is
+                // right. The process exits again and retries later.
+                slot.fsync_armed = false;
+                let what = format!("{} refused to start: {e}", slot.id);
+                self.trace.record(self.now_ns, &TraceEvent::Fault { what: &what });
+                let down_ns = self.sched_rng.range(10_000_000, 500_000_000);
+                self.schedule(self.now_ns + down_ns, Event::Restart { node: i });
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(Violation {
+                    invariant: "a crashed node restarts from its WAL",
+                    detail: format!("{} failed to open: {e}", slot.id),
+                })
+            }
+        };
         slot.node = Some(node);
         slot.machines = self.groups.iter().map(|g| (g.0, CommandList::new())).collect();
         slot.snapshotted = self.groups.iter().map(|g| (g.0, LogIndex(0))).collect();
@@ -473,16 +492,16 @@ impl Sim {
         Ok(())
     }
 
-    /// Power loss on node `i`.
-    fn crash(&mut self, i: usize, torn: bool, down_ns: u64) {
+    /// Node `i` goes down (see [`CrashKind`]) and restarts after `down_ns`.
+    fn crash(&mut self, i: usize, kind: CrashKind, down_ns: u64) {
         let slot = &mut self.slots[i];
         if slot.node.take().is_none() {
             return;
         }
-        if torn {
-            slot.disk.crash_torn(&mut slot.rng);
-        } else {
-            slot.disk.crash();
+        match kind {
+            CrashKind::Kill => {}
+            CrashKind::PowerLoss => slot.disk.crash(),
+            CrashKind::TornWrite => slot.disk.crash_torn(&mut slot.rng),
         }
         slot.incarnation += 1;
         let id = slot.id;
@@ -528,10 +547,13 @@ impl Sim {
                 detail: format!("{} stopped: {what}", self.slots[i].id),
             });
         }
-        // The node stopped as it must: the process exits, and what it had not fsynced is
-        // as good as lost. It restarts later from its disk.
-        let down_ns = self.sched_rng.range(10_000_000, 1_000_000_000);
-        self.crash(i, false, down_ns);
+        self.slots[i].fsync_armed = false;
+        // The node stopped as it must: the process exits. Whether its unsynced writes are
+        // still in the page cache when it restarts, or lost to a power cut meanwhile, the
+        // seed decides; it restarts later from its disk either way.
+        let down_ns = self.slots[i].fsync_down_ns;
+        let kind = if self.sched_rng.chance(1, 2) { CrashKind::Kill } else { CrashKind::PowerLoss };
+        self.crash(i, kind, down_ns);
         Ok(())
     }
 
@@ -678,6 +700,7 @@ impl Sim {
         let groups: Vec<GroupId> = self.groups.iter().map(|g| g.0).collect();
         for group in groups {
             let slot = &mut self.slots[i];
+            // Invariant: `start_node` gives every slot a machine and a snapshot mark per group.
             let machine = &slot.machines[&group];
             let applied = machine.applied();
             if applied.0 < slot.snapshotted[&group].0 + every {
@@ -737,11 +760,17 @@ impl Sim {
         let what = format!("{fault:?}");
         self.trace.record(self.now_ns, &TraceEvent::Fault { what: &what });
         match fault {
-            Fault::Crash { node, torn, down_ns } => self.crash(node, torn, down_ns),
-            Fault::FsyncFailure { node, down_ns: _ } => {
+            Fault::Crash { node, kind, down_ns } => self.crash(node, kind, down_ns),
+            Fault::CrashAll { kind, down_ns } => {
+                for i in 0..self.slots.len() {
+                    self.crash(i, kind, down_ns);
+                }
+            }
+            Fault::FsyncFailure { node, down_ns } => {
                 if self.slots[node].node.is_some() {
                     self.slots[node].disk.fail_next_sync();
                     self.slots[node].fsync_armed = true;
+                    self.slots[node].fsync_down_ns = down_ns;
                     self.crashes += 1;
                 }
             }

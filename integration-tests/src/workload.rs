@@ -89,6 +89,7 @@ impl Client {
         // Unique bytes of varying length: the command id, then filler.
         let mut payload = command.to_le_bytes().to_vec();
         payload.resize(8 + self.rng.range(0, 48) as usize, 0xab);
+        // `group` was drawn from `target`'s keys above.
         Some(Proposal { group, node: self.target[&group], command, payload })
     }
 

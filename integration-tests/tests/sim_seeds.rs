@@ -6,8 +6,8 @@
 
 use decree_sim::{run, SimConfig, REGRESSION_SEEDS};
 
-/// Seeds per sweep test; four tests run in parallel on the test harness's threads.
-const SEEDS_PER_SWEEP: u64 = 50;
+/// Seeds per sweep test: four tests, 400 seeds, run in parallel on the harness threads.
+const SEEDS_PER_SWEEP: u64 = 100;
 
 fn seed_start() -> u64 {
     std::env::var("DECREE_SIM_SEED_START").ok().and_then(|s| s.parse().ok()).unwrap_or(0)

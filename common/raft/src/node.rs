@@ -20,9 +20,10 @@
 //! 2. **Send** each `Ready::messages` (a leader's appends and heartbeats: they acknowledge
 //!    nothing durable, so they may overlap our own fsync — Raft thesis §10.2.1). All groups'
 //!    messages to one peer go out in one [`Transport::send`] batch.
-//! 3. **Append** every group's snapshot (`Wal::save_snapshot`, which fsyncs on its own:
-//!    RAFT-8's temp file + rename), entries (`Wal::append`) and hard state
-//!    (`Wal::set_hard_state`) to the shared WAL.
+//! 3. **Append** every group's new term and vote (`Wal::set_hard_state`), snapshot
+//!    (`Wal::save_snapshot`, which fsyncs on its own: RAFT-8's temp file + rename), entries
+//!    (`Wal::append`) and finally its new commit index to the shared WAL. A power cut can keep
+//!    any prefix of unsynced writes; in this order every prefix is a valid Raft state.
 //! 4. **One `Wal::sync()` for all groups.** It returns the [`SyncToken`] that proves the
 //!    fsync; a failed fsync is [`Fatal`]: the node stops for good and every later call fails
 //!    (it never carries on as if the write happened).
@@ -35,6 +36,11 @@
 //!    its next call — and reads that became servable ([`Output::Read`], [`Output::ReadFailed`]).
 //!
 //! When nothing needs persisting in an iteration, steps 2 and 5 merge into one send per peer.
+//!
+//! Heartbeats: every group's heartbeats to one peer that fall due in one iteration travel in
+//! that peer's batch, so N groups cost one transport write per tick rather than N. They stay
+//! N small `AppendEntries` inside it: folding them into one message per node pair would need
+//! the core to accept a heartbeat on behalf of several groups, which it does not (yet).
 //!
 //! The state machine belongs to the caller: the node returns what to apply and takes
 //! snapshots the caller made ([`Node::snapshot`]). [`CommandList`] is the simple state machine
@@ -61,7 +67,7 @@ use crate::core::{
     TransferError,
 };
 use crate::disk::Disk;
-use crate::msg::{Entry, Message, SnapshotMeta};
+use crate::msg::{Entry, HardState, Message, SnapshotMeta};
 use crate::ready::{Ready, SoftState, SyncToken};
 use crate::wal::{FatalError, InvalidRequest, Wal, WalConfig, WalError};
 
@@ -287,6 +293,8 @@ struct Replica {
     core: RaftCore,
     /// Reads whose index the state machine has not applied yet.
     waiting_reads: Vec<(u64, LogIndex)>,
+    /// The last hard state handed to the WAL (durable once the iteration's sync succeeds).
+    written_hard_state: HardState,
 }
 
 impl<D: Disk> Node<D> {
@@ -310,6 +318,7 @@ impl<D: Disk> Node<D> {
             if let Some((meta, data)) = &state.snapshot {
                 pending.push(Output::Restore { group, meta: meta.clone(), data: data.clone() });
             }
+            let written_hard_state = state.hard_state;
             let restored = Restored {
                 hard_state: state.hard_state,
                 snapshot: state.snapshot,
@@ -318,7 +327,7 @@ impl<D: Disk> Node<D> {
             };
             let core = RaftCore::new(config.raft.clone(), id, voters, restored, rng.fork(), now_ns)
                 .map_err(|error| Fatal::Restore { group, error })?;
-            replicas.insert(group, Replica { core, waiting_reads: Vec::new() });
+            replicas.insert(group, Replica { core, waiting_reads: Vec::new(), written_hard_state });
         }
         Ok(Node { id, wal, groups: replicas, pending, stopped: None })
     }
@@ -509,16 +518,36 @@ impl<D: Disk> Node<D> {
             flush(transport, &mut batches);
         }
 
-        // Step 3: append everything to the one WAL. A snapshot first: it replaces the log,
-        // and the entries of the same Ready follow it.
+        // Step 3: append everything to the one WAL. A power cut (or a failed fsync of a later
+        // segment) may keep any prefix of the unsynced writes, so the order makes every prefix
+        // a valid state:
+        //   a. the new term and vote, with the commit index that was already durable — no
+        //      entry below may carry a term above the durable term;
+        //   b. the snapshot, which replaces the log (RAFT-8);
+        //   c. the entries;
+        //   d. the new commit index — never durable before the entries it covers, or a
+        //      restart could apply a stale entry that the lost write was replacing (INV-R5).
         for (group, ready) in &readies {
+            // Invariant: `readies` was built from `self.groups`, which has not changed since.
+            let r = self.groups.get_mut(group).expect("ready came from a hosted group");
+            let Some(hs) = ready.hard_state else {
+                if let Some((meta, data)) = &ready.snapshot {
+                    self.wal.save_snapshot(*group, meta.clone(), data)?;
+                }
+                self.wal.append(*group, &ready.entries)?;
+                continue;
+            };
+            let old = r.written_hard_state;
+            if hs.term != old.term || hs.vote != old.vote {
+                let commit = hs.commit.min(old.commit);
+                self.wal.set_hard_state(*group, HardState { commit, ..hs })?;
+            }
             if let Some((meta, data)) = &ready.snapshot {
                 self.wal.save_snapshot(*group, meta.clone(), data)?;
             }
             self.wal.append(*group, &ready.entries)?;
-            if let Some(hs) = ready.hard_state {
-                self.wal.set_hard_state(*group, hs)?;
-            }
+            self.wal.set_hard_state(*group, hs)?;
+            r.written_hard_state = hs;
         }
 
         // Step 4: one fsync for all groups. `?` makes a failure fatal: nothing below runs.
