@@ -1,5 +1,5 @@
 //! A node process's life cycle: SIGTERM stops it cleanly (exit status 0), and a restart on the
-//! same data directory recovers every applied command from the write-ahead log.
+//! same data directory recovers every applied command from its snapshot and write-ahead log.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +12,14 @@ use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_cleanly_and_a_restart_recovers_the_log() {
-    // Phase 1: a three-node cluster; propose a few commands.
+    // Phase 1: a three-node cluster that snapshots every 8 entries (so a restart restores a
+    // snapshot, then replays the WAL after it); propose a few commands.
     let dir = TempDir::new("decree-process-lifecycle").unwrap();
     let mut spec =
         ClusterSpec::local(env!("CARGO_BIN_EXE_decree-lognode").into(), dir.path(), 3, 1).unwrap();
-    spec.extra_args = ["--election-ms", "300", "--heartbeat-ms", "50"].map(String::from).to_vec();
+    spec.extra_args = ["--election-ms", "300", "--heartbeat-ms", "50", "--snapshot-entries", "8"]
+        .map(String::from)
+        .to_vec();
     write_certs(&spec.certs, 3).unwrap();
     let caller = connect_client(&spec.certs, &spec.nodes).unwrap();
     let client = LogClient::new(Arc::new(caller), spec.nodes.keys().copied().collect());
@@ -43,8 +46,8 @@ async fn sigterm_exits_cleanly_and_a_restart_recovers_the_log() {
         assert!(matches!(status, Some(s) if s.success()), "n{n} exited with {status:?}");
     }
 
-    // Phase 3: restart all three on their data directories: the log is recovered and every
-    // acknowledged command is read back from every node, in order.
+    // Phase 3: restart all three on their data directories: the snapshot and the log after it
+    // are recovered and every acknowledged command is read back from every node, in order.
     for n in 1..=3 {
         cluster.start_node(NodeId(n)).unwrap();
     }
@@ -65,6 +68,8 @@ async fn sigterm_exits_cleanly_and_a_restart_recovers_the_log() {
         }
         assert_eq!(read.unwrap(), acked, "{node} after restart");
     }
+    let log = cluster.log_tail(NodeId(1), 20_000);
+    assert!(log.contains("state restored from snapshot"), "no snapshot restored on n1: {log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
