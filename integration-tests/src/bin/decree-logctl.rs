@@ -271,7 +271,11 @@ async fn demo(root: &Path, kills: u32) -> Result<(), String> {
     });
     let outcome = tokio::select! {
         r = run => r,
-        _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
+        _ = tokio::signal::ctrl_c() => {
+            // Dropping the cluster below SIGKILLs every node.
+            println!("\n==> interrupted: stopping the cluster");
+            return Err("interrupted".to_string());
+        }
     };
     println!();
     match outcome {
