@@ -33,6 +33,10 @@
 //!
 //! A failure names the broken invariant and prints the single command that replays the seed.
 //!
+//! [`processes`] is the other half of the crate: the same node code as real OS processes
+//! (`decree-lognode`) over real QUIC, with a harness, a client, the leader-kill scenario and
+//! the replication benchmark (TESTING.md §4).
+//!
 //! # Running it
 //!
 //! ```text
@@ -46,6 +50,7 @@ pub mod check;
 pub mod clock;
 pub mod faults;
 pub mod network;
+pub mod processes;
 pub mod sim;
 pub mod trace;
 pub mod workload;

@@ -7,13 +7,16 @@
 //!   codes it refuses bad input with.
 //! - [`transport`]: the quinn endpoint — one connection per pair of nodes, RPC over
 //!   bidirectional streams, ordered one-way messages over one stream per (peer, group).
-//!
-//! - [`fs_disk`]: the file-backed [`decree_raft::Disk`] the write-ahead log runs on.
+//! - [`fs_disk`]: the file-backed `Disk` the write-ahead log runs on (fdatasync, directory
+//!   fsync).
+//! - [`node_shell`]: runs a replicated-log node (`decree_raft::node::Node`) as a process: the
+//!   one task that owns it, its clients, its peers over the transport.
 //!
 //! The transport moves frame bodies as bytes; the typed message layer sits above it.
 
 pub mod certs;
 pub mod fs_disk;
+pub mod node_shell;
 pub mod tls;
 pub mod transport;
 pub mod wire;
