@@ -71,3 +71,8 @@ pub const REGRESSION_SEEDS: &[(u64, &str)] = &[
          the hard state first) a commit index above the entries that replaced a stale tail",
     ),
 ];
+
+/// Seeds that failed in steady-load mode ([`SimConfig::steady_load`]): a follower needing a
+/// snapshot never caught up, because each newer snapshot restarted the transfer from offset 0
+/// (fixed in the node: compaction waits while a snapshot is being sent).
+pub const STEADY_LOAD_REGRESSION_SEEDS: &[u64] = &[2, 13, 23, 35, 179, 228, 300, 313];

@@ -735,7 +735,10 @@ impl Sim {
                 Ok(()) => {
                     slot.snapshotted.insert(group, applied);
                 }
-                Err(SnapshotRequestError::Refused(_)) => {}
+                Err(
+                    SnapshotRequestError::Refused(_)
+                    | SnapshotRequestError::TransferInProgress { .. },
+                ) => {}
                 Err(SnapshotRequestError::Fatal(f)) => return self.on_fatal(i, &f),
                 Err(e @ SnapshotRequestError::UnknownGroup(_)) => {
                     return Err(Violation {

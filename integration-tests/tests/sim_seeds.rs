@@ -4,7 +4,7 @@
 //! The sweep's seeds start at `DECREE_SIM_SEED_START` (default 0), so CI can run fresh seeds
 //! while any failure still prints the one command that replays it.
 
-use decree_sim::{run, SimConfig, REGRESSION_SEEDS};
+use decree_sim::{run, SimConfig, REGRESSION_SEEDS, STEADY_LOAD_REGRESSION_SEEDS};
 
 /// Seeds per sweep test: four tests, 2000 seeds, run in parallel on the harness threads.
 const SEEDS_PER_SWEEP: u64 = 500;
@@ -107,4 +107,17 @@ fn checkers_catch_a_cluster_that_forgets_acknowledged_writes() {
         .filter_map(|o| o.violation.map(|v| v.invariant.to_string()))
         .collect();
     assert!(caught.len() >= 3, "only {} of 40 broken runs were caught: {caught:?}", caught.len());
+}
+
+#[test]
+fn lagging_replicas_catch_up_under_steady_load() {
+    // The client keeps proposing while healing; a replica that needs a snapshot must still
+    // catch up (regression seeds first, then a short sweep).
+    let seeds = STEADY_LOAD_REGRESSION_SEEDS.iter().copied().chain(1000..1030);
+    let failures: Vec<String> = seeds
+        .map(|seed| run(&SimConfig { steady_load: true, ..SimConfig::new(seed) }))
+        .filter(|o| !o.passed())
+        .map(|o| o.to_string())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

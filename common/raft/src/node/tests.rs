@@ -4,6 +4,7 @@
 use decree_types::{DetRng, GroupId, LogIndex, NodeId, Term};
 
 use super::*;
+use crate::core::ReplicationState;
 use crate::disk::MemDisk;
 use crate::msg::{Entry, EntryPayload};
 
@@ -314,4 +315,99 @@ fn a_torn_iteration_never_commits_the_tail_it_was_replacing() {
         }
         keep += 1;
     }
+}
+
+/// Delivers every batch in `outboxes` (index = node id - 1) unless its target is `cut`, then
+/// processes every node; returns each node's outputs.
+fn route(nodes: &mut [Node<MemDisk>], now: u64, cut: Option<usize>) -> Vec<Vec<Output>> {
+    let mut outs = vec![Vec::new(); nodes.len()];
+    for _ in 0..20 {
+        let mut mail = Vec::new();
+        for (i, n) in nodes.iter_mut().enumerate() {
+            let mut outbox = Outbox::default();
+            outs[i].extend(n.process(&mut outbox).unwrap());
+            mail.extend(outbox.sent.into_iter().map(|(to, b)| (NodeId(i as u64 + 1), to, b)));
+        }
+        for (from, to, batch) in mail {
+            let t = to.0 as usize - 1;
+            if Some(t) == cut || Some(from.0 as usize - 1) == cut {
+                continue;
+            }
+            for (g, m) in batch {
+                nodes[t].step(now, from, g, m);
+            }
+        }
+    }
+    outs
+}
+
+#[test]
+fn compaction_waits_while_a_follower_receives_a_snapshot() {
+    let g = GroupId(1);
+    let voters: &[u64] = &[1, 2, 3];
+    let disks: Vec<MemDisk> = (0..3).map(|_| MemDisk::new()).collect();
+    let mut nodes: Vec<Node<MemDisk>> =
+        (0..3).map(|i| open(i as u64 + 1, &[(1, voters)], &disks[i], 0)).collect();
+    let mut now = 10_000 * MS;
+    nodes[0].tick(now);
+    let elected = route(&mut nodes, now, None).remove(0);
+    assert_eq!(nodes[0].core(g).unwrap().role(), core::Role::Leader);
+    let mut machine = CommandList::new();
+    for o in elected {
+        if let Output::Apply { entries, .. } = o {
+            entries.iter().for_each(|e| machine.apply(e));
+        }
+    }
+    // n3 is cut off while the others commit and n1 compacts its log.
+    for k in 0..5u8 {
+        nodes[0].propose(now, g, vec![k]).unwrap();
+    }
+    for o in route(&mut nodes, now, Some(2)).remove(0) {
+        if let Output::Apply { entries, .. } = o {
+            entries.iter().for_each(|e| machine.apply(e));
+        }
+    }
+    nodes[0].snapshot(g, machine.applied(), machine.snapshot()).unwrap();
+    // Reconnected, n3 needs the compacted entries: n1 starts sending the snapshot...
+    now += 200 * MS;
+    nodes[0].tick(now);
+    let mut outbox = Outbox::default();
+    nodes[0].process(&mut outbox).unwrap();
+    let status = nodes[0].status(g).unwrap();
+    let n3 = status.progress.get(&NodeId(3)).map(|p| p.1);
+    if n3 != Some(ReplicationState::Snapshot) {
+        // n1 first probes n3; the rejection moves it to snapshot mode.
+        for (to, batch) in outbox.sent {
+            for (gg, m) in batch {
+                nodes[to.0 as usize - 1].step(now, NodeId(1), gg, m);
+            }
+        }
+        let mut back = Outbox::default();
+        nodes[2].process(&mut back).unwrap();
+        for (_, batch) in back.sent {
+            for (gg, m) in batch {
+                nodes[0].step(now, NodeId(3), gg, m);
+            }
+        }
+        nodes[0].process(&mut Outbox::default()).unwrap();
+    }
+    let n3 = nodes[0].status(g).unwrap().progress.get(&NodeId(3)).map(|p| p.1);
+    assert_eq!(n3, Some(ReplicationState::Snapshot));
+    // ...and a newer snapshot would restart that transfer: compaction waits.
+    nodes[0].propose(now, g, vec![9]).unwrap();
+    for o in route(&mut nodes, now, Some(2)).remove(0) {
+        if let Output::Apply { entries, .. } = o {
+            entries.iter().for_each(|e| machine.apply(e));
+        }
+    }
+    let err = nodes[0].snapshot(g, machine.applied(), machine.snapshot()).unwrap_err();
+    assert!(matches!(err, SnapshotRequestError::TransferInProgress { peer: NodeId(3) }), "{err}");
+    // Once n3 has it (a heartbeat retransmits the chunk lost while it was cut off),
+    // compaction goes ahead.
+    for _ in 0..5 {
+        now += 200 * MS;
+        nodes[0].tick(now);
+        route(&mut nodes, now, None);
+    }
+    nodes[0].snapshot(g, machine.applied(), machine.snapshot()).unwrap();
 }
