@@ -33,6 +33,15 @@
 //!
 //! A failure names the broken invariant and prints the single command that replays the seed.
 //!
+//! # Running it
+//!
+//! ```text
+//! cargo test -p decree-sim                                   # 2000 seeds + regressions (CI)
+//! DECREE_SIM_SEED_START=100000 cargo test -p decree-sim      # ... other seeds
+//! scripts/sim.sh --seeds 10000 --start 5000                  # a long sweep, in release
+//! cargo run --release -p decree-sim --bin sim -- --seed 1234 [--verbose]   # replay one
+//! ```
+//!
 //! [`processes`] is the other half of the crate: the same node code as real OS processes
 //! (`decree-lognode`) over real QUIC, with a harness, a client, the leader-kill scenario and
 //! the replication benchmark (TESTING.md §4).

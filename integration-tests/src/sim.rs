@@ -57,6 +57,12 @@ pub struct SimConfig {
     pub faults: bool,
     /// Print every event.
     pub verbose: bool,
+    /// Deliberately break durability: a crashed node comes back with an empty disk. Used only
+    /// to show that the checkers catch lost data (a checker that cannot fail proves nothing).
+    pub amnesia: bool,
+    /// Keep the client proposing while healing, instead of quiescing each group once it
+    /// acknowledged a post-heal proposal: lagging replicas must catch up under load.
+    pub steady_load: bool,
 }
 
 impl SimConfig {
@@ -70,6 +76,8 @@ impl SimConfig {
             heal_bound_ms: 30_000,
             faults: true,
             verbose: false,
+            amnesia: false,
+            steady_load: false,
         }
     }
 
@@ -92,6 +100,12 @@ impl SimConfig {
         }
         if !self.faults {
             cmd += " --no-faults";
+        }
+        if self.amnesia {
+            cmd += " --amnesia";
+        }
+        if self.steady_load {
+            cmd += " --steady-load";
         }
         cmd
     }
@@ -503,6 +517,9 @@ impl Sim {
             CrashKind::PowerLoss => slot.disk.crash(),
             CrashKind::TornWrite => slot.disk.crash_torn(&mut slot.rng),
         }
+        if self.config.amnesia {
+            slot.disk = MemDisk::new();
+        }
         slot.incarnation += 1;
         let id = slot.id;
         self.client.node_down(id);
@@ -674,9 +691,15 @@ impl Sim {
                             self.trace.record(self.now_ns, &ev);
                             self.acked.on_ack(group, ack.index, digest, &self.sms)?;
                             if let Phase::Healing { since_ns } = self.phase {
-                                if ack.proposed_at_ns >= since_ns {
-                                    self.probes.entry(group).or_insert(ack.index);
-                                    self.client.retire(group);
+                                if ack.proposed_at_ns >= since_ns
+                                    && !self.probes.contains_key(&group)
+                                {
+                                    // Every replica must reach everything acknowledged so far.
+                                    let target = ack.index.max(self.acked.max_index(group));
+                                    self.probes.insert(group, target);
+                                    if !self.config.steady_load {
+                                        self.client.retire(group);
+                                    }
                                 }
                             }
                         }
@@ -905,7 +928,13 @@ impl Sim {
                 pending = Some((*group, "a node is down".to_string()));
                 break;
             }
-            let required = self.probes.get(group).map(|&p| p.max(self.acked.max_index(*group)));
+            // Quiesced, a group's acknowledgements stop growing and every replica must hold
+            // all of them; under steady load the target is what was acknowledged at the probe.
+            let required = match self.probes.get(group) {
+                Some(&p) if self.config.steady_load => Some(p),
+                Some(&p) => Some(p.max(self.acked.max_index(*group))),
+                None => None,
+            };
             if let Err(why) = liveness::converged(*group, &views, required) {
                 pending = Some((*group, why));
                 break;
@@ -938,7 +967,7 @@ impl Sim {
                     .iter()
                     .map(|(i, c)| (*i, payload_digest(&EntryPayload::Command(c.clone()))))
                     .collect();
-                self.acked.check_replica(slot.id, *group, &contents)?;
+                self.acked.check_replica(slot.id, *group, machine.applied(), &contents)?;
             }
         }
         Ok(())

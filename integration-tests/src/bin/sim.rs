@@ -46,6 +46,13 @@ struct Args {
     /// Print every event of the run (single seed only).
     #[arg(long)]
     verbose: bool,
+    /// Deliberately break durability (crashed nodes restart with empty disks) to check that
+    /// the checkers catch it: seeds are expected to fail.
+    #[arg(long)]
+    amnesia: bool,
+    /// Keep proposing while healing: lagging replicas must catch up under load.
+    #[arg(long)]
+    steady_load: bool,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +65,8 @@ fn main() -> ExitCode {
         heal_bound_ms: args.heal_bound_ms,
         faults: !args.no_faults,
         verbose: args.verbose && args.seeds.is_none(),
+        amnesia: args.amnesia,
+        steady_load: args.steady_load,
     };
     if args.nodes < 1 {
         eprintln!("--nodes must be at least 1");
