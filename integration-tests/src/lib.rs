@@ -33,10 +33,6 @@
 //!
 //! A failure names the broken invariant and prints the single command that replays the seed.
 //!
-//! [`processes`] is the other half of the crate: the same node code as real OS processes
-//! (`decree-lognode`) over real QUIC, with a harness, a client, the leader-kill scenario and
-//! the replication benchmark (TESTING.md §4).
-//!
 //! # Running it
 //!
 //! ```text
@@ -44,6 +40,18 @@
 //! DECREE_SIM_SEED_START=100000 cargo test -p decree-sim      # ... other seeds
 //! scripts/sim.sh --seeds 10000 --start 5000                  # a long sweep, in release
 //! cargo run --release -p decree-sim --bin sim -- --seed 1234 [--verbose]   # replay one
+//! ```
+//!
+//! # Real processes
+//!
+//! [`processes`] is the other half of the crate: the same node code as real OS processes
+//! (`decree-lognode`) over real QUIC, with a harness, a client, the leader-kill scenario and
+//! the replication benchmark (TESTING.md §4).
+//!
+//! ```text
+//! cargo test -p decree-sim --test 'process_*'   # leader SIGKILL loop, foreign CA, SIGTERM, fsync
+//! scripts/demo.sh                               # the leader-kill demo, about a minute
+//! scripts/bench.sh replication                  # throughput and latency, three processes
 //! ```
 
 pub mod check;

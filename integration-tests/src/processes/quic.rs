@@ -50,7 +50,11 @@ pub fn connect_client(
 ) -> Result<QuicCaller, String> {
     let name = client_name(certs);
     let identity = load_identity(certs, &Peer::Client(name.clone())).map_err(|e| {
-        format!("loading the client certificate client-{name} from {}: {e}", certs.display())
+        format!(
+            "loading the client certificate client-{name} from {}: {e} (write one with \
+             `decree certs --clients {CLIENT_NAME} ...` or `decree-logctl certs`)",
+            certs.display()
+        )
     })?;
     let transport =
         Transport::client(identity, nodes.clone(), client_limits()).map_err(|e| e.to_string())?;
