@@ -31,7 +31,8 @@
 //!     //    fsync (Raft thesis §10.2.1), they acknowledge nothing.
 //!     // 3. persist ready.hard_state, ready.snapshot (replaces the whole log), ready.entries
 //!     //    (replace the tail from their first index on) through the WAL, then fsync:
-//!     let token: SyncToken = wal.sync()?;          // an fsync error is fatal
+//!     let token: SyncToken = wal.sync_for_ack()?;  // an fsync error is fatal; a change of
+//!     //    the commit index alone needs none (it is an optimisation to persist)
 //!     // 4. now, and only now, the durable acknowledgements may leave (RAFT-1):
 //!     send(ready.persisted_messages.release(&token));
 //!     if let Some((index, term)) = mark { core.on_persisted(index, term); }

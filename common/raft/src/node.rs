@@ -24,9 +24,12 @@
 //!    (`Wal::save_snapshot`, which fsyncs on its own: RAFT-8's temp file + rename), entries
 //!    (`Wal::append`) and finally its new commit index to the shared WAL. A power cut can keep
 //!    any prefix of unsynced writes; in this order every prefix is a valid Raft state.
-//! 4. **One `Wal::sync()` for all groups.** It returns the [`SyncToken`] that proves the
-//!    fsync; a failed fsync is [`Fatal`]: the node stops for good and every later call fails
-//!    (it never carries on as if the write happened).
+//! 4. **One `Wal::sync_for_ack()` for all groups.** It returns the [`SyncToken`] that proves
+//!    the fsync; a failed fsync is [`Fatal`]: the node stops for good and every later call
+//!    fails (it never carries on as if the write happened). An iteration whose only change
+//!    is a commit index does no fsync: that record reaches the disk with the next one (the
+//!    commit index is an optimisation; a restarted replica relearns it from its leader), so
+//!    a committed entry is handed out for applying without waiting for a second fsync.
 //! 5. **Release** every group's `persisted_messages` with that token (vote grants, append
 //!    acknowledgements: RAFT-1, INV-R6) and send them, again one batch per peer.
 //! 6. Tell each core what is durable (`on_persisted`).
@@ -523,11 +526,15 @@ impl<D: Disk> Node<D> {
             return Ok(out);
         }
 
-        // Step 2: messages that acknowledge nothing durable. If nothing is to be persisted
-        // they wait and leave with the step-5 batch, so each peer gets one send.
-        let needs_fsync = readies
-            .iter()
-            .any(|(_, r)| r.hard_state.is_some() || r.snapshot.is_some() || !r.entries.is_empty());
+        // Step 2: messages that acknowledge nothing durable. If nothing needs an fsync they
+        // wait and leave with the step-5 batch, so each peer gets one send.
+        let needs_fsync = readies.iter().any(|(group, r)| {
+            let written = self.groups.get(group).map(|g| g.written_hard_state);
+            let term_or_vote = r.hard_state.is_some_and(|hs| {
+                written.is_none_or(|old| hs.term != old.term || hs.vote != old.vote)
+            });
+            term_or_vote || r.snapshot.is_some() || !r.entries.is_empty()
+        });
         let mut batches: BTreeMap<NodeId, Batch> = BTreeMap::new();
         for (group, ready) in &mut readies {
             for (to, msg) in ready.messages.drain(..) {
@@ -570,8 +577,10 @@ impl<D: Disk> Node<D> {
             r.written_hard_state = hs;
         }
 
-        // Step 4: one fsync for all groups. `?` makes a failure fatal: nothing below runs.
-        let token: SyncToken = self.wal.sync()?;
+        // Step 4: one fsync for all groups, unless only commit indexes changed (the WAL
+        // writes those with the next fsync: `Wal::sync_for_ack`). `?` makes a failure fatal:
+        // nothing below runs.
+        let token: SyncToken = self.wal.sync_for_ack()?;
 
         // Step 5: the durable acknowledgements may leave now (RAFT-1).
         for (group, ready) in &mut readies {

@@ -76,6 +76,55 @@ fn one_fsync_per_iteration_covers_every_group() {
     }
 }
 
+/// RAFT-1 needs entries, terms and votes durable before an acknowledgement, not the commit
+/// index: an entry costs one fsync on each replica, and the commit learned a round trip later
+/// costs none. A replica that crashes before the commit index reached its disk relearns it.
+#[test]
+fn raft_1_a_commit_alone_costs_no_fsync_and_is_relearned_after_a_crash() {
+    let g = GroupId(1);
+    let voters: &[u64] = &[1, 2, 3];
+    let disks: Vec<MemDisk> = (0..3).map(|_| MemDisk::new()).collect();
+    let mut nodes: Vec<Node<MemDisk>> =
+        (0..3).map(|i| open(i as u64 + 1, &[(1, voters)], &disks[i], 0)).collect();
+    let now = 10_000 * MS;
+    nodes[0].tick(now);
+    route(&mut nodes, now, None);
+    assert_eq!(nodes[0].core(g).unwrap().role(), core::Role::Leader);
+
+    let before: Vec<u64> = disks.iter().map(MemDisk::syncs).collect();
+    let index = nodes[0].propose(now, g, vec![42]).unwrap();
+    let outs = route(&mut nodes, now, None);
+    for (i, out) in outs.iter().enumerate() {
+        assert!(
+            applied(out, g).iter().any(|e| e.index == index),
+            "n{} applied the entry: {out:?}",
+            i + 1
+        );
+        assert_eq!(
+            disks[i].syncs() - before[i],
+            1,
+            "n{}: one fsync for the entry, none for its commit",
+            i + 1
+        );
+        assert_eq!(nodes[i].core(g).unwrap().commit_index(), index);
+    }
+
+    // n2's commit-only record never reached the disk: after a crash it restarts below the
+    // commit, with the entry, and applies it again once the leader's heartbeat says so.
+    disks[1].crash();
+    nodes[1] = open(2, &[(1, voters)], &disks[1], now);
+    assert!(nodes[1].core(g).unwrap().commit_index() < index);
+    let later = now + 200 * MS;
+    nodes[0].tick(later);
+    let out = route(&mut nodes, later, None).remove(1);
+    assert_eq!(nodes[1].core(g).unwrap().commit_index(), index);
+    let again = applied(&out, g);
+    assert!(
+        again.iter().any(|e| e.index == index && e.payload == EntryPayload::Command(vec![42])),
+        "{again:?}"
+    );
+}
+
 /// An AppendEntries from leader n2 in term 1 with one entry.
 fn append_from_leader(index: u64) -> Message {
     Message::AppendEntries {

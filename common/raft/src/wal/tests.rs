@@ -117,6 +117,41 @@ fn raft1_unsynced_records_are_lost_on_crash_and_synced_ones_are_not() {
 }
 
 #[test]
+fn raft1_sync_for_ack_skips_the_fsync_for_a_commit_index_alone() {
+    let disk = MemDisk::new();
+    let (mut wal, _) = open(&disk, big());
+    wal.append(G1, &es(1..=2, 1)).unwrap();
+    wal.set_hard_state(G1, hs(1, Some(1), 0)).unwrap();
+    wal.sync_for_ack().unwrap();
+    assert_eq!(disk.syncs(), 1, "entries, term and vote: one fsync");
+
+    // A commit-only change waits for the next fsync.
+    wal.set_hard_state(G1, hs(1, Some(1), 2)).unwrap();
+    wal.sync_for_ack().unwrap();
+    assert_eq!(disk.syncs(), 1, "the commit index alone: no fsync");
+    assert!(wal.stats().pending_bytes > 0, "the commit record is still buffered");
+    drop(wal);
+    disk.crash();
+    let (mut wal, rec) = open(&disk, big());
+    assert_eq!(rec.groups[&G1], state(hs(1, Some(1), 0), None, es(1..=2, 1)));
+
+    // Buffered behind it, the commit record becomes durable with the next entries' fsync.
+    wal.set_hard_state(G1, hs(1, Some(1), 2)).unwrap();
+    wal.append(G1, &es(3..=3, 1)).unwrap();
+    let syncs = disk.syncs();
+    wal.sync_for_ack().unwrap();
+    assert_eq!(disk.syncs() - syncs, 1);
+    // A new term or vote is never lazy.
+    wal.set_hard_state(G1, hs(2, None, 2)).unwrap();
+    wal.sync_for_ack().unwrap();
+    assert_eq!(disk.syncs() - syncs, 2, "a term change is fsynced before any acknowledgement");
+    drop(wal);
+    disk.crash();
+    let (_, rec) = open(&disk, big());
+    assert_eq!(rec.groups[&G1], state(hs(2, None, 2), None, es(1..=3, 1)));
+}
+
+#[test]
 fn raft_log_truncation_survives_restart() {
     let disk = MemDisk::new();
     let (mut wal, _) = open(&disk, big());
