@@ -801,6 +801,188 @@ fn raft_8_restart_from_a_snapshot() {
     assert_eq!(core.entries().map(|e| e.index.0).collect::<Vec<_>>(), vec![6]);
 }
 
+/// One chunk of a snapshot transfer as it left the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Chunk {
+    snapshot: LogIndex,
+    offset: u64,
+    len: u64,
+    done: bool,
+}
+
+/// One round of a lossless network: every node that has a `Ready` processes it, then every
+/// message in flight is delivered. Returns the snapshot chunks sent to `to` in this round.
+fn round(c: &mut Cluster, to: NodeId) -> Vec<Chunk> {
+    let ids: Vec<NodeId> = c.nodes.keys().copied().collect();
+    for id in ids {
+        if c.is_up(id) && c.nodes[&id].core().has_ready() {
+            c.process_ready(id);
+        }
+    }
+    let chunks = c
+        .net
+        .iter()
+        .filter(|m| m.to == to && !c.cut.contains(&(m.from, m.to)))
+        .filter_map(|m| match &m.msg {
+            Message::InstallSnapshot { meta, offset, data, done, .. } => Some(Chunk {
+                snapshot: meta.last_index,
+                offset: *offset,
+                len: data.len() as u64,
+                done: *done,
+            }),
+            _ => None,
+        })
+        .collect();
+    c.deliver_all(None);
+    chunks
+}
+
+/// Splits the chunks sent to one follower into transfers (runs of one snapshot) and checks
+/// that each transfer is contiguous from offset 0: it never starts over.
+fn transfers(chunks: &[Chunk]) -> Vec<(LogIndex, Vec<Chunk>)> {
+    let mut out: Vec<(LogIndex, Vec<Chunk>)> = Vec::new();
+    for &chunk in chunks {
+        match out.last_mut() {
+            Some((index, run)) if *index == chunk.snapshot => run.push(chunk),
+            _ => out.push((chunk.snapshot, vec![chunk])),
+        }
+    }
+    for (index, run) in &out {
+        let mut next = 0;
+        for chunk in run {
+            assert_eq!(
+                chunk.offset, next,
+                "RAFT-8: transfer of snapshot {index} restarted: {run:?}"
+            );
+            next = chunk.offset + chunk.len;
+        }
+    }
+    out
+}
+
+/// A follower cut off while the leader commits `entries` commands and compacts; returns the
+/// cluster (leader 1, follower 3 behind the compaction point) and the snapshot's metadata.
+fn follower_behind_a_snapshot(entries: usize) -> (Cluster, SnapshotMeta) {
+    let mut config = test_config();
+    config.snapshot_chunk_bytes = 16;
+    let mut c = Cluster::new(3, config);
+    c.elect(1);
+    c.isolate(n(3));
+    for i in 0..entries {
+        c.propose(1, &format!("value-{i:04}"));
+    }
+    c.stabilize(None);
+    let s1 = c.snapshot(n(1)).expect("applied");
+    c.heal();
+    (c, s1)
+}
+
+#[test]
+fn raft_8_snapshot_transfer_survives_newer_snapshot() {
+    let (mut c, s1) = follower_behind_a_snapshot(30);
+    // A heartbeat finds n3 behind the compaction point: the transfer of S1 starts.
+    c.fire(n(1));
+    let mut chunks = Vec::new();
+    while chunks.len() < 4 {
+        chunks.extend(round(&mut c, n(3)));
+    }
+    assert!(chunks.iter().all(|ch| ch.snapshot == s1.last_index && !ch.done), "{chunks:?}");
+    // The leader commits more and its state machine compacts again: S2 replaces S1 as the
+    // leader's current snapshot while S1 is half sent.
+    for i in 0..5 {
+        c.propose(1, &format!("more-{i}"));
+    }
+    while c.core(1).applied() < c.core(1).last_index() {
+        chunks.extend(round(&mut c, n(3)));
+    }
+    let s2 = c.snapshot(n(1)).expect("applied");
+    assert!(s2.last_index > s1.last_index);
+    assert!(chunks.iter().all(|ch| !ch.done), "S1 is still being sent: {chunks:?}");
+    // The transfer of S1 goes on from where it was and completes; n3's next entry (after S1)
+    // is compacted too, so S2 follows, from offset 0; then n3 is caught up.
+    let mut matched = Vec::new();
+    for _ in 0..200 {
+        chunks.extend(round(&mut c, n(3)));
+        matched.push(c.core(1).status().progress[&n(3)].0);
+    }
+    c.run_for(500);
+    let runs = transfers(&chunks);
+    let indexes: Vec<LogIndex> = runs.iter().map(|(i, _)| *i).collect();
+    assert_eq!(indexes, vec![s1.last_index, s2.last_index], "{chunks:?}");
+    assert!(runs.iter().all(|(_, run)| run.last().is_some_and(|ch| ch.done)), "{chunks:?}");
+    assert!(matched.windows(2).all(|w| w[0] <= w[1]), "match index is monotone: {matched:?}");
+    assert!(matched.contains(&s1.last_index), "S1 was acknowledged before S2 was sent");
+    assert_eq!(c.core(3).snapshot_index(), s2.last_index);
+    assert_eq!(c.core(3).commit_index(), c.core(1).commit_index());
+    assert_eq!(c.node(3).applied, c.node(1).applied);
+}
+
+#[test]
+fn raft_8_a_lost_follower_releases_the_snapshot_its_transfer_held() {
+    let (mut c, s1) = follower_behind_a_snapshot(30);
+    c.fire(n(1));
+    let mut chunks = Vec::new();
+    while chunks.len() < 2 {
+        chunks.extend(round(&mut c, n(3)));
+    }
+    c.propose(1, "more");
+    c.isolate(n(3));
+    c.stabilize(None);
+    let s2 = c.snapshot(n(1)).expect("applied");
+    let held = |c: &Cluster| c.core(1).progress[&n(3)].snapshot.as_ref().map(|s| s.meta.clone());
+    assert_eq!(held(&c), Some(s1.clone()), "the transfer keeps S1 while n3 is reachable");
+    // n3 stays silent for a whole check-quorum round: its transfer is dropped, and the next
+    // one sends the current snapshot.
+    c.run_for(2500);
+    assert_eq!(c.core(1).role(), Role::Leader);
+    assert_eq!(held(&c), Some(s2.clone()));
+    c.heal();
+    chunks.clear();
+    for _ in 0..300 {
+        c.now_ns += 10 * MS;
+        c.tick_all();
+        chunks.extend(round(&mut c, n(3)));
+    }
+    let runs = transfers(&chunks);
+    assert_eq!(runs.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![s2.last_index]);
+    assert_eq!(c.core(3).snapshot_index(), s2.last_index);
+    assert_eq!(held(&c), None);
+}
+
+#[test]
+fn raft_8_snapshot_transfers_complete_while_the_leader_compacts_after_every_chunk() {
+    // Steady load with compaction after every round: each transfer must still complete (a
+    // newer snapshot never restarts one), so the follower's snapshot index keeps moving.
+    let (mut c, s1) = follower_behind_a_snapshot(20);
+    c.fire(n(1));
+    let mut chunks = Vec::new();
+    let mut installed = vec![c.core(3).snapshot_index()];
+    for i in 0..400 {
+        c.propose(1, &format!("load-{i:04}"));
+        chunks.extend(round(&mut c, n(3)));
+        let _ = c.snapshot(n(1));
+        let at = c.core(3).snapshot_index();
+        if installed.last() != Some(&at) {
+            installed.push(at);
+        }
+    }
+    let runs = transfers(&chunks);
+    let completed: Vec<LogIndex> = runs
+        .iter()
+        .filter(|(_, run)| run.last().is_some_and(|ch| ch.done))
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(runs[0].0, s1.last_index);
+    assert!(completed.len() >= 3, "transfers completed: {completed:?} of {}", runs.len());
+    assert!(runs[..runs.len() - 1].iter().all(|(_, run)| run.last().is_some_and(|ch| ch.done)));
+    assert!(installed.windows(2).all(|w| w[0] < w[1]), "{installed:?}");
+    assert!(installed.len() > 3, "{installed:?}");
+    // Once compaction pauses, the follower catches up.
+    c.run_for(2000);
+    assert_eq!(c.core(3).commit_index(), c.core(1).commit_index());
+    assert_eq!(c.node(3).applied, c.node(1).applied);
+}
+
 #[test]
 fn raft_config_defaults_follow_design_section_10() {
     let c = RaftConfig::default();
