@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use decree_types::{LogIndex, NodeId};
+use decree_types::{LogIndex, NodeId, Term};
 
 use super::{Ignored, RaftCore, ReplicationState, Role, SnapshotError};
 use crate::msg::{Message, SnapshotMeta};
@@ -24,6 +24,9 @@ use crate::msg::{Message, SnapshotMeta};
 /// A snapshot being received, chunk by chunk.
 #[derive(Debug)]
 pub(super) struct IncomingSnapshot {
+    /// The term of the leader sending it: within one term, `(term, meta)` names one sequence
+    /// of bytes (a leader never changes the snapshot it holds for an index).
+    term: Term,
     meta: SnapshotMeta,
     data: Vec<u8>,
 }
@@ -93,8 +96,11 @@ impl RaftCore {
     ) -> Result<(), Ignored> {
         let commit = self.log.commit();
         if meta.last_index <= commit {
-            // We already have everything it covers.
-            self.incoming_snapshot = None;
+            // We already have everything it covers (and everything a snapshot being assembled
+            // covers, if that one is not newer).
+            if self.incoming_snapshot.as_ref().is_some_and(|inc| inc.meta.last_index <= commit) {
+                self.incoming_snapshot = None;
+            }
             let reply = Message::InstallSnapshotResponse {
                 term: self.term,
                 last_index: commit,
@@ -104,34 +110,24 @@ impl RaftCore {
             self.send_after_sync(from, reply);
             return Ok(());
         }
-        if offset == 0 {
-            self.incoming_snapshot =
-                Some(IncomingSnapshot { meta: meta.clone(), data: Vec::new() });
-        }
-        let received = match &mut self.incoming_snapshot {
-            Some(inc) if inc.meta == meta && inc.data.len() as u64 == offset => {
-                if offset.saturating_add(data.len() as u64) > self.config.max_snapshot_bytes {
-                    self.incoming_snapshot = None;
-                    return Err(Ignored::Malformed("snapshot larger than max_snapshot_bytes"));
-                }
-                inc.data.extend_from_slice(&data);
-                inc.data.len() as u64
-            }
-            Some(inc) if inc.meta == meta => {
-                // A duplicate or a gap: tell the leader where we are.
-                let next_offset = inc.data.len() as u64;
-                let reply = Message::InstallSnapshotResponse {
-                    term: self.term,
-                    last_index: meta.last_index,
-                    next_offset,
-                    done: false,
-                };
-                self.send(from, reply);
+        let term = self.term;
+        match &self.incoming_snapshot {
+            Some(inc) if inc.term == term && inc.meta == meta => {}
+            Some(inc) if inc.term == term && inc.meta.last_index > meta.last_index => {
+                // A late copy of a chunk of an earlier transfer: within its term, a leader's
+                // transfers to one follower never go back to an older snapshot. Keep the one
+                // being assembled.
                 return Err(Ignored::Stale);
             }
+            _ if offset == 0 => {
+                // A new transfer: it replaces whatever was being assembled.
+                self.incoming_snapshot =
+                    Some(IncomingSnapshot { term, meta: meta.clone(), data: Vec::new() });
+            }
             _ => {
+                // We lack the beginning of this snapshot: ask for it from offset 0.
                 let reply = Message::InstallSnapshotResponse {
-                    term: self.term,
+                    term,
                     last_index: meta.last_index,
                     next_offset: 0,
                     done: false,
@@ -139,7 +135,28 @@ impl RaftCore {
                 self.send(from, reply);
                 return Err(Ignored::Stale);
             }
-        };
+        }
+        let max_bytes = self.config.max_snapshot_bytes;
+        // Invariant: the match above leaves `incoming_snapshot` assembling `meta` of this term.
+        let Some(inc) = self.incoming_snapshot.as_mut() else { return Err(Ignored::Stale) };
+        let have = inc.data.len() as u64;
+        if have != offset {
+            // A duplicate or a gap: tell the leader where we are.
+            let reply = Message::InstallSnapshotResponse {
+                term,
+                last_index: meta.last_index,
+                next_offset: have,
+                done: false,
+            };
+            self.send(from, reply);
+            return Err(Ignored::Stale);
+        }
+        if offset.saturating_add(data.len() as u64) > max_bytes {
+            self.incoming_snapshot = None;
+            return Err(Ignored::Malformed("snapshot larger than max_snapshot_bytes"));
+        }
+        inc.data.extend_from_slice(&data);
+        let received = inc.data.len() as u64;
         if !done {
             let reply = Message::InstallSnapshotResponse {
                 term: self.term,
@@ -150,7 +167,7 @@ impl RaftCore {
             self.send(from, reply);
             return Ok(());
         }
-        let Some(IncomingSnapshot { meta, data }) = self.incoming_snapshot.take() else {
+        let Some(IncomingSnapshot { meta, data, .. }) = self.incoming_snapshot.take() else {
             return Err(Ignored::Stale); // unreachable: matched `Some` above
         };
         if self.log.term_at(meta.last_index) == Some(meta.last_term) {

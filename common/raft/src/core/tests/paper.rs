@@ -741,7 +741,7 @@ fn raft_8_snapshot_conflicting_with_the_log_replaces_it() {
         done: false,
     };
     core.step(0, n(1), first).expect("chunk");
-    // A duplicate of the first chunk is answered with where we are.
+    // A duplicate of the first chunk is answered with where we are; what arrived is kept.
     let dup = Message::InstallSnapshot {
         term: Term(2),
         meta: meta.clone(),
@@ -749,7 +749,18 @@ fn raft_8_snapshot_conflicting_with_the_log_replaces_it() {
         data: vec![1, 2],
         done: false,
     };
-    core.step(0, n(1), dup).expect("restart at offset 0");
+    assert_eq!(core.step(0, n(1), dup), Err(Ignored::Stale));
+    let answers = msgs_to(&core.ready(), 1);
+    assert!(
+        matches!(
+            answers[..],
+            [
+                Message::InstallSnapshotResponse { next_offset: 2, done: false, .. },
+                Message::InstallSnapshotResponse { next_offset: 2, done: false, .. }
+            ]
+        ),
+        "{answers:?}"
+    );
     let gap = Message::InstallSnapshot {
         term: Term(2),
         meta: meta.clone(),
@@ -777,6 +788,59 @@ fn raft_8_snapshot_conflicting_with_the_log_replaces_it() {
         after_sync_to(&ready, 1)[..],
         [Message::InstallSnapshotResponse { done: true, last_index: LogIndex(3), .. }]
     ));
+}
+
+fn snapshot_chunk(term: u64, index: u64, offset: u64, data: &[u8], done: bool) -> Message {
+    Message::InstallSnapshot {
+        term: Term(term),
+        meta: SnapshotMeta {
+            last_index: LogIndex(index),
+            last_term: Term(2),
+            voters: vec![n(1), n(2), n(3)],
+        },
+        offset,
+        data: data.to_vec(),
+        done,
+    }
+}
+
+/// The follower's answers to snapshot chunks in one Ready: `(snapshot index, next offset)`.
+fn chunk_answers(core: &mut RaftCore) -> Vec<(u64, u64)> {
+    msgs_to(&core.ready(), 1)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::InstallSnapshotResponse { last_index, next_offset, .. } => {
+                Some((last_index.0, next_offset))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn raft_8_follower_keeps_its_assembly_when_chunks_of_another_snapshot_arrive() {
+    let mut core = replica(2, 2, &[1, 1], 1);
+    core.step(0, n(1), snapshot_chunk(2, 5, 0, &[1, 2], false)).expect("first chunk of S5");
+    assert_eq!(chunk_answers(&mut core), vec![(5, 2)]);
+    // A late copy of a chunk of an earlier transfer in this term: ignored, S5 is kept.
+    assert_eq!(core.step(0, n(1), snapshot_chunk(2, 4, 0, &[9], false)), Err(Ignored::Stale));
+    assert_eq!(chunk_answers(&mut core), vec![]);
+    // The middle of a snapshot we never saw the start of: ask for it from 0, S5 is kept.
+    assert_eq!(core.step(0, n(1), snapshot_chunk(2, 6, 4, &[9], false)), Err(Ignored::Stale));
+    assert_eq!(chunk_answers(&mut core), vec![(6, 0)]);
+    core.step(0, n(1), snapshot_chunk(2, 5, 2, &[3], false)).expect("S5 goes on");
+    assert_eq!(chunk_answers(&mut core), vec![(5, 3)]);
+    // A newer snapshot from its start replaces S5, whose chunks are then stale.
+    core.step(0, n(1), snapshot_chunk(2, 6, 0, &[6], false)).expect("S6 starts");
+    assert_eq!(core.step(0, n(1), snapshot_chunk(2, 5, 3, &[4], true)), Err(Ignored::Stale));
+    assert_eq!(chunk_answers(&mut core), vec![(6, 1)]);
+    // A new leader starts over even with the same snapshot: its bytes may differ.
+    core.step(0, n(3), snapshot_chunk(3, 6, 0, &[7], false)).expect("new term, from 0");
+    assert_eq!(msgs_to(&core.ready(), 3).len(), 1);
+    core.step(0, n(3), snapshot_chunk(3, 6, 1, &[8], true)).expect("last chunk");
+    let ready = core.ready();
+    assert_eq!(ready.snapshot.map(|(m, d)| (m.last_index, d)), Some((LogIndex(6), vec![7, 8])));
+    assert_eq!(core.commit_index(), LogIndex(6));
 }
 
 #[test]
