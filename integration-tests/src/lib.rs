@@ -82,5 +82,5 @@ pub const REGRESSION_SEEDS: &[(u64, &str)] = &[
 
 /// Seeds that failed in steady-load mode ([`SimConfig::steady_load`]): a follower needing a
 /// snapshot never caught up, because each newer snapshot restarted the transfer from offset 0
-/// (fixed in the node: compaction waits while a snapshot is being sent).
+/// (fixed in the Raft core: a transfer keeps the snapshot it started with until it is done).
 pub const STEADY_LOAD_REGRESSION_SEEDS: &[u64] = &[2, 13, 23, 35, 179, 228, 300, 313];

@@ -735,10 +735,7 @@ impl Sim {
                 Ok(()) => {
                     slot.snapshotted.insert(group, applied);
                 }
-                Err(
-                    SnapshotRequestError::Refused(_)
-                    | SnapshotRequestError::TransferInProgress { .. },
-                ) => {}
+                Err(SnapshotRequestError::Refused(_)) => {}
                 Err(SnapshotRequestError::Fatal(f)) => return self.on_fatal(i, &f),
                 Err(e @ SnapshotRequestError::UnknownGroup(_)) => {
                     return Err(Violation {

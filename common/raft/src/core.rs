@@ -85,6 +85,7 @@ mod snapshot;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use decree_types::{DetRng, LogIndex, NodeId, Term};
 
@@ -199,8 +200,9 @@ pub struct RaftCore {
     incoming_snapshot: Option<IncomingSnapshot>,
 
     /// The latest snapshot (ours or installed from a leader), to send to lagging followers.
+    /// Shared with the transfers that send it (see `snapshot.rs`).
     /// Invariant: `Some` with `meta.last_index == log.snapshot_index()` whenever that is > 0.
-    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    snapshot: Option<(SnapshotMeta, Arc<[u8]>)>,
 
     // Output not yet taken by `ready()`.
     msgs: Vec<(NodeId, Message)>,
@@ -340,7 +342,7 @@ impl RaftCore {
             uncommitted_bytes: 0,
             forwarded_reads: BTreeSet::new(),
             incoming_snapshot: None,
-            snapshot,
+            snapshot: snapshot.map(|(meta, data)| (meta, Arc::from(data))),
             msgs: Vec::new(),
             msgs_after_sync: Vec::new(),
             read_states: Vec::new(),

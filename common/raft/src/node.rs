@@ -66,8 +66,8 @@ use decree_types::{DetRng, GroupId, LogIndex, NodeId};
 
 pub use self::command_list::{CommandList, SnapshotDecodeError};
 use crate::core::{
-    self, RaftConfig, RaftCore, ReadIndexError, ReplicationState, RestoreError, Restored,
-    SnapshotError, Status, TransferError,
+    self, RaftConfig, RaftCore, ReadIndexError, RestoreError, Restored, SnapshotError, Status,
+    TransferError,
 };
 use crate::disk::Disk;
 use crate::msg::{Entry, HardState, Message, SnapshotMeta};
@@ -231,12 +231,6 @@ pub enum SnapshotRequestError {
     /// This node hosts no replica of the group.
     #[error("no replica of {0} on this node")]
     UnknownGroup(GroupId),
-    /// The current snapshot is being sent to `peer`; compaction waits until it arrived.
-    #[error("a snapshot is being sent to {peer}; compaction waits")]
-    TransferInProgress {
-        /// A follower receiving the current snapshot.
-        peer: NodeId,
-    },
     /// The core refused it (not applied yet, not newer than the current one); nothing changed.
     #[error(transparent)]
     Refused(#[from] SnapshotError),
@@ -435,6 +429,8 @@ impl<D: Disk> Node<D> {
     /// The caller saved `group`'s state machine as of `index` (≤ what it applied) as `data`:
     /// the core drops its log up to `index`, the WAL stores the snapshot durably (temp file,
     /// fsync, rename, directory fsync) and deletes segments below the low-water mark.
+    /// Snapshot transfers to followers under way are not disturbed: each goes on with the
+    /// snapshot it started with (RAFT-8).
     pub fn snapshot(
         &mut self,
         group: GroupId,
@@ -445,20 +441,6 @@ impl<D: Disk> Node<D> {
             return Err(Fatal::Stopped(cause.clone()).into());
         }
         let r = self.groups.get_mut(&group).ok_or(SnapshotRequestError::UnknownGroup(group))?;
-        // While a follower is receiving our current snapshot, a newer one would make the core
-        // restart that transfer from offset 0; under steady load a large snapshot then never
-        // completes and the follower never catches up. Keep the current one until it is done.
-        let sending: Vec<NodeId> = r
-            .core
-            .status()
-            .progress
-            .into_iter()
-            .filter(|(_, (_, state))| *state == ReplicationState::Snapshot)
-            .map(|(peer, _)| peer)
-            .collect();
-        if let Some(&peer) = sending.first() {
-            return Err(SnapshotRequestError::TransferInProgress { peer });
-        }
         let meta = r.core.snapshot_created(index, data.clone())?;
         let persisted = self
             .wal

@@ -1,8 +1,11 @@
 //! What a leader knows about each follower's log, and its flow control (Request Pipeline).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use decree_types::LogIndex;
+
+use crate::msg::SnapshotMeta;
 
 /// How the leader replicates to one follower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,7 +16,9 @@ pub enum ReplicationState {
     /// The follower's log matches up to `match_index`: up to `max_inflight_appends` appends
     /// are pipelined.
     Replicate,
-    /// The follower needs entries the leader compacted: a snapshot is being sent in chunks.
+    /// The follower needs entries the leader compacted: a snapshot is being sent in chunks
+    /// (RAFT-8). The transfer keeps its snapshot until the follower has it, even if the leader
+    /// compacts again meanwhile.
     Snapshot,
 }
 
@@ -37,14 +42,24 @@ pub(crate) struct Progress {
     pub(crate) read_seq_acked: u64,
     /// `match_index` at the previous heartbeat, to notice lost appends in replicate mode.
     pub(crate) match_at_heartbeat: LogIndex,
-    /// Snapshot mode: which snapshot is being sent, how far, and whether a chunk is unanswered.
-    pub(crate) snapshot: SnapshotSend,
+    /// Snapshot mode: the transfer under way.
+    /// Invariant: `Some` exactly when `state == ReplicationState::Snapshot`.
+    pub(crate) snapshot: Option<SnapshotSend>,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+/// One snapshot transfer to one follower (RAFT-8).
+///
+/// The transfer holds the snapshot it started with (metadata and bytes, shared with the core
+/// and other transfers, never copied whole) until the follower has it or the transfer is
+/// dropped, so a newer local snapshot never restarts it. Memory: a leader holds its current
+/// snapshot plus at most one older snapshot per follower in transfer.
+#[derive(Clone, Debug)]
 pub(crate) struct SnapshotSend {
-    pub(crate) last_index: LogIndex,
+    pub(crate) meta: SnapshotMeta,
+    pub(crate) data: Arc<[u8]>,
+    /// Bytes the follower confirmed; the next chunk starts here.
     pub(crate) offset: u64,
+    /// A chunk is unanswered (stop-and-wait; a heartbeat clears it to retransmit).
     pub(crate) awaiting: bool,
 }
 
@@ -59,7 +74,7 @@ impl Progress {
             recent_active: false,
             read_seq_acked: 0,
             match_at_heartbeat: LogIndex(0),
-            snapshot: SnapshotSend::default(),
+            snapshot: None,
         }
     }
 
@@ -68,6 +83,7 @@ impl Progress {
         self.next_index = next_index.max(self.match_index.next());
         self.inflight.clear();
         self.probe_paused = false;
+        self.snapshot = None;
     }
 
     pub(crate) fn become_replicate(&mut self) {
@@ -76,12 +92,20 @@ impl Progress {
         self.match_at_heartbeat = self.match_index;
         self.inflight.clear();
         self.probe_paused = false;
+        self.snapshot = None;
     }
 
-    pub(crate) fn become_snapshot(&mut self, last_index: LogIndex) {
+    /// Starts sending `data`, the snapshot described by `meta`, from its first byte.
+    pub(crate) fn become_snapshot(&mut self, meta: SnapshotMeta, data: Arc<[u8]>) {
         self.state = ReplicationState::Snapshot;
         self.inflight.clear();
-        self.snapshot = SnapshotSend { last_index, offset: 0, awaiting: false };
+        self.snapshot = Some(SnapshotSend { meta, data, offset: 0, awaiting: false });
+    }
+
+    /// Snapshot mode: the follower has everything the snapshot being sent covers, so the
+    /// transfer is over.
+    pub(crate) fn snapshot_arrived(&self) -> bool {
+        self.snapshot.as_ref().is_some_and(|s| self.match_index >= s.meta.last_index)
     }
 
     /// Records an acknowledged match; returns whether it moved.

@@ -2,6 +2,8 @@
 //! consistency check with fast back-tracking, the commit rule (RAFT-2), check-quorum (RAFT-4)
 //! and leadership transfer (RAFT-6).
 
+use std::sync::Arc;
+
 use decree_types::{LogIndex, NodeId, Term};
 
 use super::{log, Ignored, RaftCore, ReplicationState, Role, Transfer, TransferError};
@@ -64,6 +66,13 @@ impl RaftCore {
                 return;
             }
             for p in self.progress.values_mut() {
+                if p.state == ReplicationState::Snapshot && !p.recent_active {
+                    // RAFT-8: a follower silent for a whole round is lost for now: release the
+                    // snapshot its transfer holds. When it answers again it gets our current
+                    // snapshot.
+                    let next = p.match_index.next();
+                    p.become_probe(next);
+                }
                 p.recent_active = false;
             }
             self.check_quorum_deadline_ns = now_ns.saturating_add(self.config.election_min_ns());
@@ -100,7 +109,11 @@ impl RaftCore {
                         p.become_probe(next);
                     }
                 }
-                ReplicationState::Snapshot => p.snapshot.awaiting = false,
+                ReplicationState::Snapshot => {
+                    if let Some(send) = p.snapshot.as_mut() {
+                        send.awaiting = false;
+                    }
+                }
             }
             p.match_at_heartbeat = p.match_index;
             self.send_heartbeat(peer);
@@ -139,7 +152,7 @@ impl RaftCore {
                 p.inflight.len() < self.config.max_inflight_appends
                     && (p.next_index <= last || self.commit_broadcast_needed)
             }
-            ReplicationState::Snapshot => !p.snapshot.awaiting && self.snapshot.is_some(),
+            ReplicationState::Snapshot => p.snapshot.as_ref().is_some_and(|s| !s.awaiting),
         })
     }
 
@@ -210,13 +223,15 @@ impl RaftCore {
                 self.log.slice(next, self.log.last_index(), self.config.max_append_bytes)
             },
         ) else {
-            // RAFT-8: the follower needs entries we compacted: send the snapshot.
-            let Some(snapshot_index) = self.snapshot.as_ref().map(|(m, _)| m.last_index) else {
+            // RAFT-8: the follower needs entries we compacted: send our current snapshot. The
+            // transfer keeps it until the follower has it, even if we compact again.
+            let Some((meta, data)) = self.snapshot.as_ref() else {
                 tracing::error!(id = %self.id, %peer, "log compacted but no snapshot to send");
                 return false;
             };
+            let (meta, data) = (meta.clone(), Arc::clone(data));
             if let Some(p) = self.progress.get_mut(&peer) {
-                p.become_snapshot(snapshot_index);
+                p.become_snapshot(meta, data);
             }
             self.send_snapshot_chunk(peer);
             return false;
@@ -341,9 +356,7 @@ impl RaftCore {
             let moved = p.ack(match_index);
             match p.state {
                 ReplicationState::Probe => p.become_replicate(),
-                ReplicationState::Snapshot if p.match_index >= p.snapshot.last_index => {
-                    p.become_replicate()
-                }
+                ReplicationState::Snapshot if p.snapshot_arrived() => p.become_replicate(),
                 _ => {}
             }
             if moved {

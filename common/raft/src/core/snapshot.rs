@@ -1,7 +1,22 @@
 //! Snapshots (RAFT-8): compaction on request of the application, chunked InstallSnapshot to
 //! followers that need compacted entries, and installation on the follower side.
+//!
+//! A transfer sends the snapshot that was current when it started, to the end, even if the
+//! application compacts again meanwhile: the follower's progress holds that snapshot (shared,
+//! not copied) until the follower has it. Restarting with the newer snapshot instead would
+//! never finish a large transfer while snapshots are taken more often than one takes to send.
+//! Once done, the follower continues after the sent snapshot; if the leader has compacted
+//! those entries too, a transfer of its current snapshot follows. The follower's match index
+//! only grows along the way.
+//!
+//! Memory: the leader holds its current snapshot plus at most one older snapshot per follower
+//! in transfer. A follower silent for a whole check-quorum round (RAFT-4) is considered lost:
+//! its transfer, and the older snapshot it holds, is dropped (it starts over with the current
+//! snapshot when the follower answers again).
 
-use decree_types::{LogIndex, NodeId};
+use std::sync::Arc;
+
+use decree_types::{LogIndex, NodeId, Term};
 
 use super::{Ignored, RaftCore, ReplicationState, Role, SnapshotError};
 use crate::msg::{Message, SnapshotMeta};
@@ -9,6 +24,9 @@ use crate::msg::{Message, SnapshotMeta};
 /// A snapshot being received, chunk by chunk.
 #[derive(Debug)]
 pub(super) struct IncomingSnapshot {
+    /// The term of the leader sending it: within one term, `(term, meta)` names one sequence
+    /// of bytes (a leader never changes the snapshot it holds for an index).
+    term: Term,
     meta: SnapshotMeta,
     data: Vec<u8>,
 }
@@ -39,32 +57,27 @@ impl RaftCore {
             voters: self.voters.iter().copied().collect(),
         };
         self.log.compact_to(index);
-        self.snapshot = Some((meta.clone(), data));
+        self.snapshot = Some((meta.clone(), Arc::from(data)));
         Ok(meta)
     }
 
-    /// Sends the next chunk of our snapshot to `peer` (stop-and-wait: one chunk unanswered at
-    /// a time; a heartbeat retransmits it).
+    /// Sends the next chunk of the snapshot being transferred to `peer` (stop-and-wait: one
+    /// chunk unanswered at a time; a heartbeat retransmits it). The chunk comes from the
+    /// snapshot the transfer started with, whatever the current snapshot is now.
     pub(super) fn send_snapshot_chunk(&mut self, peer: NodeId) {
-        let Some((meta, data)) = &self.snapshot else { return };
+        let chunk_bytes = self.config.snapshot_chunk_bytes;
+        let term = self.term;
         let Some(p) = self.progress.get_mut(&peer) else { return };
-        if p.state != ReplicationState::Snapshot || p.snapshot.awaiting {
-            return;
-        }
-        if p.snapshot.last_index != meta.last_index {
-            // A newer snapshot replaced the one being sent: start over with it.
-            p.snapshot.last_index = meta.last_index;
-            p.snapshot.offset = 0;
-        }
-        let len = data.len() as u64;
-        let start = p.snapshot.offset.min(len);
-        let end = start.saturating_add(self.config.snapshot_chunk_bytes).min(len);
+        let Some(send) = p.snapshot.as_mut().filter(|s| !s.awaiting) else { return };
+        let len = send.data.len() as u64;
+        let start = send.offset.min(len);
+        let end = start.saturating_add(chunk_bytes).min(len);
         // Both bounds are at most data.len(), which is a usize.
-        let chunk = data[start as usize..end as usize].to_vec();
-        p.snapshot.awaiting = true;
+        let chunk = send.data[start as usize..end as usize].to_vec();
+        send.awaiting = true;
         let msg = Message::InstallSnapshot {
-            term: self.term,
-            meta: meta.clone(),
+            term,
+            meta: send.meta.clone(),
             offset: start,
             data: chunk,
             done: end == len,
@@ -83,8 +96,11 @@ impl RaftCore {
     ) -> Result<(), Ignored> {
         let commit = self.log.commit();
         if meta.last_index <= commit {
-            // We already have everything it covers.
-            self.incoming_snapshot = None;
+            // We already have everything it covers (and everything a snapshot being assembled
+            // covers, if that one is not newer).
+            if self.incoming_snapshot.as_ref().is_some_and(|inc| inc.meta.last_index <= commit) {
+                self.incoming_snapshot = None;
+            }
             let reply = Message::InstallSnapshotResponse {
                 term: self.term,
                 last_index: commit,
@@ -94,34 +110,24 @@ impl RaftCore {
             self.send_after_sync(from, reply);
             return Ok(());
         }
-        if offset == 0 {
-            self.incoming_snapshot =
-                Some(IncomingSnapshot { meta: meta.clone(), data: Vec::new() });
-        }
-        let received = match &mut self.incoming_snapshot {
-            Some(inc) if inc.meta == meta && inc.data.len() as u64 == offset => {
-                if offset.saturating_add(data.len() as u64) > self.config.max_snapshot_bytes {
-                    self.incoming_snapshot = None;
-                    return Err(Ignored::Malformed("snapshot larger than max_snapshot_bytes"));
-                }
-                inc.data.extend_from_slice(&data);
-                inc.data.len() as u64
-            }
-            Some(inc) if inc.meta == meta => {
-                // A duplicate or a gap: tell the leader where we are.
-                let next_offset = inc.data.len() as u64;
-                let reply = Message::InstallSnapshotResponse {
-                    term: self.term,
-                    last_index: meta.last_index,
-                    next_offset,
-                    done: false,
-                };
-                self.send(from, reply);
+        let term = self.term;
+        match &self.incoming_snapshot {
+            Some(inc) if inc.term == term && inc.meta == meta => {}
+            Some(inc) if inc.term == term && inc.meta.last_index > meta.last_index => {
+                // A late copy of a chunk of an earlier transfer: within its term, a leader's
+                // transfers to one follower never go back to an older snapshot. Keep the one
+                // being assembled.
                 return Err(Ignored::Stale);
             }
+            _ if offset == 0 => {
+                // A new transfer: it replaces whatever was being assembled.
+                self.incoming_snapshot =
+                    Some(IncomingSnapshot { term, meta: meta.clone(), data: Vec::new() });
+            }
             _ => {
+                // We lack the beginning of this snapshot: ask for it from offset 0.
                 let reply = Message::InstallSnapshotResponse {
-                    term: self.term,
+                    term,
                     last_index: meta.last_index,
                     next_offset: 0,
                     done: false,
@@ -129,7 +135,28 @@ impl RaftCore {
                 self.send(from, reply);
                 return Err(Ignored::Stale);
             }
-        };
+        }
+        let max_bytes = self.config.max_snapshot_bytes;
+        // Invariant: the match above leaves `incoming_snapshot` assembling `meta` of this term.
+        let Some(inc) = self.incoming_snapshot.as_mut() else { return Err(Ignored::Stale) };
+        let have = inc.data.len() as u64;
+        if have != offset {
+            // A duplicate or a gap: tell the leader where we are.
+            let reply = Message::InstallSnapshotResponse {
+                term,
+                last_index: meta.last_index,
+                next_offset: have,
+                done: false,
+            };
+            self.send(from, reply);
+            return Err(Ignored::Stale);
+        }
+        if offset.saturating_add(data.len() as u64) > max_bytes {
+            self.incoming_snapshot = None;
+            return Err(Ignored::Malformed("snapshot larger than max_snapshot_bytes"));
+        }
+        inc.data.extend_from_slice(&data);
+        let received = inc.data.len() as u64;
         if !done {
             let reply = Message::InstallSnapshotResponse {
                 term: self.term,
@@ -140,7 +167,7 @@ impl RaftCore {
             self.send(from, reply);
             return Ok(());
         }
-        let Some(IncomingSnapshot { meta, data }) = self.incoming_snapshot.take() else {
+        let Some(IncomingSnapshot { meta, data, .. }) = self.incoming_snapshot.take() else {
             return Err(Ignored::Stale); // unreachable: matched `Some` above
         };
         if self.log.term_at(meta.last_index) == Some(meta.last_term) {
@@ -150,7 +177,7 @@ impl RaftCore {
         } else {
             // RAFT-8: otherwise discard the whole log and install the snapshot.
             self.log.install_snapshot(meta.last_index, meta.last_term);
-            self.snapshot = Some((meta.clone(), data.clone()));
+            self.snapshot = Some((meta.clone(), Arc::from(data.as_slice())));
             self.snapshot_to_install = Some((meta.clone(), data));
         }
         let reply = Message::InstallSnapshotResponse {
@@ -182,18 +209,22 @@ impl RaftCore {
                 return Err(Ignored::Malformed("snapshot acknowledgement beyond our log"));
             }
             p.ack(last_index);
-            if p.state == ReplicationState::Snapshot {
+            if p.state == ReplicationState::Snapshot && p.snapshot_arrived() {
+                // The transfer is over: continue after the snapshot sent, which releases it.
+                // If we compacted those entries too, the next append starts a transfer of our
+                // current snapshot.
                 let next = p.match_index.next();
                 p.become_probe(next);
             }
             self.maybe_commit();
             return Ok(());
         }
-        if p.state != ReplicationState::Snapshot || last_index != p.snapshot.last_index {
+        let Some(send) = p.snapshot.as_mut().filter(|s| s.meta.last_index == last_index) else {
             return Err(Ignored::Stale);
-        }
-        p.snapshot.offset = next_offset;
-        p.snapshot.awaiting = false;
+        };
+        // The follower says how much it holds (less than we thought if it lost its copy).
+        send.offset = next_offset.min(send.data.len() as u64);
+        send.awaiting = false;
         Ok(())
     }
 }

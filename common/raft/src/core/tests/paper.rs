@@ -741,7 +741,7 @@ fn raft_8_snapshot_conflicting_with_the_log_replaces_it() {
         done: false,
     };
     core.step(0, n(1), first).expect("chunk");
-    // A duplicate of the first chunk is answered with where we are.
+    // A duplicate of the first chunk is answered with where we are; what arrived is kept.
     let dup = Message::InstallSnapshot {
         term: Term(2),
         meta: meta.clone(),
@@ -749,7 +749,18 @@ fn raft_8_snapshot_conflicting_with_the_log_replaces_it() {
         data: vec![1, 2],
         done: false,
     };
-    core.step(0, n(1), dup).expect("restart at offset 0");
+    assert_eq!(core.step(0, n(1), dup), Err(Ignored::Stale));
+    let answers = msgs_to(&core.ready(), 1);
+    assert!(
+        matches!(
+            answers[..],
+            [
+                Message::InstallSnapshotResponse { next_offset: 2, done: false, .. },
+                Message::InstallSnapshotResponse { next_offset: 2, done: false, .. }
+            ]
+        ),
+        "{answers:?}"
+    );
     let gap = Message::InstallSnapshot {
         term: Term(2),
         meta: meta.clone(),
@@ -779,6 +790,59 @@ fn raft_8_snapshot_conflicting_with_the_log_replaces_it() {
     ));
 }
 
+fn snapshot_chunk(term: u64, index: u64, offset: u64, data: &[u8], done: bool) -> Message {
+    Message::InstallSnapshot {
+        term: Term(term),
+        meta: SnapshotMeta {
+            last_index: LogIndex(index),
+            last_term: Term(2),
+            voters: vec![n(1), n(2), n(3)],
+        },
+        offset,
+        data: data.to_vec(),
+        done,
+    }
+}
+
+/// The follower's answers to snapshot chunks in one Ready: `(snapshot index, next offset)`.
+fn chunk_answers(core: &mut RaftCore) -> Vec<(u64, u64)> {
+    msgs_to(&core.ready(), 1)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::InstallSnapshotResponse { last_index, next_offset, .. } => {
+                Some((last_index.0, next_offset))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn raft_8_follower_keeps_its_assembly_when_chunks_of_another_snapshot_arrive() {
+    let mut core = replica(2, 2, &[1, 1], 1);
+    core.step(0, n(1), snapshot_chunk(2, 5, 0, &[1, 2], false)).expect("first chunk of S5");
+    assert_eq!(chunk_answers(&mut core), vec![(5, 2)]);
+    // A late copy of a chunk of an earlier transfer in this term: ignored, S5 is kept.
+    assert_eq!(core.step(0, n(1), snapshot_chunk(2, 4, 0, &[9], false)), Err(Ignored::Stale));
+    assert_eq!(chunk_answers(&mut core), vec![]);
+    // The middle of a snapshot we never saw the start of: ask for it from 0, S5 is kept.
+    assert_eq!(core.step(0, n(1), snapshot_chunk(2, 6, 4, &[9], false)), Err(Ignored::Stale));
+    assert_eq!(chunk_answers(&mut core), vec![(6, 0)]);
+    core.step(0, n(1), snapshot_chunk(2, 5, 2, &[3], false)).expect("S5 goes on");
+    assert_eq!(chunk_answers(&mut core), vec![(5, 3)]);
+    // A newer snapshot from its start replaces S5, whose chunks are then stale.
+    core.step(0, n(1), snapshot_chunk(2, 6, 0, &[6], false)).expect("S6 starts");
+    assert_eq!(core.step(0, n(1), snapshot_chunk(2, 5, 3, &[4], true)), Err(Ignored::Stale));
+    assert_eq!(chunk_answers(&mut core), vec![(6, 1)]);
+    // A new leader starts over even with the same snapshot: its bytes may differ.
+    core.step(0, n(3), snapshot_chunk(3, 6, 0, &[7], false)).expect("new term, from 0");
+    assert_eq!(msgs_to(&core.ready(), 3).len(), 1);
+    core.step(0, n(3), snapshot_chunk(3, 6, 1, &[8], true)).expect("last chunk");
+    let ready = core.ready();
+    assert_eq!(ready.snapshot.map(|(m, d)| (m.last_index, d)), Some((LogIndex(6), vec![7, 8])));
+    assert_eq!(core.commit_index(), LogIndex(6));
+}
+
 #[test]
 fn raft_8_restart_from_a_snapshot() {
     let meta = SnapshotMeta {
@@ -799,6 +863,188 @@ fn raft_8_restart_from_a_snapshot() {
     assert_eq!(core.applied(), LogIndex(5));
     assert_eq!(core.commit_index(), LogIndex(6));
     assert_eq!(core.entries().map(|e| e.index.0).collect::<Vec<_>>(), vec![6]);
+}
+
+/// One chunk of a snapshot transfer as it left the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Chunk {
+    snapshot: LogIndex,
+    offset: u64,
+    len: u64,
+    done: bool,
+}
+
+/// One round of a lossless network: every node that has a `Ready` processes it, then every
+/// message in flight is delivered. Returns the snapshot chunks sent to `to` in this round.
+fn round(c: &mut Cluster, to: NodeId) -> Vec<Chunk> {
+    let ids: Vec<NodeId> = c.nodes.keys().copied().collect();
+    for id in ids {
+        if c.is_up(id) && c.nodes[&id].core().has_ready() {
+            c.process_ready(id);
+        }
+    }
+    let chunks = c
+        .net
+        .iter()
+        .filter(|m| m.to == to && !c.cut.contains(&(m.from, m.to)))
+        .filter_map(|m| match &m.msg {
+            Message::InstallSnapshot { meta, offset, data, done, .. } => Some(Chunk {
+                snapshot: meta.last_index,
+                offset: *offset,
+                len: data.len() as u64,
+                done: *done,
+            }),
+            _ => None,
+        })
+        .collect();
+    c.deliver_all(None);
+    chunks
+}
+
+/// Splits the chunks sent to one follower into transfers (runs of one snapshot) and checks
+/// that each transfer is contiguous from offset 0: it never starts over.
+fn transfers(chunks: &[Chunk]) -> Vec<(LogIndex, Vec<Chunk>)> {
+    let mut out: Vec<(LogIndex, Vec<Chunk>)> = Vec::new();
+    for &chunk in chunks {
+        match out.last_mut() {
+            Some((index, run)) if *index == chunk.snapshot => run.push(chunk),
+            _ => out.push((chunk.snapshot, vec![chunk])),
+        }
+    }
+    for (index, run) in &out {
+        let mut next = 0;
+        for chunk in run {
+            assert_eq!(
+                chunk.offset, next,
+                "RAFT-8: transfer of snapshot {index} restarted: {run:?}"
+            );
+            next = chunk.offset + chunk.len;
+        }
+    }
+    out
+}
+
+/// A follower cut off while the leader commits `entries` commands and compacts; returns the
+/// cluster (leader 1, follower 3 behind the compaction point) and the snapshot's metadata.
+fn follower_behind_a_snapshot(entries: usize) -> (Cluster, SnapshotMeta) {
+    let mut config = test_config();
+    config.snapshot_chunk_bytes = 16;
+    let mut c = Cluster::new(3, config);
+    c.elect(1);
+    c.isolate(n(3));
+    for i in 0..entries {
+        c.propose(1, &format!("value-{i:04}"));
+    }
+    c.stabilize(None);
+    let s1 = c.snapshot(n(1)).expect("applied");
+    c.heal();
+    (c, s1)
+}
+
+#[test]
+fn raft_8_snapshot_transfer_survives_newer_snapshot() {
+    let (mut c, s1) = follower_behind_a_snapshot(30);
+    // A heartbeat finds n3 behind the compaction point: the transfer of S1 starts.
+    c.fire(n(1));
+    let mut chunks = Vec::new();
+    while chunks.len() < 4 {
+        chunks.extend(round(&mut c, n(3)));
+    }
+    assert!(chunks.iter().all(|ch| ch.snapshot == s1.last_index && !ch.done), "{chunks:?}");
+    // The leader commits more and its state machine compacts again: S2 replaces S1 as the
+    // leader's current snapshot while S1 is half sent.
+    for i in 0..5 {
+        c.propose(1, &format!("more-{i}"));
+    }
+    while c.core(1).applied() < c.core(1).last_index() {
+        chunks.extend(round(&mut c, n(3)));
+    }
+    let s2 = c.snapshot(n(1)).expect("applied");
+    assert!(s2.last_index > s1.last_index);
+    assert!(chunks.iter().all(|ch| !ch.done), "S1 is still being sent: {chunks:?}");
+    // The transfer of S1 goes on from where it was and completes; n3's next entry (after S1)
+    // is compacted too, so S2 follows, from offset 0; then n3 is caught up.
+    let mut matched = Vec::new();
+    for _ in 0..200 {
+        chunks.extend(round(&mut c, n(3)));
+        matched.push(c.core(1).status().progress[&n(3)].0);
+    }
+    c.run_for(500);
+    let runs = transfers(&chunks);
+    let indexes: Vec<LogIndex> = runs.iter().map(|(i, _)| *i).collect();
+    assert_eq!(indexes, vec![s1.last_index, s2.last_index], "{chunks:?}");
+    assert!(runs.iter().all(|(_, run)| run.last().is_some_and(|ch| ch.done)), "{chunks:?}");
+    assert!(matched.windows(2).all(|w| w[0] <= w[1]), "match index is monotone: {matched:?}");
+    assert!(matched.contains(&s1.last_index), "S1 was acknowledged before S2 was sent");
+    assert_eq!(c.core(3).snapshot_index(), s2.last_index);
+    assert_eq!(c.core(3).commit_index(), c.core(1).commit_index());
+    assert_eq!(c.node(3).applied, c.node(1).applied);
+}
+
+#[test]
+fn raft_8_a_lost_follower_releases_the_snapshot_its_transfer_held() {
+    let (mut c, s1) = follower_behind_a_snapshot(30);
+    c.fire(n(1));
+    let mut chunks = Vec::new();
+    while chunks.len() < 2 {
+        chunks.extend(round(&mut c, n(3)));
+    }
+    c.propose(1, "more");
+    c.isolate(n(3));
+    c.stabilize(None);
+    let s2 = c.snapshot(n(1)).expect("applied");
+    let held = |c: &Cluster| c.core(1).progress[&n(3)].snapshot.as_ref().map(|s| s.meta.clone());
+    assert_eq!(held(&c), Some(s1.clone()), "the transfer keeps S1 while n3 is reachable");
+    // n3 stays silent for a whole check-quorum round: its transfer is dropped, and the next
+    // one sends the current snapshot.
+    c.run_for(2500);
+    assert_eq!(c.core(1).role(), Role::Leader);
+    assert_eq!(held(&c), Some(s2.clone()));
+    c.heal();
+    chunks.clear();
+    for _ in 0..300 {
+        c.now_ns += 10 * MS;
+        c.tick_all();
+        chunks.extend(round(&mut c, n(3)));
+    }
+    let runs = transfers(&chunks);
+    assert_eq!(runs.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![s2.last_index]);
+    assert_eq!(c.core(3).snapshot_index(), s2.last_index);
+    assert_eq!(held(&c), None);
+}
+
+#[test]
+fn raft_8_snapshot_transfers_complete_while_the_leader_compacts_after_every_chunk() {
+    // Steady load with compaction after every round: each transfer must still complete (a
+    // newer snapshot never restarts one), so the follower's snapshot index keeps moving.
+    let (mut c, s1) = follower_behind_a_snapshot(20);
+    c.fire(n(1));
+    let mut chunks = Vec::new();
+    let mut installed = vec![c.core(3).snapshot_index()];
+    for i in 0..400 {
+        c.propose(1, &format!("load-{i:04}"));
+        chunks.extend(round(&mut c, n(3)));
+        let _ = c.snapshot(n(1));
+        let at = c.core(3).snapshot_index();
+        if installed.last() != Some(&at) {
+            installed.push(at);
+        }
+    }
+    let runs = transfers(&chunks);
+    let completed: Vec<LogIndex> = runs
+        .iter()
+        .filter(|(_, run)| run.last().is_some_and(|ch| ch.done))
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(runs[0].0, s1.last_index);
+    assert!(completed.len() >= 3, "transfers completed: {completed:?} of {}", runs.len());
+    assert!(runs[..runs.len() - 1].iter().all(|(_, run)| run.last().is_some_and(|ch| ch.done)));
+    assert!(installed.windows(2).all(|w| w[0] < w[1]), "{installed:?}");
+    assert!(installed.len() > 3, "{installed:?}");
+    // Once compaction pauses, the follower catches up.
+    c.run_for(2000);
+    assert_eq!(c.core(3).commit_index(), c.core(1).commit_index());
+    assert_eq!(c.node(3).applied, c.node(1).applied);
 }
 
 #[test]
