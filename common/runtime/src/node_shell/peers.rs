@@ -22,7 +22,8 @@
 //! The two streams are not ordered with respect to each other: a group's heartbeat may
 //! overtake its appends, or an acknowledgement an earlier one. Raft tolerates any reordering
 //! (every message is safe to reorder or drop; terms fence stale ones, and the leader ignores
-//! stale acknowledgements), so nothing here restores an order.
+//! stale acknowledgements; the simulator delivers batches out of order to keep it so), so
+//! nothing here restores an order.
 //!
 //! On receipt, an envelope is accepted only if its claimed sender is the node its certificate
 //! names, it travels on the stream its kind belongs on (a `RaftBatch` on the node stream, a
