@@ -9,7 +9,9 @@
 //!
 //! Reordering is a consequence of independent delays: two batches on one link may arrive in
 //! either order, as datagrams can. (The real shell runs one ordered QUIC stream per (peer,
-//! group); Raft must not rely on that order, and the simulator makes sure it does not.)
+//! group) for entries and snapshot chunks, and one per peer for every group's small messages,
+//! unordered with respect to each other; Raft must not rely on any order, and the simulator
+//! makes sure it does not.)
 
 use decree_types::DetRng;
 

@@ -6,12 +6,14 @@
 //!          | Request  { request_id, request: Request }           -- asks for an answer
 //!          | Response { request_id, response: Response }         -- the answer
 //!          | Error    { in_reply_to: Option<RequestId>, error }  -- the refusal
+//!          | RaftBatch(Vec<(GroupId, RaftMessage)>)            -- node <-> node, many groups
 //! ```
 //!
 //! - `from` is the sending node. The transport checks it against the peer's TLS certificate;
 //!   the receiver uses it to address replies and Raft responses.
 //! - `group` is the Raft group the message is for (the participant group of a read or prepare,
-//!   the coordinator group of a `CommitTxn`); a receiver routes on it.
+//!   the coordinator group of a `CommitTxn`); a receiver routes on it. A `RaftBatch` is for
+//!   the node, not one group: its `group` is [`NODE_GROUP`] and each message names its own.
 //! - `sender_clock` is `sender.now()` taken *after* every timestamp in the payload was chosen,
 //!   so it is at least every one of them (HLC-4, INV-H4). The receiver calls
 //!   `hlc.update(sender_clock)` before anything else and answers
@@ -28,12 +30,16 @@ use serde::{Deserialize, Serialize};
 use crate::admin::{ClusterStatus, ClusterStatusReply, FetchRangeMap, RangeMapReply};
 use crate::error::ErrorResponse;
 use crate::limits::LimitError;
-use crate::raft::{self, RaftMessage};
+use crate::raft::{self, RaftBatch, RaftMessage};
 use crate::txn::{
     Abort, Ack, Commit, CommitLocal, CommitTxn, Get, OutcomeReply, Prepare, PreparedReply,
     QueryPrepared, QueryTxn, Redirect, Scan, ScanRows, TxnStateReply, TxnStatus,
     UncertaintyRestart, ValueReply, VoteReply,
 };
+
+/// The `group` of an envelope addressed to the receiving node rather than to one of its
+/// groups ([`Payload::RaftBatch`]). No Raft group has this id.
+pub const NODE_GROUP: GroupId = GroupId(u64::MAX);
 
 /// Every frame body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +61,8 @@ pub struct Envelope {
 #[serde(transparent)]
 pub struct RequestId(pub u64);
 
-/// What an envelope carries: one of the four families.
+/// What an envelope carries: one of the four families. New variants go at the end, so the
+/// encodings of the existing ones never change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Payload {
     /// Raft traffic between replicas of `group` (RAFT-*).
@@ -82,6 +89,10 @@ pub enum Payload {
         /// Why.
         error: ErrorResponse,
     },
+    /// Raft traffic of many groups between two nodes, in one envelope (RAFT-*, coalesced
+    /// heartbeats): `(group, message)` pairs, in send order, at most
+    /// [`crate::limits::RAFT_BATCH_MESSAGES_MAX`]. The envelope's `group` is [`NODE_GROUP`].
+    RaftBatch(#[serde(deserialize_with = "raft::deserialize_batch")] RaftBatch),
 }
 
 /// Every request (protocol.md §3.1, DESIGN.md §9).
@@ -150,6 +161,7 @@ impl Envelope {
             Payload::Request { request, .. } => request.validate(),
             Payload::Response { response, .. } => response.validate(),
             Payload::Error { error, .. } => error.validate(),
+            Payload::RaftBatch(batch) => raft::validate_batch(batch),
         }
     }
 
@@ -165,7 +177,10 @@ impl Payload {
     pub fn request_id(&self) -> Option<RequestId> {
         match self {
             Payload::Request { request_id, .. } => Some(*request_id),
-            Payload::Raft(_) | Payload::Response { .. } | Payload::Error { .. } => None,
+            Payload::Raft(_)
+            | Payload::Response { .. }
+            | Payload::Error { .. }
+            | Payload::RaftBatch(_) => None,
         }
     }
 
@@ -177,6 +192,7 @@ impl Payload {
             Payload::Request { request, .. } => request.kind(),
             Payload::Response { response, .. } => response.kind(),
             Payload::Error { error, .. } => error.kind(),
+            Payload::RaftBatch(_) => RAFT_BATCH_KIND,
         }
     }
 }
@@ -286,6 +302,9 @@ pub const RESPONSE_KINDS: &[&str] = &[
     "Response::ClusterStatus",
 ];
 
+/// The name [`Payload::kind`] gives a [`Payload::RaftBatch`].
+pub const RAFT_BATCH_KIND: &str = "RaftBatch";
+
 /// Every name [`Payload::kind`] can return, family by family.
 pub fn all_kinds() -> Vec<&'static str> {
     let mut kinds = Vec::new();
@@ -293,5 +312,6 @@ pub fn all_kinds() -> Vec<&'static str> {
     kinds.extend_from_slice(REQUEST_KINDS);
     kinds.extend_from_slice(RESPONSE_KINDS);
     kinds.extend_from_slice(crate::error::KINDS);
+    kinds.push(RAFT_BATCH_KIND);
     kinds
 }

@@ -15,7 +15,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use decree_types::limits::{KEY_BYTES_MAX, VALUE_BYTES_MAX};
+pub use decree_types::limits::{KEY_BYTES_MAX, RAFT_BATCH_MESSAGES_MAX, VALUE_BYTES_MAX};
 
 /// Most writes (puts and deletes) in one transaction, summed over its groups: the
 /// cluster-wide `TXN_KEYS_MAX` of `decree_types::limits`.
@@ -75,6 +75,8 @@ pub enum Bound {
     AddrBytes,
     /// [`ERROR_DETAIL_BYTES_MAX`]
     ErrorDetailBytes,
+    /// [`RAFT_BATCH_MESSAGES_MAX`]
+    RaftBatchMessages,
 }
 
 impl Bound {
@@ -95,6 +97,7 @@ impl Bound {
             Bound::Voters => VOTERS_MAX,
             Bound::AddrBytes => ADDR_BYTES_MAX,
             Bound::ErrorDetailBytes => ERROR_DETAIL_BYTES_MAX,
+            Bound::RaftBatchMessages => RAFT_BATCH_MESSAGES_MAX,
         }
     }
 
@@ -124,6 +127,7 @@ impl Bound {
             Bound::Voters => "VOTERS_MAX",
             Bound::AddrBytes => "ADDR_BYTES_MAX",
             Bound::ErrorDetailBytes => "ERROR_DETAIL_BYTES_MAX",
+            Bound::RaftBatchMessages => "RAFT_BATCH_MESSAGES_MAX",
         }
     }
 }

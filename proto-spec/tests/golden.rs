@@ -19,7 +19,7 @@ use decree_proto::admin::{
     BlockingReason, ClusterStatus, ClusterStatusReply, FetchRangeMap, GroupLeader, GroupRole,
     GroupStatus, InDoubtTxn, NodeAddr, RangeMapReply,
 };
-use decree_proto::envelope::all_kinds;
+use decree_proto::envelope::{all_kinds, NODE_GROUP};
 use decree_proto::error::ErrorResponse;
 use decree_proto::limits::{Bound, LimitError};
 use decree_proto::raft::{Entry, EntryPayload, RaftMessage, RejectHint, SnapshotMeta};
@@ -477,7 +477,47 @@ fn samples() -> Vec<(String, Envelope)> {
             },
         ),
     ]);
-    out.into_iter().map(|(label, payload)| (label.to_string(), envelope(payload))).collect()
+    out.push((
+        "Error::LimitExceeded/raft-batch",
+        err(ErrorResponse::LimitExceeded(LimitError {
+            bound: Bound::RaftBatchMessages,
+            got: 4_097,
+            max: 4_096,
+        })),
+    ));
+    let mut samples: Vec<(String, Envelope)> =
+        out.into_iter().map(|(label, payload)| (label.to_string(), envelope(payload))).collect();
+    // Coalesced Raft traffic of several groups, addressed to the node.
+    let batch = vec![
+        (
+            GroupId(1),
+            RaftMessage::AppendEntries {
+                term: Term(2),
+                prev_log_index: LogIndex(10),
+                prev_log_term: Term(2),
+                entries: vec![],
+                leader_commit: LogIndex(10),
+                read_seq: 3,
+            },
+        ),
+        (
+            GroupId(2),
+            RaftMessage::AppendResponse {
+                term: Term(4),
+                success: true,
+                match_index: LogIndex(20),
+                reject_hint: None,
+                read_seq: 0,
+            },
+        ),
+        (GroupId(3), RaftMessage::VoteResponse { term: Term(6), granted: true }),
+        (GroupId(4), RaftMessage::ReadIndexRequest { term: Term(1), ctx: 12 }),
+    ];
+    samples.push((
+        "RaftBatch".to_string(),
+        Envelope { group: NODE_GROUP, ..envelope(Payload::RaftBatch(batch)) },
+    ));
+    samples
 }
 
 // --- helpers --------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ use decree_proto::admin::{
     ClusterStatus, ClusterStatusReply, GroupLeader, InDoubtTxn, NodeAddr, RangeMapReply,
 };
 use decree_proto::codec::{DecodeError, EncodeError};
+use decree_proto::envelope::NODE_GROUP;
 use decree_proto::error::ErrorResponse;
 use decree_proto::limits::*;
 use decree_proto::raft::{Entry, EntryPayload, RaftMessage, SnapshotMeta};
@@ -142,6 +143,13 @@ fn with(bound: Bound, n: usize) -> Envelope {
             in_reply_to: None,
             error: ErrorResponse::Unavailable { detail: "d".repeat(n) },
         }),
+        Bound::RaftBatchMessages => Envelope {
+            group: NODE_GROUP,
+            ..env(Payload::RaftBatch(vec![
+                (GroupId(1), RaftMessage::TimeoutNow { term: Term(1) });
+                n
+            ]))
+        },
     }
 }
 
@@ -174,6 +182,7 @@ const BOUNDS: &[Bound] = &[
     Bound::Voters,
     Bound::AddrBytes,
     Bound::ErrorDetailBytes,
+    Bound::RaftBatchMessages,
 ];
 
 #[test]
@@ -188,7 +197,12 @@ fn every_bound_is_enforced_on_encode_and_decode() {
         let want = LimitError { bound, got: max as u64 + 1, max: max as u64 };
         assert_eq!(encode_frame(&over), Err(EncodeError::Limit(want)), "{bound}");
         let raw = postcard::to_allocvec(&over).expect("postcard encodes anything");
-        assert_eq!(decode_body(&raw), Err(DecodeError::Limit(want)), "{bound}");
+        if bound == Bound::RaftBatchMessages {
+            // Refused while decoding, before the message past the bound is built.
+            assert!(matches!(decode_body(&raw), Err(DecodeError::Body(_))), "{bound}");
+        } else {
+            assert_eq!(decode_body(&raw), Err(DecodeError::Limit(want)), "{bound}");
+        }
         assert_eq!(
             ErrorResponse::from(DecodeError::Limit(want)),
             ErrorResponse::LimitExceeded(want)
@@ -220,4 +234,23 @@ fn request_id_is_found_for_requests_only() {
     assert_eq!(r.payload.request_id(), Some(RequestId(1)));
     let a = resp(Response::Ack(decree_proto::txn::Ack { txn_id: TxnId(3) }));
     assert_eq!(a.payload.request_id(), None);
+}
+
+/// A frame may hold millions of 3-byte Raft messages; a `RaftBatch` claiming that many is
+/// refused once the decoder has built `RAFT_BATCH_MESSAGES_MAX` of them, never more.
+#[test]
+fn raft_batch_far_past_its_bound_is_refused_while_decoding() {
+    let tiny = (GroupId(1), RaftMessage::TimeoutNow { term: Term(1) });
+    let over = Envelope { group: NODE_GROUP, ..env(Payload::RaftBatch(vec![tiny; 1_000_000])) };
+    let raw = postcard::to_allocvec(&over).expect("postcard encodes anything");
+    assert!(raw.len() < decree_proto::FRAME_BYTES_MAX, "fits one frame: {} bytes", raw.len());
+    assert!(matches!(decode_body(&raw), Err(DecodeError::Body(_))));
+    // The same refusal from a length prefix the bytes cannot back.
+    let mut lying =
+        postcard::to_allocvec(&Envelope { group: NODE_GROUP, ..env(Payload::RaftBatch(vec![])) })
+            .expect("encodes");
+    // The empty batch's length prefix (0) is the body's last byte; claim 2^28 instead.
+    lying.pop();
+    lying.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x01]);
+    assert!(matches!(decode_body(&lying), Err(DecodeError::Body(_))));
 }

@@ -58,6 +58,15 @@
 //! write them all, fsync once, then do steps 4-6 for each. A core must not be asked for its
 //! next `Ready` before the previous one went through step 4.
 //!
+//! # Timers
+//!
+//! A leader's heartbeats fall on a grid: at the multiples of `heartbeat_interval` of `now_ns`
+//! (the first one after its election comes at the next grid point, while its no-op append
+//! leaves at once). Cores driven with the same clock — every group of one node — are
+//! therefore due at the same instants, and a driver that ticks them together sends all their
+//! heartbeats in one iteration, which lets it coalesce them per peer. Election timeouts stay
+//! randomized per replica, and check-quorum counts an election timeout from the election.
+//!
 //! # Peers are not trusted with the core's safety
 //!
 //! [`RaftCore::step`] never panics on a message's content: a malformed or stale message is

@@ -40,10 +40,14 @@
 //!
 //! When nothing needs persisting in an iteration, steps 2 and 5 merge into one send per peer.
 //!
-//! Heartbeats: every group's heartbeats to one peer that fall due in one iteration travel in
-//! that peer's batch, so N groups cost one transport write per tick rather than N. They stay
-//! N small `AppendEntries` inside it: folding them into one message per node pair would need
-//! the core to accept a heartbeat on behalf of several groups, which it does not (yet).
+//! Heartbeats (coalesced per node pair): a leader's heartbeats fall due on a grid, the
+//! multiples of the heartbeat interval of `now_ns`, which is one clock for every group of the
+//! node (see the core's "Timers"). So every group this node leads sends its heartbeats in the
+//! same iteration, whenever it was elected, and they all travel in that peer's one batch: N
+//! groups cost one [`Transport::send`] per peer per interval, not N. Inside the batch they
+//! stay N small `AppendEntries`, one per group (each core judges its own group's heartbeat);
+//! the QUIC shell puts every such small message of the batch into one envelope, one frame on
+//! the node pair's connection (`decree_proto::Payload::RaftBatch`).
 //!
 //! The state machine belongs to the caller: the node returns what to apply and takes
 //! snapshots the caller made ([`Node::snapshot`]). [`CommandList`] is the simple state machine

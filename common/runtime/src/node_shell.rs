@@ -24,8 +24,11 @@
 //!    handing every outgoing message to the shell's outbox. It returns the entries that became
 //!    applicable and the reads that were confirmed. A failed fsync is fatal: the loop returns
 //!    the error and the process exits non-zero — it never carries on as if the write happened.
-//! 5. **Send**: the outbox holds one batch per peer for the iteration; the endpoint maps each
-//!    batch onto its ordered per-(peer, group) streams.
+//! 5. **Send**: the outbox holds one batch per peer for the iteration. Its small messages
+//!    (heartbeats, acknowledgements, votes, ReadIndex traffic) leave as one envelope on the
+//!    peer's node-level stream — every group's heartbeats fall due in the same iteration, so
+//!    they are coalesced per node pair — and entries and snapshot chunks on their ordered
+//!    per-(peer, group) streams ([`peers`]).
 //! 6. **Apply and answer**: applied entries go to the state machine in log order; a proposal is
 //!    acknowledged to its client **only now, once its entry is applied** (so it is a committed
 //!    entry, durable on a majority), and only if the applied entry at its index carries the
@@ -40,7 +43,9 @@
 //! - [`run`]: the loop ([`run::NodeShell`]) and the handle RPC handlers use to reach it
 //!   ([`run::ShellHandle`]).
 //! - [`peers`]: the node's link to its peers over [`crate::transport`]: Raft messages in
-//!   `decree_proto` envelopes on the per-(peer, group) streams, with the HLC checks (HLC-3/4).
+//!   `decree_proto` envelopes — small ones of all groups coalesced into one per peer and
+//!   iteration on a node-level stream, entries and snapshot chunks on the per-(peer, group)
+//!   streams — with the HLC checks (HLC-2/3/4).
 //! - [`applied`]: the state machine (an append-only list of commands per group) and the tables
 //!   of waiting proposals and reads.
 //! - [`rpc`]: the client protocol (propose, read, status) and its total decoder.

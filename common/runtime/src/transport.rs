@@ -18,7 +18,9 @@
 //!   stream write. A full queue drops the message and counts it ([`TransportStats`]) — Raft
 //!   retransmits, and a queue that grows without bound is worse than a lost message.
 //!   Inbound messages arrive, in order per (peer, group), on the channel returned by
-//!   [`Transport::bind`].
+//!   [`Transport::bind`]. The transport gives no group id a meaning; the node shell uses the
+//!   reserved id `decree_proto::envelope::NODE_GROUP` for its node-level stream, which carries
+//!   every group's small Raft messages to a peer coalesced into one envelope per iteration.
 //!
 //! # Connection lifecycle
 //!

@@ -8,7 +8,9 @@
 //!   [`ResponseTag`] byte followed by either the response body (`Ok`) or an error
 //!   (`Err`: code `u32 LE`, then a UTF-8 message), and finishes.
 //! - **Group stream** (one unidirectional stream per (peer, group)): the first frame's body is
-//!   the group id, `u64 LE`; every later frame's body is one message for that group.
+//!   the group id, `u64 LE`; every later frame's body is one message for that group. (The
+//!   node shell reserves the id `decree_proto::envelope::NODE_GROUP` for its node-level
+//!   stream, whose messages are for the peer node and name their groups inside.)
 //! - **Stream error codes** ([`StreamErrorCode`]): the QUIC application error code a stream is
 //!   reset or stopped with when its input is refused.
 //!

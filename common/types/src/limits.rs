@@ -81,6 +81,14 @@ pub const APPEND_ENTRIES_BYTES_MAX: usize = 1024 * 1024;
 /// without ever building a frame near `FRAME_BYTES_MAX`, and lets a receiver ack progress.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 
+/// Raft messages of different groups in one envelope between two nodes (the coalesced
+/// heartbeats, acknowledgements and votes of one driver iteration, DESIGN.md §6). 4096: a node
+/// hosts far fewer groups than that, each sending a handful of such messages per iteration to
+/// a peer; a sender splits a larger batch over several envelopes. It also bounds what one
+/// frame can make a receiver build (4096 decoded messages are under half a MiB), where the
+/// frame size alone would allow millions of 3-byte messages.
+pub const RAFT_BATCH_MESSAGES_MAX: usize = 4_096;
+
 /// A group takes a snapshot after this many bytes of log since the last one, then deletes the
 /// WAL segments below it (DESIGN.md §5). 64 MiB: one segment's worth, so at most about two
 /// segments are ever kept and recovery replays a bounded log.

@@ -368,6 +368,7 @@ pub fn bound() -> impl Strategy<Value = Bound> {
         Just(Bound::Voters),
         Just(Bound::AddrBytes),
         Just(Bound::ErrorDetailBytes),
+        Just(Bound::RaftBatchMessages),
     ]
 }
 
@@ -404,6 +405,7 @@ pub fn payload() -> impl Strategy<Value = Payload> {
             .prop_map(|(request_id, response)| Payload::Response { request_id, response }),
         (option::of(request_id()), error_response())
             .prop_map(|(in_reply_to, error)| Payload::Error { in_reply_to, error }),
+        vec((group(), raft_message()), 0..8).prop_map(Payload::RaftBatch),
     ]
 }
 

@@ -102,7 +102,8 @@ impl RaftCore {
         self.uncommitted_bytes = 0;
         let next = self.log.last_index().next();
         self.progress = self.peers().into_iter().map(|p| (p, Progress::new(next))).collect();
-        self.heartbeat_deadline_ns = now_ns.saturating_add(self.config.heartbeat_ns());
+        // The no-op below goes out at once; heartbeats follow on the node-wide grid.
+        self.heartbeat_deadline_ns = self.next_heartbeat_ns(now_ns);
         self.check_quorum_deadline_ns = now_ns.saturating_add(self.config.election_min_ns());
         self.append_own(EntryPayload::Noop);
     }

@@ -84,9 +84,19 @@ impl RaftCore {
             }
         }
         if now_ns >= self.heartbeat_deadline_ns {
-            self.heartbeat_deadline_ns = now_ns.saturating_add(self.config.heartbeat_ns());
+            self.heartbeat_deadline_ns = self.next_heartbeat_ns(now_ns);
             self.broadcast_heartbeat();
         }
+    }
+
+    /// The next heartbeat time after `now_ns`: the next multiple of the heartbeat interval on
+    /// the driver's clock, not `now + interval`. Every group of a node shares that clock, so
+    /// every group the node leads falls due at the same instants and their heartbeats leave
+    /// in the same driver iteration, one batch per peer (coalesced heartbeats). The gap to
+    /// the next heartbeat is never more than one interval.
+    pub(super) fn next_heartbeat_ns(&self, now_ns: u64) -> u64 {
+        let interval = self.config.heartbeat_ns().max(1);
+        (now_ns / interval).saturating_add(1).saturating_mul(interval)
     }
 
     /// One heartbeat to every follower: an empty append at the follower's match index, which

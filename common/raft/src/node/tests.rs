@@ -1,6 +1,8 @@
 //! Driver-loop tests: the order of sends and fsyncs (RAFT-1), group commit across groups, one
 //! batch per peer, fatal fsync failures, and restart from the WAL.
 
+use std::collections::BTreeSet;
+
 use decree_types::{DetRng, GroupId, LogIndex, NodeId, Term};
 
 use super::*;
@@ -469,4 +471,67 @@ fn raft_8_compaction_during_a_snapshot_transfer_goes_ahead_and_the_transfer_comp
     assert_ne!(n3_state(&nodes), ReplicationState::Snapshot);
     assert_eq!(machines[2].commands(), machines[0].commands());
     assert_eq!(machines[2].applied(), nodes[0].core(g).unwrap().commit_index());
+}
+
+/// Coalesced heartbeats: a node leading 20 groups, whose leaders were elected at different
+/// moments, sends all 20 groups' heartbeats in one iteration, one batch per peer — even
+/// though its driver ticks every 5 ms, so heartbeats on per-group timers would leave in
+/// several iterations.
+#[test]
+fn heartbeats_of_every_led_group_leave_in_one_batch_per_peer() {
+    const GROUPS: u64 = 20;
+    let voters: &[u64] = &[1, 2, 3];
+    let groups: Vec<(u64, &[u64])> = (1..=GROUPS).map(|g| (g, voters)).collect();
+    let disks: Vec<MemDisk> = (0..3).map(|_| MemDisk::new()).collect();
+    let mut nodes: Vec<Node<MemDisk>> =
+        (0..3).map(|i| open(i as u64 + 1, &groups, &disks[i], 0)).collect();
+
+    // Phase 1: only n1 is ticked, in 7 ms steps, so each group elects n1 when its own
+    // randomized election timeout runs out: at different moments.
+    let mut now = 0;
+    let mut elected_at = BTreeMap::new();
+    while elected_at.len() < GROUPS as usize {
+        assert!(now < 10_000 * MS, "n1 wins every election: {elected_at:?}");
+        now += 7 * MS;
+        nodes[0].tick(now);
+        for o in route(&mut nodes, now, None).remove(0) {
+            if let Output::Role { group, state } = o {
+                if state.is_leader {
+                    elected_at.insert(group, now);
+                }
+            }
+        }
+    }
+    let heartbeat_ns = NodeConfig::default().raft.heartbeat_interval.as_nanos() as u64;
+    let phases: BTreeSet<u64> = elected_at.values().map(|t| t % heartbeat_ns).collect();
+    assert!(phases.len() > 1, "elections at different phases of the interval: {elected_at:?}");
+    route(&mut nodes, now, None);
+
+    // Phase 2: one heartbeat interval, ticked every 5 ms. Exactly one iteration sends, and
+    // it sends one batch per peer carrying every group's heartbeat.
+    let mut sending = Vec::new();
+    for _ in 0..heartbeat_ns / (5 * MS) {
+        now += 5 * MS;
+        nodes[0].tick(now);
+        let mut outbox = Outbox::default();
+        nodes[0].process(&mut outbox).unwrap();
+        if !outbox.sent.is_empty() {
+            sending.push((now, outbox.sent));
+        }
+    }
+    assert_eq!(sending.len(), 1, "heartbeats leave in one iteration: {sending:?}");
+    let (_, sent) = sending.remove(0);
+    let peers: Vec<NodeId> = sent.iter().map(|(to, _)| *to).collect();
+    assert_eq!(peers, vec![NodeId(2), NodeId(3)], "one send per peer");
+    for (to, batch) in sent {
+        let heartbeats: Vec<GroupId> = batch
+            .iter()
+            .filter(
+                |(_, m)| matches!(m, Message::AppendEntries { entries, .. } if entries.is_empty()),
+            )
+            .map(|(g, _)| *g)
+            .collect();
+        assert_eq!(heartbeats, (1..=GROUPS).map(GroupId).collect::<Vec<_>>(), "to {to}");
+        assert_eq!(batch.len(), GROUPS as usize, "nothing but heartbeats to {to}: {batch:?}");
+    }
 }

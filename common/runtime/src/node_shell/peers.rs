@@ -1,10 +1,40 @@
-//! The node's link to its peers over the QUIC transport: Raft batches out as envelopes on the
-//! per-(peer, group) streams, envelopes in as [`PeerMessage`]s, with the HLC rules on both
-//! sides (HLC-3, HLC-4).
+//! The node's link to its peers over the QUIC transport: Raft batches out as envelopes, and
+//! envelopes in as [`PeerMessage`]s, with the HLC rules on both sides (HLC-2, HLC-3, HLC-4).
+//!
+//! # Two kinds of stream per peer
+//!
+//! The node hands over one batch per peer per iteration (all groups' messages to that peer).
+//! It leaves on the one connection to that peer in two ways:
+//!
+//! - **Small messages, coalesced:** every message of the batch that carries no log entries and
+//!   no snapshot data — heartbeats (empty `AppendEntries`), `AppendResponse`, pre-votes and
+//!   votes, ReadIndex traffic, `TimeoutNow`, `InstallSnapshotResponse` — goes into ONE
+//!   [`Payload::RaftBatch`] envelope (one frame, one HLC reading), on the peer's node-level
+//!   stream: the transport stream of the reserved group id [`NODE_GROUP`]. Because the node
+//!   sends every group's heartbeats in the same iteration, N groups cost one envelope per
+//!   node pair per heartbeat interval, not N. A batch of exactly one small message goes the
+//!   same way, so control traffic always uses the node stream. More than
+//!   `RAFT_BATCH_MESSAGES_MAX` small messages are split over several envelopes.
+//! - **Bulk, per group:** `AppendEntries` with entries and `InstallSnapshot` chunks go one per
+//!   envelope ([`Payload::Raft`]) on their group's own ordered stream, so one group's large
+//!   transfer never delays another group or the heartbeats.
+//!
+//! The two streams are not ordered with respect to each other: a group's heartbeat may
+//! overtake its appends, or an acknowledgement an earlier one. Raft tolerates any reordering
+//! (every message is safe to reorder or drop; terms fence stale ones, and the leader ignores
+//! stale acknowledgements; the simulator delivers batches out of order to keep it so), so
+//! nothing here restores an order.
+//!
+//! On receipt, an envelope is accepted only if its claimed sender is the node its certificate
+//! names, it travels on the stream its kind belongs on (a `RaftBatch` on the node stream, a
+//! `Raft` on its group's stream) and its clock reading is within the offset bound; the clock
+//! update happens once per envelope. A batch is then fanned out into one [`PeerMessage`] per
+//! group message. Anything else is refused, counted and logged, never a panic.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use decree_proto::envelope::{Envelope, Payload};
+use decree_proto::envelope::{Envelope, Payload, NODE_GROUP};
+use decree_proto::limits::RAFT_BATCH_MESSAGES_MAX;
 use decree_proto::{decode_body, encode_body};
 use decree_raft::msg::Message;
 use decree_raft::node::Transport as NodeTransport;
@@ -21,15 +51,35 @@ pub fn wall_clock_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
+/// Does `message` carry log entries or snapshot data (bulk that travels on its group's own
+/// stream), rather than being a small control message that is coalesced per node pair?
+pub fn is_bulk(message: &Message) -> bool {
+    match message {
+        Message::AppendEntries { entries, .. } => !entries.is_empty(),
+        Message::InstallSnapshot { .. } => true,
+        Message::PreVote { .. }
+        | Message::PreVoteResponse { .. }
+        | Message::RequestVote { .. }
+        | Message::VoteResponse { .. }
+        | Message::AppendResponse { .. }
+        | Message::InstallSnapshotResponse { .. }
+        | Message::TimeoutNow { .. }
+        | Message::ReadIndexRequest { .. }
+        | Message::ReadIndexResponse { .. } => false,
+    }
+}
+
 /// Peers over QUIC. Owned by the shell task (it holds the node's HLC).
 #[derive(Debug)]
 pub struct QuicPeers {
     transport: Transport,
     me: NodeId,
     hlc: Hlc,
-    /// Messages the transport refused to queue (full queue: Raft retransmits).
+    /// Raft messages not handed to the transport, or refused by it (full queue, unknown
+    /// peer): Raft retransmits.
     pub dropped: u64,
-    /// Inbound frames refused (undecodable, wrong sender, clock too far ahead).
+    /// Inbound frames refused (undecodable, over a bound, wrong sender or stream, clock too
+    /// far ahead).
     pub refused: u64,
 }
 
@@ -39,16 +89,18 @@ impl QuicPeers {
         QuicPeers { transport, me, hlc: Hlc::new(MAX_CLOCK_OFFSET_NS), dropped: 0, refused: 0 }
     }
 
-    /// Decodes one inbound frame body. Returns `None` (and logs why) for anything that is not
-    /// a Raft message from the node its certificate names, within the clock bound. Total:
-    /// never panics on peer input.
-    pub fn decode(&mut self, inbound: InboundMessage) -> Option<PeerMessage> {
+    /// Decodes one inbound frame body and appends the Raft messages it carries to `out`: one
+    /// for a `Raft` envelope, one per group message for a `RaftBatch`. Appends nothing (and
+    /// logs why) for anything that is not Raft traffic from the node its certificate names, on
+    /// the stream its kind belongs on, within the clock bound. Total: never panics on peer
+    /// input.
+    pub fn decode(&mut self, inbound: InboundMessage, out: &mut Vec<PeerMessage>) {
         let envelope = match decode_body(&inbound.body) {
             Ok(e) => e,
             Err(e) => {
                 self.refused += 1;
-                tracing::warn!(from = %inbound.from, "undecodable group message: {e}");
-                return None;
+                tracing::warn!(from = %inbound.from, group = %inbound.group, "undecodable peer message: {e}");
+                return;
             }
         };
         if envelope.from != inbound.from || envelope.group != inbound.group {
@@ -58,63 +110,91 @@ impl QuicPeers {
                 claimed = %envelope.from,
                 stream_group = %inbound.group,
                 claimed_group = %envelope.group,
-                "group message whose sender or group does not match its stream; dropped"
+                "peer message whose sender or group does not match its stream; dropped"
             );
-            return None;
+            return;
         }
-        // HLC-2/HLC-3: absorb the sender's clock, or refuse a reading too far ahead.
+        let node_stream = inbound.group == NODE_GROUP;
+        let on_its_stream = match &envelope.payload {
+            Payload::Raft(_) => !node_stream,
+            Payload::RaftBatch(_) => node_stream,
+            Payload::Request { .. } | Payload::Response { .. } | Payload::Error { .. } => false,
+        };
+        if !on_its_stream {
+            self.refused += 1;
+            let kind = envelope.kind();
+            tracing::warn!(from = %inbound.from, group = %inbound.group, %kind, "payload does not belong on this stream; dropped");
+            return;
+        }
+        // HLC-2/HLC-3: absorb the sender's clock once per envelope, or refuse a reading too far
+        // ahead (and with it every message of a batch).
         if let Err(e) = self.hlc.update(wall_clock_ns(), envelope.sender_clock) {
             self.refused += 1;
             tracing::warn!(from = %inbound.from, "{e}");
-            return None;
+            return;
         }
+        let from = envelope.from;
         match envelope.payload {
             Payload::Raft(message) => {
-                Some(PeerMessage { from: envelope.from, group: envelope.group, message })
+                out.push(PeerMessage { from, group: envelope.group, message })
             }
-            other => {
-                self.refused += 1;
-                let kind = format!("{other:?}");
-                tracing::warn!(from = %inbound.from, %kind, "non-Raft payload on a group stream");
-                None
+            Payload::RaftBatch(batch) => {
+                out.extend(batch.into_iter().map(|(group, message)| PeerMessage {
+                    from,
+                    group,
+                    message,
+                }))
             }
+            // Refused above.
+            Payload::Request { .. } | Payload::Response { .. } | Payload::Error { .. } => {}
         }
     }
 
-    fn send_one(&mut self, to: NodeId, group: GroupId, message: Message) {
-        let envelope = Envelope {
-            from: self.me,
-            group,
-            sender_clock: self.hlc.now(wall_clock_ns()),
-            payload: Payload::Raft(message),
-        };
+    /// Encodes `payload` (carrying `count` Raft messages) in an envelope and queues it on the
+    /// stream of `group` to `to`. HLC-4: the clock is read once the payload is complete.
+    fn send_envelope(&mut self, to: NodeId, group: GroupId, payload: Payload, count: u64) {
+        let envelope =
+            Envelope { from: self.me, group, sender_clock: self.hlc.now(wall_clock_ns()), payload };
         let body = match encode_body(&envelope) {
             Ok(b) => b,
             Err(e) => {
                 // Over a limit (e.g. an oversized batch of entries): Raft retries with what the
                 // core sends next; log it, since it means a limit and a config disagree.
-                self.dropped += 1;
-                tracing::error!(%to, %group, "cannot encode a Raft message: {e}");
+                self.dropped += count;
+                tracing::error!(%to, %group, "cannot encode Raft traffic: {e}");
                 return;
             }
         };
         match self.transport.send(to, group, body) {
             Ok(()) => {}
-            Err(SendError::QueueFull) => self.dropped += 1,
+            Err(SendError::QueueFull) => self.dropped += count,
             Err(e) => {
-                self.dropped += 1;
-                tracing::debug!(%to, %group, "message not sent: {e}");
+                self.dropped += count;
+                tracing::debug!(%to, %group, "Raft traffic not sent: {e}");
             }
         }
     }
 }
 
 impl NodeTransport for QuicPeers {
-    /// One iteration's batch for `to`: each message goes on its group's ordered stream; the
-    /// stream writer packs everything queued into one write.
+    /// One iteration's batch for `to`: entries and snapshot chunks go one envelope each on their
+    /// group's ordered stream; every other message goes into one `RaftBatch` envelope on the
+    /// peer's node stream (split only past `RAFT_BATCH_MESSAGES_MAX`). Each stream writer packs
+    /// whatever is queued into one write.
     fn send(&mut self, to: NodeId, batch: Vec<(GroupId, Message)>) {
+        let mut small = Vec::new();
         for (group, message) in batch {
-            self.send_one(to, group, message);
+            if is_bulk(&message) {
+                self.send_envelope(to, group, Payload::Raft(message), 1);
+            } else {
+                small.push((group, message));
+            }
+        }
+        while !small.is_empty() {
+            let rest = small.split_off(small.len().min(RAFT_BATCH_MESSAGES_MAX));
+            let count = small.len() as u64;
+            self.send_envelope(to, NODE_GROUP, Payload::RaftBatch(small), count);
+            small = rest;
         }
     }
 }
@@ -122,7 +202,7 @@ impl NodeTransport for QuicPeers {
 impl PeerLink for QuicPeers {
     type Inbound = InboundMessage;
 
-    fn receive(&mut self, inbound: InboundMessage) -> Option<PeerMessage> {
-        self.decode(inbound)
+    fn receive(&mut self, inbound: InboundMessage, out: &mut Vec<PeerMessage>) {
+        self.decode(inbound, out);
     }
 }

@@ -122,7 +122,8 @@ pub struct ShellCounters {
     pub sync_us: u64,
     /// Wall time of the whole loop body excluding the wait for input, in microseconds.
     pub busy_us: u64,
-    /// Raft messages received from peers.
+    /// Raft messages received from peers and handed to the node (a coalesced batch counts
+    /// each of its messages).
     pub messages_in: u64,
     /// Raft messages sent to peers.
     pub messages_out: u64,

@@ -51,9 +51,10 @@ pub struct PeerMessage {
 pub trait PeerLink: Transport {
     /// What the endpoint delivers.
     type Inbound: Send;
-    /// Decodes and checks one inbound item; `None` drops it (the link logs why). Total: never
-    /// panics on peer input.
-    fn receive(&mut self, inbound: Self::Inbound) -> Option<PeerMessage>;
+    /// Decodes and checks one inbound item and appends the Raft messages it carries to `out`:
+    /// none if it is refused (the link logs why), one, or — for a coalesced batch of many
+    /// groups' messages — one per group message, in order. Total: never panics on peer input.
+    fn receive(&mut self, inbound: Self::Inbound, out: &mut Vec<PeerMessage>);
 }
 
 /// The way into the shell task for RPC handlers. Cheap to clone.
@@ -111,6 +112,8 @@ pub struct NodeShell<D: Disk, T: PeerLink> {
     origin: Instant,
     /// Applied index of each group at its last snapshot.
     snapshotted: std::collections::BTreeMap<GroupId, LogIndex>,
+    /// Scratch space for the messages of one inbound item (empty between items).
+    inbox: Vec<PeerMessage>,
 }
 
 impl<D: Disk, T: PeerLink> NodeShell<D, T> {
@@ -127,6 +130,7 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
             counters: ShellCounters::default(),
             origin,
             snapshotted: Default::default(),
+            inbox: Vec::new(),
         }
     }
 
@@ -233,10 +237,12 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
     }
 
     fn on_peer_message(&mut self, inbound: T::Inbound) {
-        self.counters.messages_in += 1;
-        let Some(m) = self.peers.inner.receive(inbound) else { return };
         let now = self.now_ns();
-        self.node.step(now, m.from, m.group, m.message);
+        self.peers.inner.receive(inbound, &mut self.inbox);
+        self.counters.messages_in += self.inbox.len() as u64;
+        for m in self.inbox.drain(..) {
+            self.node.step(now, m.from, m.group, m.message);
+        }
     }
 
     fn on_call(&mut self, call: ClientCall) {

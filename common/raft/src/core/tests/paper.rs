@@ -287,6 +287,29 @@ fn raft_5_3_leader_backs_up_to_the_follower_end_in_one_round_trip() {
     assert_eq!(c.core(3).commit_index(), c.core(1).commit_index());
 }
 
+/// Coalesced heartbeats: a leader's heartbeats fall on the multiples of the heartbeat
+/// interval of the driver's clock, whenever it was elected and however late it is ticked, so
+/// every group a node leads is due at the same instants. The gap is at most one interval.
+#[test]
+fn raft_5_3_heartbeats_fall_on_the_heartbeat_interval_grid() {
+    let mut c = Cluster::new(3, test_config());
+    c.now_ns = 1_234 * MS;
+    c.elect(1);
+    assert_eq!(c.core(1).next_deadline_ns(), 1_300 * MS, "next grid point, not now + 100 ms");
+    c.now_ns = 1_300 * MS;
+    c.tick_all();
+    let heartbeats = |c: &Cluster| {
+        c.net.iter().filter(|m| matches!(&m.msg, Message::AppendEntries { .. })).count()
+    };
+    c.process_ready(n(1));
+    assert_eq!(heartbeats(&c), 2, "one heartbeat per follower at the grid point");
+    assert_eq!(c.core(1).next_deadline_ns(), 1_400 * MS);
+    // A late tick does not shift the grid.
+    c.now_ns = 1_437 * MS;
+    c.tick_all();
+    assert_eq!(c.core(1).next_deadline_ns(), 1_500 * MS);
+}
+
 #[test]
 fn raft_5_3_pipeline_is_bounded_by_max_inflight_appends() {
     let mut config = test_config();

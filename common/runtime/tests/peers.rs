@@ -1,0 +1,247 @@
+//! The shell's link to its peers over real loopback QUIC with mutual TLS: coalesced Raft traffic
+//! (one envelope per node pair and iteration for every group's small messages, fanned out
+//! again on receipt) and the refusal of bad batches. Each test reads as phases.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use decree_proto::envelope::{Envelope, Payload, NODE_GROUP};
+use decree_proto::limits::RAFT_BATCH_MESSAGES_MAX;
+use decree_proto::{encode_body, Request, RequestId};
+use decree_raft::msg::{Entry, EntryPayload, Message};
+use decree_raft::node::Transport as NodeTransport;
+use decree_runtime::node_shell::peers::{wall_clock_ns, QuicPeers};
+use decree_runtime::node_shell::run::PeerMessage;
+use decree_runtime::{ClusterCa, Identity, InboundMessage, Transport, TransportConfig};
+use decree_types::{GroupId, HlcTimestamp, LogIndex, NodeId, Term};
+use tokio::sync::mpsc;
+use tracing_subscriber::layer::SubscriberExt;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn start(identity: Identity) -> (Transport, mpsc::Receiver<InboundMessage>) {
+    let config = TransportConfig {
+        listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        identity,
+        peers: BTreeMap::new(),
+        limits: Default::default(),
+    };
+    let refuse = |_from: decree_runtime::Peer, _body: Vec<u8>| async {
+        Err(decree_runtime::HandlerError::Refused { code: 0, message: "no RPC here".into() })
+    };
+    Transport::bind(config, refuse).unwrap()
+}
+
+/// Node `from`'s transport, knowing node `to`'s address.
+fn dialer(ca: &ClusterCa, from: u64, to: &Transport, to_id: u64) -> Transport {
+    let (t, _) = start(ca.issue_node(NodeId(from)).unwrap());
+    t.add_peer(NodeId(to_id), to.local_addr().unwrap());
+    t
+}
+
+async fn recv(inbound: &mut mpsc::Receiver<InboundMessage>) -> InboundMessage {
+    tokio::time::timeout(TIMEOUT, inbound.recv()).await.expect("a frame arrives").unwrap()
+}
+
+async fn assert_quiet(inbound: &mut mpsc::Receiver<InboundMessage>) {
+    let more = tokio::time::timeout(Duration::from_millis(300), inbound.recv()).await;
+    assert!(more.is_err(), "no further frame: {more:?}");
+}
+
+fn heartbeat(commit: u64) -> Message {
+    Message::AppendEntries {
+        term: Term(3),
+        prev_log_index: LogIndex(commit),
+        prev_log_term: Term(3),
+        entries: vec![],
+        leader_commit: LogIndex(commit),
+        read_seq: 0,
+    }
+}
+
+fn append_with_entry() -> Message {
+    Message::AppendEntries {
+        term: Term(3),
+        prev_log_index: LogIndex(4),
+        prev_log_term: Term(3),
+        entries: vec![Entry {
+            term: Term(3),
+            index: LogIndex(5),
+            payload: EntryPayload::Command(b"x".to_vec()),
+        }],
+        leader_commit: LogIndex(4),
+        read_seq: 0,
+    }
+}
+
+/// Counts `WARN` events on this thread (current-thread runtime: every task logs here).
+struct WarnCounter(Arc<AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for WarnCounter {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn count_warnings() -> (Arc<AtomicUsize>, tracing::subscriber::DefaultGuard) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let subscriber = tracing_subscriber::registry().with(WarnCounter(Arc::clone(&count)));
+    (count, tracing::subscriber::set_default(subscriber))
+}
+
+/// Coalesced heartbeats (DESIGN.md §6; RAFT-4 heartbeats, HLC-4 one reading per envelope): the
+/// heartbeats of 20 groups to one peer leave as ONE frame on the node stream and come out as
+/// 20 messages again; an append carrying entries keeps its own group stream.
+#[tokio::test]
+async fn heartbeats_of_many_groups_travel_in_one_envelope_and_fan_out_to_every_group() {
+    let ca = ClusterCa::generate().unwrap();
+    let (b, mut b_inbound) = start(ca.issue_node(NodeId(2)).unwrap());
+    let a = dialer(&ca, 1, &b, 2);
+    let mut a_peers = QuicPeers::new(a.clone(), NodeId(1));
+    let mut b_peers = QuicPeers::new(b.clone(), NodeId(2));
+
+    // Phase 1: one iteration's batch for n2: 20 heartbeats and one append with an entry.
+    let mut batch: Vec<(GroupId, Message)> =
+        (1..=20).map(|g| (GroupId(g), heartbeat(g * 10))).collect();
+    batch.insert(7, (GroupId(7), append_with_entry()));
+    a_peers.send(NodeId(2), batch);
+
+    // Phase 2: two frames arrive, no more: the batch on the node stream, the append on its
+    // group's stream.
+    let mut frames = vec![recv(&mut b_inbound).await, recv(&mut b_inbound).await];
+    assert_quiet(&mut b_inbound).await;
+    frames.sort_by_key(|f| f.group);
+    assert_eq!(frames.iter().map(|f| f.group).collect::<Vec<_>>(), vec![GroupId(7), NODE_GROUP]);
+    assert_eq!(a.stats().sent_messages, 2, "two frames written");
+    assert_eq!(a_peers.dropped, 0);
+
+    // Phase 3: the receiver fans the batch out to every group, in order, from n1.
+    let mut out: Vec<PeerMessage> = Vec::new();
+    b_peers.decode(frames.pop().unwrap(), &mut out);
+    assert_eq!(b_peers.refused, 0);
+    let groups: Vec<GroupId> = out.iter().map(|m| m.group).collect();
+    assert_eq!(groups, (1..=20).map(GroupId).collect::<Vec<_>>());
+    for m in &out {
+        assert_eq!(m.from, NodeId(1));
+        assert_eq!(m.message, heartbeat(m.group.0 * 10));
+    }
+    out.clear();
+    b_peers.decode(frames.pop().unwrap(), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].group, &out[0].message), (GroupId(7), &append_with_entry()));
+}
+
+/// More small messages than one envelope may hold (`RAFT_BATCH_MESSAGES_MAX`) are split over
+/// as few envelopes as the bound allows, and all of them arrive.
+#[tokio::test]
+async fn a_batch_past_the_bound_is_split_over_envelopes() {
+    let ca = ClusterCa::generate().unwrap();
+    let (b, mut b_inbound) = start(ca.issue_node(NodeId(2)).unwrap());
+    let a = dialer(&ca, 1, &b, 2);
+    let mut a_peers = QuicPeers::new(a.clone(), NodeId(1));
+    let mut b_peers = QuicPeers::new(b.clone(), NodeId(2));
+
+    let count = RAFT_BATCH_MESSAGES_MAX as u64 + 5;
+    a_peers.send(NodeId(2), (0..count).map(|g| (GroupId(g), heartbeat(g))).collect());
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        let frame = recv(&mut b_inbound).await;
+        assert_eq!(frame.group, NODE_GROUP);
+        b_peers.decode(frame, &mut out);
+    }
+    assert_quiet(&mut b_inbound).await;
+    assert_eq!(out.iter().map(|m| m.group.0).collect::<Vec<_>>(), (0..count).collect::<Vec<_>>());
+    assert_eq!(b_peers.refused, 0);
+}
+
+/// A bad `RaftBatch` is refused whole, counted and logged, never a panic, and the endpoint keeps
+/// serving — the same node stream included: a claimed sender other than the certificate's
+/// node, a batch longer than `RAFT_BATCH_MESSAGES_MAX` (sent by a peer that skips
+/// validation), a batch on a group stream, a single Raft message or a request on the node
+/// stream, a clock reading beyond the offset bound (HLC-3).
+#[tokio::test]
+async fn bad_raft_batches_are_refused_and_counted_and_the_endpoint_keeps_serving() {
+    let (warnings, _guard) = count_warnings();
+    let ca = ClusterCa::generate().unwrap();
+    let (b, mut b_inbound) = start(ca.issue_node(NodeId(2)).unwrap());
+    let c = dialer(&ca, 3, &b, 2);
+    let mut b_peers = QuicPeers::new(b.clone(), NodeId(2));
+    let now = || HlcTimestamp::new(wall_clock_ns(), 0);
+    let batch = |n: usize| Payload::RaftBatch(vec![(GroupId(1), heartbeat(1)); n]);
+    let envelope = |from: u64, group: GroupId, payload: Payload| Envelope {
+        from: NodeId(from),
+        group,
+        sender_clock: now(),
+        payload,
+    };
+    let far_ahead = Envelope {
+        sender_clock: HlcTimestamp::new(wall_clock_ns() + 10_000_000_000, 0),
+        ..envelope(3, NODE_GROUP, batch(2))
+    };
+    let cases: Vec<(&str, GroupId, Vec<u8>)> = vec![
+        (
+            "claimed sender is not the certificate's node",
+            NODE_GROUP,
+            encode_body(&envelope(1, NODE_GROUP, batch(3))).unwrap(),
+        ),
+        (
+            "longer than RAFT_BATCH_MESSAGES_MAX",
+            NODE_GROUP,
+            postcard::to_allocvec(&envelope(3, NODE_GROUP, batch(RAFT_BATCH_MESSAGES_MAX + 1)))
+                .unwrap(),
+        ),
+        (
+            "batch on a group stream",
+            GroupId(1),
+            encode_body(&envelope(3, GroupId(1), batch(1))).unwrap(),
+        ),
+        (
+            "single Raft message on the node stream",
+            NODE_GROUP,
+            encode_body(&envelope(3, NODE_GROUP, Payload::Raft(heartbeat(1)))).unwrap(),
+        ),
+        (
+            "request on the node stream",
+            NODE_GROUP,
+            encode_body(&envelope(
+                3,
+                NODE_GROUP,
+                Payload::Request {
+                    request_id: RequestId(1),
+                    request: Request::Abort(decree_proto::txn::Abort {
+                        txn_id: decree_types::TxnId(1),
+                    }),
+                },
+            ))
+            .unwrap(),
+        ),
+        ("clock too far ahead (HLC-3)", NODE_GROUP, encode_body(&far_ahead).unwrap()),
+        ("garbage", NODE_GROUP, vec![0xff; 16]),
+    ];
+    let mut out = Vec::new();
+    for (i, (name, group, body)) in cases.into_iter().enumerate() {
+        // Phase 1: the frame reaches the receiver, which refuses it whole and logs why.
+        c.send(NodeId(2), group, body).unwrap();
+        let frame = recv(&mut b_inbound).await;
+        assert_eq!(frame.from, NodeId(3), "{name}");
+        let before = warnings.load(Ordering::SeqCst);
+        b_peers.decode(frame, &mut out);
+        assert!(out.is_empty(), "{name}: nothing delivered");
+        assert_eq!(b_peers.refused, i as u64 + 1, "{name}: counted");
+        assert!(warnings.load(Ordering::SeqCst) > before, "{name}: logged");
+
+        // Phase 2: a good batch on the same node stream still fans out.
+        c.send(NodeId(2), NODE_GROUP, encode_body(&envelope(3, NODE_GROUP, batch(2))).unwrap())
+            .unwrap();
+        b_peers.decode(recv(&mut b_inbound).await, &mut out);
+        assert_eq!(out.len(), 2, "{name}: the next batch is served");
+        assert!(out.iter().all(|m| m.from == NodeId(3) && m.group == GroupId(1)), "{name}");
+        out.clear();
+    }
+    assert_eq!(b.stats().refused_streams, 0, "refusals are per envelope; streams stay open");
+}
