@@ -90,12 +90,12 @@ fn raft_1_a_commit_alone_costs_no_fsync_and_is_relearned_after_a_crash() {
         (0..3).map(|i| open(i as u64 + 1, &[(1, voters)], &disks[i], 0)).collect();
     let now = 10_000 * MS;
     nodes[0].tick(now);
-    route(&mut nodes, now, None);
+    route(&mut nodes, now, None, 20);
     assert_eq!(nodes[0].core(g).unwrap().role(), core::Role::Leader);
 
     let before: Vec<u64> = disks.iter().map(MemDisk::syncs).collect();
     let index = nodes[0].propose(now, g, vec![42]).unwrap();
-    let outs = route(&mut nodes, now, None);
+    let outs = route(&mut nodes, now, None, 20);
     for (i, out) in outs.iter().enumerate() {
         assert!(
             applied(out, g).iter().any(|e| e.index == index),
@@ -118,7 +118,7 @@ fn raft_1_a_commit_alone_costs_no_fsync_and_is_relearned_after_a_crash() {
     assert!(nodes[1].core(g).unwrap().commit_index() < index);
     let later = now + 200 * MS;
     nodes[0].tick(later);
-    let out = route(&mut nodes, later, None).remove(1);
+    let out = route(&mut nodes, later, None, 20).remove(1);
     assert_eq!(nodes[1].core(g).unwrap().commit_index(), index);
     let again = applied(&out, g);
     assert!(
@@ -494,7 +494,7 @@ fn heartbeats_of_every_led_group_leave_in_one_batch_per_peer() {
         assert!(now < 10_000 * MS, "n1 wins every election: {elected_at:?}");
         now += 7 * MS;
         nodes[0].tick(now);
-        for o in route(&mut nodes, now, None).remove(0) {
+        for o in route(&mut nodes, now, None, 20).remove(0) {
             if let Output::Role { group, state } = o {
                 if state.is_leader {
                     elected_at.insert(group, now);
@@ -505,7 +505,7 @@ fn heartbeats_of_every_led_group_leave_in_one_batch_per_peer() {
     let heartbeat_ns = NodeConfig::default().raft.heartbeat_interval.as_nanos() as u64;
     let phases: BTreeSet<u64> = elected_at.values().map(|t| t % heartbeat_ns).collect();
     assert!(phases.len() > 1, "elections at different phases of the interval: {elected_at:?}");
-    route(&mut nodes, now, None);
+    route(&mut nodes, now, None, 20);
 
     // Phase 2: one heartbeat interval, ticked every 5 ms. Exactly one iteration sends, and
     // it sends one batch per peer carrying every group's heartbeat.
