@@ -541,17 +541,24 @@ impl Sim {
     fn process(&mut self, i: usize) -> Result<(), Violation> {
         let Some(node) = self.slots[i].node.as_mut() else { return Ok(()) };
         let mut outbox = Outbox::default();
-        let result = node.process(&mut outbox);
+        // Outputs handed out before the iteration's fsync stand even if that fsync fails: the
+        // client may already have its answer (the QUIC shell sends it at once).
+        let mut outputs = Vec::new();
+        let result = node.process_with(&mut outbox, &mut |o| outputs.push(o));
         // Whatever was sent before a failure really left the node.
         for (to, batch) in outbox.sent {
             self.send(i, to, batch);
         }
         match result {
-            Ok(outputs) => {
+            Ok(late) => {
+                outputs.extend(late);
                 self.handle_outputs(i, outputs)?;
                 self.maybe_snapshot(i)
             }
-            Err(fatal) => self.on_fatal(i, &fatal),
+            Err(fatal) => {
+                self.handle_outputs(i, outputs)?;
+                self.on_fatal(i, &fatal)
+            }
         }
     }
 

@@ -20,6 +20,12 @@
 //! 2. **Send** each `Ready::messages` (a leader's appends and heartbeats: they acknowledge
 //!    nothing durable, so they may overlap our own fsync — Raft thesis §10.2.1). All groups'
 //!    messages to one peer go out in one [`Transport::send`] batch.
+//!
+//!    2½. **Hand out early** (through [`Node::process_with`]'s callback; [`Node::process`]
+//!    puts them first in its result) the committed entries this replica already holds
+//!    durably — all of a leader's, and a follower's below the first entry it appends now —
+//!    so the caller applies them and answers its clients while the node waits for the disk:
+//!    at high load a reply no longer waits for the fsync of the next batch.
 //! 3. **Append** every group's new term and vote (`Wal::set_hard_state`), snapshot
 //!    (`Wal::save_snapshot`, which fsyncs on its own: RAFT-8's temp file + rename), entries
 //!    (`Wal::append`) and finally its new commit index to the shared WAL. A power cut can keep
@@ -34,7 +40,8 @@
 //!    acknowledgements: RAFT-1, INV-R6) and send them, again one batch per peer.
 //! 6. Tell each core what is durable (`on_persisted`).
 //! 7. **Hand out** per group, in this order: the new role ([`Output::Role`]), a snapshot to
-//!    install ([`Output::Restore`]), committed entries to apply ([`Output::Apply`]) — which
+//!    install ([`Output::Restore`]), the remaining committed entries to apply
+//!    ([`Output::Apply`]) — which
 //!    the node reports to the core as applied, because the caller applies every output before
 //!    its next call — and reads that became servable ([`Output::Read`], [`Output::ReadFailed`]).
 //!
@@ -416,12 +423,31 @@ impl<D: Disk> Node<D> {
     }
 
     /// One driver iteration; see the module docs for its steps. Returns what the caller must
-    /// apply and serve, per group. After `Err` the node has stopped.
+    /// apply and serve, per group, in order. After `Err` the node has stopped.
     pub fn process(&mut self, transport: &mut impl Transport) -> Result<Vec<Output>, Fatal> {
+        let mut early = Vec::new();
+        let late = self.process_with(transport, &mut |o| early.push(o))?;
+        early.extend(late);
+        Ok(early)
+    }
+
+    /// [`Node::process`], handing the outputs that need no fsync of this iteration to `early`
+    /// as soon as the iteration's messages are sent and before its fsync (step 2½ in the
+    /// module docs): recovered snapshots, and committed entries this replica already holds
+    /// durably. The caller applies them (and answers its clients) while the node waits for the
+    /// disk. The rest is returned; apply `early`'s outputs first, then the returned ones.
+    ///
+    /// If the iteration fails, the early outputs stand: they were committed and durable here
+    /// before it began. After `Err` the node has stopped.
+    pub fn process_with(
+        &mut self,
+        transport: &mut impl Transport,
+        early: &mut dyn FnMut(Output),
+    ) -> Result<Vec<Output>, Fatal> {
         if let Some(cause) = &self.stopped {
             return Err(Fatal::Stopped(cause.clone()));
         }
-        match self.drive(transport) {
+        match self.drive(transport, early) {
             Ok(out) => Ok(out),
             Err(fatal) => {
                 self.stopped = Some(fatal.to_string());
@@ -498,8 +524,16 @@ impl<D: Disk> Node<D> {
         &self.wal
     }
 
-    fn drive(&mut self, transport: &mut impl Transport) -> Result<Vec<Output>, Fatal> {
-        let mut out = std::mem::take(&mut self.pending);
+    fn drive(
+        &mut self,
+        transport: &mut impl Transport,
+        early: &mut dyn FnMut(Output),
+    ) -> Result<Vec<Output>, Fatal> {
+        // Recovered snapshots come before anything else of their group.
+        for output in std::mem::take(&mut self.pending) {
+            early(output);
+        }
+        let mut out = Vec::new();
 
         // Step 1: every group's Ready.
         let mut readies: Vec<(GroupId, Ready)> = Vec::new();
@@ -529,6 +563,29 @@ impl<D: Disk> Node<D> {
         }
         if needs_fsync {
             flush(transport, &mut batches);
+        }
+
+        // Step 2½: committed entries this replica already holds durably need nothing from
+        // this iteration's fsync: hand them out now, so they are applied and answered while
+        // the disk works. That is every committed entry below the first one this `Ready`
+        // appends — entries of earlier iterations were fsynced before those returned. A leader
+        // only commits what it persisted, so there it is all of them; a follower may learn
+        // that an entry it is appending right now is committed, and that one waits for the
+        // fsync. A group installing a snapshot hands everything out after it.
+        for (group, ready) in &mut readies {
+            if ready.snapshot.is_some() || ready.committed_entries.is_empty() {
+                continue;
+            }
+            let first_new = ready.entries.first().map_or(LogIndex(u64::MAX), |e| e.index);
+            let durable = ready.committed_entries.partition_point(|e| e.index < first_new);
+            let rest = ready.committed_entries.split_off(durable);
+            let entries = std::mem::replace(&mut ready.committed_entries, rest);
+            if let Some(last) = entries.last() {
+                // Invariant: `readies` was built from `self.groups`, which has not changed.
+                let r = self.groups.get_mut(group).expect("ready came from a hosted group");
+                r.core.on_applied(last.index);
+                early(Output::Apply { group: *group, entries });
+            }
         }
 
         // Step 3: append everything to the one WAL. A power cut (or a failed fsync of a later

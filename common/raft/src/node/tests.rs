@@ -127,6 +127,91 @@ fn raft_1_a_commit_alone_costs_no_fsync_and_is_relearned_after_a_crash() {
     );
 }
 
+/// A leader's reply to a proposal need not wait for the fsync of the next batch: entries
+/// committed and durable before an iteration are handed out before its fsync. A follower's
+/// entry that becomes committed in the very append that brings it waits for its fsync.
+#[test]
+fn raft_1_durable_committed_entries_are_handed_out_before_the_iterations_fsync() {
+    // Leader: A is committed by the acknowledgements; B is proposed in the same iteration.
+    let g = GroupId(1);
+    let voters: &[u64] = &[1, 2, 3];
+    let disks: Vec<MemDisk> = (0..3).map(|_| MemDisk::new()).collect();
+    let mut nodes: Vec<Node<MemDisk>> =
+        (0..3).map(|i| open(i as u64 + 1, &[(1, voters)], &disks[i], 0)).collect();
+    let now = 10_000 * MS;
+    nodes[0].tick(now);
+    route(&mut nodes, now, None, 20);
+    assert_eq!(nodes[0].core(g).unwrap().role(), core::Role::Leader);
+    let a = nodes[0].propose(now, g, b"A".to_vec()).unwrap();
+    let mut outbox = Outbox::default();
+    nodes[0].process(&mut outbox).unwrap();
+    for (to, batch) in outbox.sent {
+        let t = to.0 as usize - 1;
+        batch.into_iter().for_each(|(gg, m)| nodes[t].step(now, NodeId(1), gg, m));
+        let mut back = Outbox::default();
+        nodes[t].process(&mut back).unwrap();
+        for (_, batch) in back.sent {
+            batch.into_iter().for_each(|(gg, m)| nodes[0].step(now, to, gg, m));
+        }
+    }
+    assert_eq!(nodes[0].core(g).unwrap().commit_index(), a);
+    nodes[0].propose(now, g, b"B".to_vec()).unwrap();
+    let before = disks[0].syncs();
+    let mut early = Vec::new();
+    let late = nodes[0]
+        .process_with(&mut Outbox::default(), &mut |o| early.push((disks[0].syncs(), o)))
+        .unwrap();
+    assert_eq!(disks[0].syncs() - before, 1, "B's append was fsynced in this iteration");
+    let handed: Vec<_> = early
+        .iter()
+        .filter_map(|(syncs, o)| match o {
+            Output::Apply { entries, .. } => Some((*syncs, entries.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handed.len(), 1, "{early:?}");
+    assert_eq!(handed[0].0, before, "A was handed out before the fsync of B");
+    assert_eq!(handed[0].1.last().map(|e| e.index), Some(a));
+    assert!(applied(&late, g).is_empty(), "nothing else committed: {late:?}");
+
+    // Follower: entry 1 arrived earlier; the append of entry 2 says both are committed.
+    let disk = MemDisk::new();
+    let mut node = open(1, &[(1, voters)], &disk, 0);
+    node.step(MS, NodeId(2), g, append_from_leader(1));
+    node.process(&mut Outbox::default()).unwrap();
+    let append_2 = match append_from_leader(2) {
+        Message::AppendEntries {
+            term, prev_log_index, prev_log_term, entries, read_seq, ..
+        } => Message::AppendEntries {
+            term,
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit: LogIndex(2),
+            read_seq,
+        },
+        other => other,
+    };
+    node.step(2 * MS, NodeId(2), g, append_2);
+    let before = disk.syncs();
+    let mut early = Vec::new();
+    let late =
+        node.process_with(&mut Outbox::default(), &mut |o| early.push((disk.syncs(), o))).unwrap();
+    let early_applied: Vec<(u64, Vec<LogIndex>)> = early
+        .iter()
+        .filter_map(|(syncs, o)| match o {
+            Output::Apply { entries, .. } => {
+                Some((*syncs, entries.iter().map(|e| e.index).collect()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(early_applied, vec![(before, vec![LogIndex(1)])], "only the durable entry");
+    let late_applied: Vec<LogIndex> = applied(&late, g).iter().map(|e| e.index).collect();
+    assert_eq!(late_applied, vec![LogIndex(2)], "entry 2 after its fsync");
+    assert_eq!(disk.syncs() - before, 1);
+}
+
 /// An AppendEntries from leader n2 in term 1 with one entry.
 fn append_from_leader(index: u64) -> Message {
     Message::AppendEntries {

@@ -99,6 +99,60 @@ pub struct ShellConfig {
     pub snapshot_every_entries: Option<u64>,
 }
 
+/// Applies a node's outputs to the state machine and answers the clients waiting on them; the
+/// first failure is kept in `failed` (the callback of `Node::process_with` cannot return it).
+struct Applier<'a> {
+    state: &'a mut AppliedLog,
+    waiters: &'a mut Waiters<oneshot::Sender<LogResponse>>,
+    counters: &'a mut ShellCounters,
+    snapshotted: &'a mut std::collections::BTreeMap<GroupId, LogIndex>,
+    failed: Option<ShellError>,
+}
+
+impl Applier<'_> {
+    fn handle(&mut self, output: Output) {
+        if self.failed.is_some() {
+            return;
+        }
+        match output {
+            Output::Role { group, state } => {
+                tracing::info!(
+                    %group,
+                    term = state.term.0,
+                    leader = ?state.leader,
+                    is_leader = state.is_leader,
+                    "role changed"
+                );
+            }
+            Output::Restore { group, meta, data } => {
+                if let Err(e) = self.state.restore(group, meta.last_index, &data) {
+                    self.failed = Some(ShellError::Fatal(format!("restoring a snapshot: {e}")));
+                    return;
+                }
+                self.snapshotted.insert(group, meta.last_index);
+                let index = meta.last_index.0;
+                tracing::info!(%group, index, "state restored from snapshot");
+            }
+            Output::Apply { group, entries } => {
+                for entry in &entries {
+                    if self.state.apply(group, entry) {
+                        self.counters.applied += 1;
+                    }
+                    if let Some((reply, response)) = self.waiters.on_applied(group, entry) {
+                        let _ = reply.send(response);
+                    }
+                }
+            }
+            Output::Read { ctx, index, .. } => self.waiters.read_confirmed(ctx, index),
+            Output::ReadFailed { ctx, .. } => {
+                if let Some(reply) = self.waiters.remove_read(ctx) {
+                    let _ = reply.send(LogResponse::Refused(Refusal::ReadAborted));
+                }
+            }
+        }
+    }
+}
+
 /// The node, its state machine and its waiting clients, owned by one task.
 #[derive(Debug)]
 pub struct NodeShell<D: Disk, T: PeerLink> {
@@ -331,55 +385,34 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
         let fsyncs_before = self.node.wal().stats().fsyncs;
         let messages_before = self.peers.messages;
         // 4 + 5. Persist every group's writes, one fsync, hand messages to the endpoint (which
-        // queues them on its per-(peer, group) streams without blocking). The fsync blocks
-        // this thread, which runs nothing else.
+        // queues them on its streams without blocking). The fsync blocks this thread, which
+        // runs nothing else. Committed entries this node already holds durably come through
+        // the callback before the fsync: they are applied and their proposers answered (the
+        // answers leave on the endpoint's threads) while the disk works.
         let (node, peers) = (&mut self.node, &mut self.peers);
-        let outputs = node.process(peers).map_err(|e| ShellError::Fatal(e.to_string()))?;
+        let mut applier = Applier {
+            state: &mut self.state,
+            waiters: &mut self.waiters,
+            counters: &mut self.counters,
+            snapshotted: &mut self.snapshotted,
+            failed: None,
+        };
+        let outputs = node.process_with(peers, &mut |output| applier.handle(output));
+        let process_us = started.elapsed().as_micros() as u64;
+        let outputs = outputs.map_err(|e| ShellError::Fatal(e.to_string()))?;
+        // 6. Apply the rest in log order, acknowledge applied proposals, serve reads.
+        for output in outputs {
+            applier.handle(output);
+        }
+        if let Some(e) = applier.failed.take() {
+            return Err(e);
+        }
         self.counters.iterations += 1;
         self.counters.fsyncs += self.node.wal().stats().fsyncs - fsyncs_before;
         let synced = self.node.wal().disk().times();
         self.counters.sync_us = synced.sync_us;
         self.counters.messages_out += self.peers.messages - messages_before;
-        self.counters.process_us += started.elapsed().as_micros() as u64;
-
-        // 6. Apply in log order, acknowledge applied proposals, serve reads.
-        for output in outputs {
-            match output {
-                Output::Role { group, state } => {
-                    tracing::info!(
-                        %group,
-                        term = state.term.0,
-                        leader = ?state.leader,
-                        is_leader = state.is_leader,
-                        "role changed"
-                    );
-                }
-                Output::Restore { group, meta, data } => {
-                    self.state
-                        .restore(group, meta.last_index, &data)
-                        .map_err(|e| ShellError::Fatal(format!("restoring a snapshot: {e}")))?;
-                    self.snapshotted.insert(group, meta.last_index);
-                    let index = meta.last_index.0;
-                    tracing::info!(%group, index, "state restored from snapshot");
-                }
-                Output::Apply { group, entries } => {
-                    for entry in &entries {
-                        if self.state.apply(group, entry) {
-                            self.counters.applied += 1;
-                        }
-                        if let Some((reply, response)) = self.waiters.on_applied(group, entry) {
-                            let _ = reply.send(response);
-                        }
-                    }
-                }
-                Output::Read { ctx, index, .. } => self.waiters.read_confirmed(ctx, index),
-                Output::ReadFailed { ctx, .. } => {
-                    if let Some(reply) = self.waiters.remove_read(ctx) {
-                        let _ = reply.send(LogResponse::Refused(Refusal::ReadAborted));
-                    }
-                }
-            }
-        }
+        self.counters.process_us += process_us;
         for (reply, response) in self.waiters.ready_reads(&self.state) {
             let _ = reply.send(response);
         }
