@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use decree_proto::envelope::{Envelope, Payload, NODE_GROUP};
@@ -18,7 +17,9 @@ use decree_runtime::node_shell::run::PeerMessage;
 use decree_runtime::{ClusterCa, Identity, InboundMessage, Transport, TransportConfig};
 use decree_types::{GroupId, HlcTimestamp, LogIndex, NodeId, Term};
 use tokio::sync::mpsc;
-use tracing_subscriber::layer::SubscriberExt;
+
+mod support;
+use support::count_warnings;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -75,23 +76,6 @@ fn append_with_entry() -> Message {
         leader_commit: LogIndex(4),
         read_seq: 0,
     }
-}
-
-/// Counts `WARN` events on this thread (current-thread runtime: every task logs here).
-struct WarnCounter(Arc<AtomicUsize>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for WarnCounter {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if *event.metadata().level() == tracing::Level::WARN {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
-fn count_warnings() -> (Arc<AtomicUsize>, tracing::subscriber::DefaultGuard) {
-    let count = Arc::new(AtomicUsize::new(0));
-    let subscriber = tracing_subscriber::registry().with(WarnCounter(Arc::clone(&count)));
-    (count, tracing::subscriber::set_default(subscriber))
 }
 
 /// Coalesced heartbeats (DESIGN.md §6; RAFT-4 heartbeats, HLC-4 one reading per envelope): the

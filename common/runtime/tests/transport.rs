@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,9 @@ use decree_runtime::{
 };
 use decree_types::{GroupId, NodeId};
 use tokio::sync::mpsc;
-use tracing_subscriber::layer::SubscriberExt;
+
+mod support;
+use support::count_warnings;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -84,24 +86,6 @@ async fn raw_request(conn: &quinn::Connection, bytes: &[u8]) -> Result<Vec<u8>, 
         Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => Err(code.into_inner()),
         Err(e) => panic!("unexpected read error: {e}"),
     }
-}
-
-/// Counts `WARN` events on this thread (the tests run on a current-thread runtime, so every
-/// transport task logs here).
-struct WarnCounter(Arc<AtomicUsize>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for WarnCounter {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        if *event.metadata().level() == tracing::Level::WARN {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
-fn count_warnings() -> (Arc<AtomicUsize>, tracing::subscriber::DefaultGuard) {
-    let count = Arc::new(AtomicUsize::new(0));
-    let subscriber = tracing_subscriber::registry().with(WarnCounter(Arc::clone(&count)));
-    (count, tracing::subscriber::set_default(subscriber))
 }
 
 #[tokio::test]

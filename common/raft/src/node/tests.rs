@@ -78,6 +78,19 @@ fn one_fsync_per_iteration_covers_every_group() {
     }
 }
 
+/// Three fresh nodes hosting group 1 with `voters`, n1 elected; returns the disks, the nodes
+/// (index = id - 1) and the time.
+fn three_nodes_n1_leading(voters: &[u64]) -> (Vec<MemDisk>, Vec<Node<MemDisk>>, u64) {
+    let disks: Vec<MemDisk> = (0..3).map(|_| MemDisk::new()).collect();
+    let mut nodes: Vec<Node<MemDisk>> =
+        (0..3).map(|i| open(i as u64 + 1, &[(1, voters)], &disks[i], 0)).collect();
+    let now = 10_000 * MS;
+    nodes[0].tick(now);
+    route(&mut nodes, now, None, 20);
+    assert_eq!(nodes[0].core(GroupId(1)).unwrap().role(), core::Role::Leader);
+    (disks, nodes, now)
+}
+
 /// RAFT-1 needs entries, terms and votes durable before an acknowledgement, not the commit
 /// index: an entry costs one fsync on each replica, and the commit learned a round trip later
 /// costs none. A replica that crashes before the commit index reached its disk relearns it.
@@ -85,13 +98,7 @@ fn one_fsync_per_iteration_covers_every_group() {
 fn raft_1_a_commit_alone_costs_no_fsync_and_is_relearned_after_a_crash() {
     let g = GroupId(1);
     let voters: &[u64] = &[1, 2, 3];
-    let disks: Vec<MemDisk> = (0..3).map(|_| MemDisk::new()).collect();
-    let mut nodes: Vec<Node<MemDisk>> =
-        (0..3).map(|i| open(i as u64 + 1, &[(1, voters)], &disks[i], 0)).collect();
-    let now = 10_000 * MS;
-    nodes[0].tick(now);
-    route(&mut nodes, now, None, 20);
-    assert_eq!(nodes[0].core(g).unwrap().role(), core::Role::Leader);
+    let (disks, mut nodes, now) = three_nodes_n1_leading(voters);
 
     let before: Vec<u64> = disks.iter().map(MemDisk::syncs).collect();
     let index = nodes[0].propose(now, g, vec![42]).unwrap();
@@ -135,13 +142,7 @@ fn raft_1_durable_committed_entries_are_handed_out_before_the_iterations_fsync()
     // Leader: A is committed by the acknowledgements; B is proposed in the same iteration.
     let g = GroupId(1);
     let voters: &[u64] = &[1, 2, 3];
-    let disks: Vec<MemDisk> = (0..3).map(|_| MemDisk::new()).collect();
-    let mut nodes: Vec<Node<MemDisk>> =
-        (0..3).map(|i| open(i as u64 + 1, &[(1, voters)], &disks[i], 0)).collect();
-    let now = 10_000 * MS;
-    nodes[0].tick(now);
-    route(&mut nodes, now, None, 20);
-    assert_eq!(nodes[0].core(g).unwrap().role(), core::Role::Leader);
+    let (disks, mut nodes, now) = three_nodes_n1_leading(voters);
     let a = nodes[0].propose(now, g, b"A".to_vec()).unwrap();
     let mut outbox = Outbox::default();
     nodes[0].process(&mut outbox).unwrap();
