@@ -27,13 +27,7 @@ impl RaftCore {
     /// RAFT-5: ask whether a majority would vote for us in the next term, without changing
     /// our term (so a node rejoining from a partition cannot depose a healthy leader).
     fn become_pre_candidate(&mut self, now_ns: u64) {
-        self.fail_reads_on_leader_change();
-        self.role = Role::PreCandidate;
-        self.leader = None;
-        self.leader_contact_ns = None;
-        self.votes.clear();
-        self.votes.insert(self.id, true);
-        self.reset_election_deadline(now_ns);
+        self.start_campaign(now_ns, Role::PreCandidate);
         if self.votes_granted() >= self.quorum() {
             self.become_candidate(now_ns, false);
             return;
@@ -49,15 +43,7 @@ impl RaftCore {
     /// `persisted_messages`: they leave only once the new term and self-vote are durable, so
     /// no vote can be counted for a term this replica could forget in a crash (RAFT-1).
     fn become_candidate(&mut self, now_ns: u64, transfer: bool) {
-        self.fail_reads_on_leader_change();
-        self.role = Role::Candidate;
-        self.term = self.term.next();
-        self.vote = Some(self.id);
-        self.leader = None;
-        self.leader_contact_ns = None;
-        self.votes.clear();
-        self.votes.insert(self.id, true);
-        self.reset_election_deadline(now_ns);
+        self.start_campaign(now_ns, Role::Candidate);
         if self.votes_granted() >= self.quorum() {
             self.become_leader(now_ns);
             return;
@@ -68,6 +54,24 @@ impl RaftCore {
             let msg = Message::RequestVote { term, last_log_index, last_log_term, transfer };
             self.send_after_sync(peer, msg);
         }
+    }
+
+    /// What a pre-vote and a real election both begin with: no leader, our own vote counted,
+    /// a fresh randomized timeout; a real election also moves to the next term and votes for
+    /// itself.
+    fn start_campaign(&mut self, now_ns: u64, role: Role) {
+        // The refusals of waiting reads carry the term we had until now.
+        self.fail_reads_on_leader_change();
+        if role == Role::Candidate {
+            self.term = self.term.next();
+            self.vote = Some(self.id);
+        }
+        self.role = role;
+        self.leader = None;
+        self.leader_contact_ns = None;
+        self.votes.clear();
+        self.votes.insert(self.id, true);
+        self.reset_election_deadline(now_ns);
     }
 
     pub(super) fn become_follower(&mut self, now_ns: u64, term: Term, leader: Option<NodeId>) {
