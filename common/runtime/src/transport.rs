@@ -297,7 +297,7 @@ impl Transport {
             .map_err(|source| TransportError::Bind { addr: config.listen_addr, source })?;
         let (inbound_tx, inbound_rx) = mpsc::channel(config.limits.inbound_queue_messages.max(1));
         let inner = Inner::new(config, endpoint, transport_config, Arc::new(handler), inbound_tx)?;
-        let accept = tokio::spawn(Arc::clone(&inner).accept_loop());
+        let accept = inner.runtime.spawn(Arc::clone(&inner).accept_loop());
         inner.tasks.lock().push(accept.abort_handle());
         Ok((Transport { inner }, inbound_rx))
     }
@@ -456,7 +456,7 @@ impl Transport {
             return Err(SendError::UnknownPeer(peer));
         }
         let (tx, rx) = mpsc::channel(self.inner.limits.outbound_queue_messages.max(1));
-        let task = tokio::spawn(Arc::clone(&self.inner).group_writer(peer, group, rx));
+        let task = self.inner.runtime.spawn(Arc::clone(&self.inner).group_writer(peer, group, rx));
         self.inner.tasks.lock().push(task.abort_handle());
         writers.insert((peer, group), tx.clone());
         Ok(tx)
@@ -464,6 +464,11 @@ impl Transport {
 }
 
 struct Inner {
+    /// The runtime the transport was started on. Every task of the transport runs there, even
+    /// when a call that starts one (the first `send` to a (peer, group), a dial) comes from
+    /// another thread: the node's shell thread blocks in fsync and must never be where the
+    /// endpoint's writers and connections are driven.
+    runtime: tokio::runtime::Handle,
     local: Peer,
     endpoint: Endpoint,
     client_config: quinn::ClientConfig,
@@ -566,6 +571,7 @@ impl Inner {
         client_config.transport_config(transport_config);
         let peers = config.peers.iter().map(|(&id, &addr)| (id, PeerSlot::new(addr))).collect();
         Ok(Arc::new(Inner {
+            runtime: tokio::runtime::Handle::current(),
             local: config.identity.peer.clone(),
             endpoint,
             client_config,
@@ -641,7 +647,7 @@ impl Inner {
         drop(peers);
         let conn = result?;
         self.register(peer, conn.clone(), true);
-        tokio::spawn(Arc::clone(self).serve_connection(conn.clone(), Peer::Node(peer)));
+        self.runtime.spawn(Arc::clone(self).serve_connection(conn.clone(), Peer::Node(peer)));
         Ok(conn)
     }
 
@@ -685,7 +691,7 @@ impl Inner {
         if slot.conns.len() > 1 {
             let inner = Arc::clone(self);
             let grace = Duration::from_millis(self.limits.duplicate_close_grace_ms);
-            tokio::spawn(async move {
+            self.runtime.spawn(async move {
                 tokio::time::sleep(grace).await;
                 inner.retire_duplicates(peer);
             });
@@ -706,7 +712,7 @@ impl Inner {
     async fn accept_loop(self: Arc<Self>) {
         while let Some(incoming) = self.endpoint.accept().await {
             let inner = Arc::clone(&self);
-            tokio::spawn(async move {
+            self.runtime.spawn(async move {
                 let remote = incoming.remote_address();
                 let timeout = Duration::from_millis(inner.limits.connect_timeout_ms);
                 let conn = match tokio::time::timeout(timeout, incoming).await {
@@ -742,7 +748,7 @@ impl Inner {
             tokio::select! {
                 bi = conn.accept_bi() => match bi {
                     Ok((send, recv)) => {
-                        tokio::spawn(Arc::clone(&self).serve_rpc(peer.clone(), send, recv));
+                        self.runtime.spawn(Arc::clone(&self).serve_rpc(peer.clone(), send, recv));
                     }
                     Err(e) => {
                         debug!(%peer, error = %e, "connection closed");
@@ -751,7 +757,7 @@ impl Inner {
                 },
                 uni = conn.accept_uni() => match uni {
                     Ok(recv) => {
-                        tokio::spawn(Arc::clone(&self).serve_group_stream(peer.clone(), recv));
+                        self.runtime.spawn(Arc::clone(&self).serve_group_stream(peer.clone(), recv));
                     }
                     Err(e) => {
                         debug!(%peer, error = %e, "connection closed");

@@ -178,6 +178,41 @@ async fn group_messages_arrive_in_order_per_group() {
     assert_eq!(a.send(NodeId(9), GroupId(1), vec![]), Err(SendError::UnknownPeer(NodeId(9))));
 }
 
+/// The node's shell sends from its own thread and then blocks in fsync. A message it queued
+/// must leave at once, driven by the transport's runtime, not wait on the sender's thread:
+/// otherwise a leader's appends would leave only after its own fsync instead of overlapping it
+/// (Raft thesis §10.2.1).
+#[test]
+fn a_send_from_a_thread_that_then_blocks_leaves_at_once() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    let [(a, _), (_b, mut b_inbound)] = runtime.block_on(async { pair(&ca) });
+
+    // Phase 1: another thread, with a runtime of its own, sends the first message to this
+    // (peer, group) and then blocks that runtime for 3 s.
+    let blocked = std::thread::spawn(move || {
+        let own = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        own.block_on(async {
+            a.send(NodeId(2), GroupId(7), b"during the fsync".to_vec()).unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        });
+    });
+
+    // Phase 2: the message arrives while the sender's thread is still blocked.
+    let started = std::time::Instant::now();
+    let m = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(2), b_inbound.recv()).await })
+        .expect("delivered while the sending thread was blocked")
+        .unwrap();
+    assert_eq!((m.group, m.body.as_slice()), (GroupId(7), &b"during the fsync"[..]));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    blocked.join().unwrap();
+}
+
 #[tokio::test]
 async fn full_outbound_queue_drops_and_counts() {
     let ca = ClusterCa::generate().unwrap();
