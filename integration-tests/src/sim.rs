@@ -545,8 +545,18 @@ impl Sim {
         // client may already have its answer (the QUIC shell sends it at once).
         let mut outputs = Vec::new();
         let result = node.process_with(&mut outbox, &mut |o| outputs.push(o));
-        // Whatever was sent before a failure really left the node.
+        // Whatever was sent before a failure really left the node. Each message must be one
+        // the wire accepts (the QUIC shell encodes it with these bounds and drops what fails:
+        // a message the node builds over a bound would be lost every time it is retried).
         for (to, batch) in outbox.sent {
+            for (group, msg) in &batch {
+                if let Err(e) = decree_proto::raft::validate(msg) {
+                    return Err(Violation {
+                        invariant: "every message a node sends is one the wire accepts",
+                        detail: format!("{} to {to} for {group}: {e}", self.slots[i].id),
+                    });
+                }
+            }
             self.send(i, to, batch);
         }
         match result {

@@ -15,7 +15,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use decree_types::limits::{KEY_BYTES_MAX, RAFT_BATCH_MESSAGES_MAX, VALUE_BYTES_MAX};
+pub use decree_types::limits::{
+    KEY_BYTES_MAX, RAFT_BATCH_MESSAGES_MAX, RAFT_ENTRIES_PER_APPEND_MAX, SNAPSHOT_CHUNK_BYTES_MAX,
+    VALUE_BYTES_MAX,
+};
 
 /// Most writes (puts and deletes) in one transaction, summed over its groups: the
 /// cluster-wide `TXN_KEYS_MAX` of `decree_types::limits`.
@@ -33,10 +36,6 @@ pub const RANGES_MAX: usize = 65_536;
 pub const GROUPS_REPORTED_MAX: usize = 65_536;
 /// Most in-doubt transactions in one cluster-status reply; the reply says how many more exist.
 pub const IN_DOUBT_REPORTED_MAX: usize = 10_000;
-/// Most log entries in one Raft `AppendEntries`.
-pub const RAFT_ENTRIES_PER_APPEND_MAX: usize = 4_096;
-/// Largest snapshot chunk in one Raft `InstallSnapshot`, in bytes.
-pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Most voters in a snapshot's configuration.
 pub const VOTERS_MAX: usize = 64;
 /// Longest node address (`host:port`) in bytes.

@@ -184,11 +184,8 @@ async fn group_messages_arrive_in_order_per_group() {
 /// (Raft thesis §10.2.1).
 #[test]
 fn a_send_from_a_thread_that_then_blocks_leaves_at_once() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let ca = ClusterCa::generate().unwrap();
     let [(a, _), (_b, mut b_inbound)] = runtime.block_on(async { pair(&ca) });
 

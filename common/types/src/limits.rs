@@ -81,6 +81,16 @@ pub const APPEND_ENTRIES_BYTES_MAX: usize = 1024 * 1024;
 /// without ever building a frame near `FRAME_BYTES_MAX`, and lets a receiver ack progress.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 
+/// Log entries in one Raft `AppendEntries`. 4096: at the 128-byte entries of a busy group a
+/// full append is half a MiB, under the 1 MiB a leader puts in one append by default; a
+/// leader cuts its appends at this count as well as at its byte budget, so small entries
+/// never make an append the wire refuses.
+pub const RAFT_ENTRIES_PER_APPEND_MAX: usize = 4_096;
+
+/// Largest snapshot chunk in one Raft `InstallSnapshot`, in bytes (the wire bound; a leader's
+/// configured chunk size must not exceed it).
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 8 * 1024 * 1024;
+
 /// Raft messages of different groups in one envelope between two nodes (the coalesced
 /// heartbeats, acknowledgements and votes of one driver iteration, DESIGN.md §6). 4096: a node
 /// hosts far fewer groups than that, each sending a handful of such messages per iteration to

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use decree_types::{LogIndex, NodeId, Term};
+use decree_types::{limits, LogIndex, NodeId, Term};
 
 /// Tuning of one Raft replica. Defaults follow DESIGN.md §10.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +18,9 @@ pub struct RaftConfig {
     pub max_inflight_appends: usize,
     /// Payload bytes per AppendEntries (at least one entry is always sent).
     pub max_append_bytes: u64,
+    /// Entries per AppendEntries, at most `limits::RAFT_ENTRIES_PER_APPEND_MAX` (the wire's
+    /// bound): with small entries the byte budget alone would allow more.
+    pub max_append_entries: usize,
     /// Bytes of a committed-entries batch handed out in one `Ready` (at least one entry).
     pub max_apply_bytes: u64,
     /// Bytes per InstallSnapshot chunk.
@@ -43,6 +46,7 @@ impl Default for RaftConfig {
             election_timeout_max: Duration::from_millis(2000),
             max_inflight_appends: 64,
             max_append_bytes: 1 << 20,
+            max_append_entries: limits::RAFT_ENTRIES_PER_APPEND_MAX,
             max_apply_bytes: 16 << 20,
             snapshot_chunk_bytes: 1 << 20,
             max_snapshot_bytes: 8 << 30,
@@ -76,6 +80,18 @@ impl RaftConfig {
         if self.snapshot_chunk_bytes == 0 || self.max_append_bytes == 0 || self.max_apply_bytes == 0
         {
             return Err(ConfigError::Invalid("byte limits must be positive"));
+        }
+        if self.max_append_entries == 0
+            || self.max_append_entries > limits::RAFT_ENTRIES_PER_APPEND_MAX
+        {
+            return Err(ConfigError::Invalid(
+                "max_append_entries must be between 1 and RAFT_ENTRIES_PER_APPEND_MAX",
+            ));
+        }
+        if self.snapshot_chunk_bytes > limits::SNAPSHOT_CHUNK_BYTES_MAX as u64 {
+            return Err(ConfigError::Invalid(
+                "snapshot_chunk_bytes must not exceed SNAPSHOT_CHUNK_BYTES_MAX",
+            ));
         }
         if self.max_pending_reads == 0 {
             return Err(ConfigError::Invalid("max_pending_reads must be at least 1"));

@@ -230,7 +230,10 @@ impl RaftCore {
             if next > self.log.last_index() {
                 Some(Vec::new())
             } else {
-                self.log.slice(next, self.log.last_index(), self.config.max_append_bytes)
+                // Cut at the byte budget and at the wire's entry count, whichever comes first.
+                let room = self.config.max_append_entries.saturating_sub(1) as u64;
+                let last = self.log.last_index().min(LogIndex(next.0.saturating_add(room)));
+                self.log.slice(next, last, self.config.max_append_bytes)
             },
         ) else {
             // RAFT-8: the follower needs entries we compacted: send our current snapshot. The

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use decree_types::{DetRng, LogIndex, NodeId, Term};
+use decree_types::{limits, DetRng, LogIndex, NodeId, Term};
 
 use crate::core::{RaftConfig, RaftCore, Restored, Role};
 use crate::msg::{Entry, EntryPayload, HardState, Message, SnapshotMeta};
@@ -343,6 +343,11 @@ impl Cluster {
     /// Delivers one message; returns a line describing a drop or an ignored message.
     pub(crate) fn deliver(&mut self, m: InFlight) -> String {
         let mut out = String::new();
+        if let Message::AppendEntries { entries, .. } = &m.msg {
+            // The wire refuses longer appends: a leader must never build one.
+            let max = self.config.max_append_entries.min(limits::RAFT_ENTRIES_PER_APPEND_MAX);
+            assert!(entries.len() <= max, "an append of {} entries (max {max})", entries.len());
+        }
         if self.trace_delivery {
             let _ = writeln!(out, "  {}->{} {}", m.from.0, m.to.0, render_msg(&m.msg));
         }

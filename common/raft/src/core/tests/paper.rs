@@ -695,6 +695,54 @@ fn raft_3_pending_reads_fail_when_leadership_is_lost() {
     assert_eq!(lone.read_index(0, 1), Err(ReadIndexError::NoLeader));
 }
 
+/// A follower far behind gets the entries it lacks in appends the wire accepts: cut at the
+/// entry count as well as at the byte budget (tiny entries would otherwise fit thousands more
+/// into one append than `RAFT_ENTRIES_PER_APPEND_MAX`, which the encoder refuses, and the
+/// follower would never catch up). The harness checks every delivered append against it.
+#[test]
+fn raft_5_3_appends_to_a_lagging_follower_respect_the_entry_count_bound() {
+    let mut c = Cluster::new(3, test_config());
+    c.elect(1);
+    c.isolate(n(3));
+    let count = decree_types::limits::RAFT_ENTRIES_PER_APPEND_MAX + 1000;
+    for i in 0..count {
+        c.propose(1, &format!("{i}"));
+    }
+    c.stabilize(None);
+    c.heal();
+    c.run_for(1000);
+    let last = c.core(1).last_index();
+    assert!(last.0 > count as u64);
+    assert_eq!(c.core(3).commit_index(), last, "n3 caught up");
+
+    // A smaller configured count is honoured too.
+    let mut config = test_config();
+    config.max_append_entries = 7;
+    let mut c = Cluster::new(3, config);
+    c.elect(1);
+    c.isolate(n(3));
+    for i in 0..40 {
+        c.propose(1, &format!("{i}"));
+    }
+    c.stabilize(None);
+    c.heal();
+    c.run_for(1000);
+    assert_eq!(c.core(3).commit_index(), c.core(1).last_index());
+}
+
+#[test]
+fn config_refuses_append_counts_and_chunks_over_the_wire_bounds() {
+    let mut config = test_config();
+    config.max_append_entries = decree_types::limits::RAFT_ENTRIES_PER_APPEND_MAX + 1;
+    assert!(config.validate().is_err());
+    config.max_append_entries = 0;
+    assert!(config.validate().is_err());
+    let mut config = test_config();
+    config.snapshot_chunk_bytes = decree_types::limits::SNAPSHOT_CHUNK_BYTES_MAX as u64 + 1;
+    assert!(config.validate().is_err());
+    assert!(test_config().validate().is_ok());
+}
+
 // ----- RAFT-8: snapshots -----
 
 #[test]
