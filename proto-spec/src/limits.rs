@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use decree_types::limits::{
     KEY_BYTES_MAX, RAFT_BATCH_MESSAGES_MAX, RAFT_ENTRIES_PER_APPEND_MAX, SNAPSHOT_CHUNK_BYTES_MAX,
-    VALUE_BYTES_MAX,
+    VALUE_BYTES_MAX, VOTERS_MAX,
 };
 
 /// Most writes (puts and deletes) in one transaction, summed over its groups: the
@@ -36,8 +36,6 @@ pub const RANGES_MAX: usize = 65_536;
 pub const GROUPS_REPORTED_MAX: usize = 65_536;
 /// Most in-doubt transactions in one cluster-status reply; the reply says how many more exist.
 pub const IN_DOUBT_REPORTED_MAX: usize = 10_000;
-/// Most voters in a snapshot's configuration.
-pub const VOTERS_MAX: usize = 64;
 /// Longest node address (`host:port`) in bytes.
 pub const ADDR_BYTES_MAX: usize = 256;
 /// Longest human-readable detail in an error reply, in bytes.

@@ -288,6 +288,9 @@ impl RaftCore {
         if voters.is_empty() {
             return Err(RestoreError::NoVoters);
         }
+        if voters.len() > decree_types::limits::VOTERS_MAX {
+            return Err(RestoreError::TooManyVoters(voters.len()));
+        }
         let Restored { hard_state, snapshot, entries, applied } = restored;
         let (snap_index, snap_term) = match &snapshot {
             Some((meta, _)) if meta.last_index == LogIndex(0) => {

@@ -91,6 +91,10 @@ pub const RAFT_ENTRIES_PER_APPEND_MAX: usize = 4_096;
 /// configured chunk size must not exceed it).
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 8 * 1024 * 1024;
 
+/// Voting members of one Raft group. 64: groups have 3 or 5 voters (DESIGN.md §3); the bound
+/// keeps a snapshot's configuration, which travels on the wire, small.
+pub const VOTERS_MAX: usize = 64;
+
 /// Raft messages of different groups in one envelope between two nodes (the coalesced
 /// heartbeats, acknowledgements and votes of one driver iteration, DESIGN.md §6). 4096: a node
 /// hosts far fewer groups than that, each sending a handful of such messages per iteration to

@@ -137,6 +137,9 @@ pub enum RestoreError {
     /// No voters.
     #[error("the voter set is empty")]
     NoVoters,
+    /// More voters than `limits::VOTERS_MAX` (a snapshot of this group could not be sent).
+    #[error("{0} voters; a group has at most VOTERS_MAX")]
+    TooManyVoters(usize),
     /// The recovered entries have a hole or are out of order.
     #[error("recovered entries are not contiguous: expected index {expected}, found {found}")]
     EntriesNotContiguous {

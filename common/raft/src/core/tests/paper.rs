@@ -509,6 +509,9 @@ fn raft_1_restore_refuses_an_inconsistent_log() {
     );
     let none = RaftCore::new(cfg(), n(1), vec![], Restored::default(), DetRng::new(1), 0);
     assert_eq!(none.err(), Some(RestoreError::NoVoters));
+    let crowd: Vec<NodeId> = (1..=decree_types::limits::VOTERS_MAX as u64 + 1).map(n).collect();
+    let crowded = RaftCore::new(cfg(), n(1), crowd, Restored::default(), DetRng::new(1), 0);
+    assert_eq!(crowded.err(), Some(RestoreError::TooManyVoters(65)));
     let mut bad = test_config();
     bad.election_timeout_max = bad.election_timeout_min;
     assert!(matches!(
