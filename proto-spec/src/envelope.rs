@@ -7,6 +7,7 @@
 //!          | Response { request_id, response: Response }         -- the answer
 //!          | Error    { in_reply_to: Option<RequestId>, error }  -- the refusal
 //!          | RaftBatch(Vec<(GroupId, RaftMessage)>)            -- node <-> node, many groups
+//!          | ClockProbe { sent_pt } | ClockEcho { sent_pt, remote_pt }  -- node <-> node, HLC-6
 //! ```
 //!
 //! - `from` is the sending node. The transport checks it against the peer's TLS certificate;
@@ -93,6 +94,22 @@ pub enum Payload {
     /// heartbeats): `(group, message)` pairs, in send order, at most
     /// [`crate::limits::RAFT_BATCH_MESSAGES_MAX`]. The envelope's `group` is [`NODE_GROUP`].
     RaftBatch(#[serde(deserialize_with = "raft::deserialize_batch")] RaftBatch),
+    /// HLC-6, node -> node on the node stream: "what does your physical clock read?"
+    /// `sent_pt` is the asker's physical clock (ns since the Unix epoch) when it asked; the
+    /// peer answers at once with [`Payload::ClockEcho`].
+    ClockProbe {
+        /// The asker's physical time at sending.
+        sent_pt: u64,
+    },
+    /// HLC-6: the answer to a [`Payload::ClockProbe`]: its `sent_pt`, and the answering node's
+    /// physical clock when it answered. The asker brackets `remote_pt` between `sent_pt` and
+    /// its own time of arrival: one offset measurement with half the round trip as uncertainty.
+    ClockEcho {
+        /// The probe's `sent_pt`, echoed.
+        sent_pt: u64,
+        /// The answering node's physical time.
+        remote_pt: u64,
+    },
 }
 
 /// Every request (protocol.md §3.1, DESIGN.md §9).
@@ -162,6 +179,7 @@ impl Envelope {
             Payload::Response { response, .. } => response.validate(),
             Payload::Error { error, .. } => error.validate(),
             Payload::RaftBatch(batch) => raft::validate_batch(batch),
+            Payload::ClockProbe { .. } | Payload::ClockEcho { .. } => Ok(()),
         }
     }
 
@@ -180,7 +198,9 @@ impl Payload {
             Payload::Raft(_)
             | Payload::Response { .. }
             | Payload::Error { .. }
-            | Payload::RaftBatch(_) => None,
+            | Payload::RaftBatch(_)
+            | Payload::ClockProbe { .. }
+            | Payload::ClockEcho { .. } => None,
         }
     }
 
@@ -193,6 +213,8 @@ impl Payload {
             Payload::Response { response, .. } => response.kind(),
             Payload::Error { error, .. } => error.kind(),
             Payload::RaftBatch(_) => RAFT_BATCH_KIND,
+            Payload::ClockProbe { .. } => CLOCK_PROBE_KIND,
+            Payload::ClockEcho { .. } => CLOCK_ECHO_KIND,
         }
     }
 }
@@ -304,6 +326,10 @@ pub const RESPONSE_KINDS: &[&str] = &[
 
 /// The name [`Payload::kind`] gives a [`Payload::RaftBatch`].
 pub const RAFT_BATCH_KIND: &str = "RaftBatch";
+/// The name [`Payload::kind`] gives a [`Payload::ClockProbe`].
+pub const CLOCK_PROBE_KIND: &str = "ClockProbe";
+/// The name [`Payload::kind`] gives a [`Payload::ClockEcho`].
+pub const CLOCK_ECHO_KIND: &str = "ClockEcho";
 
 /// Every name [`Payload::kind`] can return, family by family.
 pub fn all_kinds() -> Vec<&'static str> {
@@ -313,5 +339,7 @@ pub fn all_kinds() -> Vec<&'static str> {
     kinds.extend_from_slice(RESPONSE_KINDS);
     kinds.extend_from_slice(crate::error::KINDS);
     kinds.push(RAFT_BATCH_KIND);
+    kinds.push(CLOCK_PROBE_KIND);
+    kinds.push(CLOCK_ECHO_KIND);
     kinds
 }

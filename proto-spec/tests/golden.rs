@@ -517,6 +517,13 @@ fn samples() -> Vec<(String, Envelope)> {
         "RaftBatch".to_string(),
         Envelope { group: NODE_GROUP, ..envelope(Payload::RaftBatch(batch)) },
     ));
+    let probe = Payload::ClockProbe { sent_pt: 1_795_400_000_123_456_789 };
+    samples.push(("ClockProbe".to_string(), Envelope { group: NODE_GROUP, ..envelope(probe) }));
+    let echo = Payload::ClockEcho {
+        sent_pt: 1_795_400_000_123_456_789,
+        remote_pt: 1_795_400_000_223_456_789,
+    };
+    samples.push(("ClockEcho".to_string(), Envelope { group: NODE_GROUP, ..envelope(echo) }));
     samples
 }
 

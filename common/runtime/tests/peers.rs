@@ -229,3 +229,74 @@ async fn bad_raft_batches_are_refused_and_counted_and_the_endpoint_keeps_serving
     }
     assert_eq!(b.stats().refused_streams, 0, "refusals are per envelope; streams stay open");
 }
+
+/// HLC-6 end to end over QUIC: each node asks its peers for their physical clocks every tick
+/// (`ClockProbe` / `ClockEcho` on the node stream) and measures the offsets. A node whose
+/// clock is 500 ms ahead — beyond the tolerated 0.8 × 250 = 200 ms, and so far that HLC-3
+/// makes its peers refuse its Raft traffic, which is why clock traffic is measured before
+/// that check — finds both peers far away and must stop; the two healthy nodes each see one
+/// peer of two far away, not a majority, and carry on. (The margin is wide so that a slow
+/// round trip on a loaded machine, whose half is the measurement's uncertainty, cannot blur
+/// the verdict.)
+#[tokio::test]
+async fn hlc_6_a_node_whose_clock_is_off_from_the_majority_stops_and_the_others_carry_on() {
+    let ca = ClusterCa::generate().unwrap();
+    let mut nodes: Vec<(Transport, mpsc::Receiver<InboundMessage>)> =
+        (1..=3).map(|id| start(ca.issue_node(NodeId(id)).unwrap())).collect();
+    for i in 0..3 {
+        for j in 0..3 {
+            if i != j {
+                let addr = nodes[j].0.local_addr().unwrap();
+                nodes[i].0.add_peer(NodeId(j as u64 + 1), addr);
+            }
+        }
+    }
+    let skew = |ahead_ns: u64| -> std::sync::Arc<dyn Fn() -> u64 + Send + Sync> {
+        std::sync::Arc::new(move || wall_clock_ns() + ahead_ns)
+    };
+    let mut peers: Vec<QuicPeers> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (t, _))| {
+            let ahead = if i == 2 { 500_000_000 } else { 0 };
+            QuicPeers::with_clock(t.clone(), NodeId(i as u64 + 1), skew(ahead))
+        })
+        .collect();
+
+    // Phase 1: every node talks to both others (an empty batch is enough to know a peer),
+    // then one tick probes them all.
+    for (i, p) in peers.iter_mut().enumerate() {
+        for j in (1..=3).filter(|&j| j != i as u64 + 1) {
+            p.send(NodeId(j), Vec::new());
+        }
+        assert!(p.probe_and_check_clocks().is_ok(), "no measurement yet: no verdict");
+    }
+
+    // Phase 2: deliver probes and echoes until every node measured both peers.
+    let mut out = Vec::new();
+    for _ in 0..2000 {
+        for (i, (_, inbound)) in nodes.iter_mut().enumerate() {
+            while let Ok(frame) = inbound.try_recv() {
+                peers[i].decode(frame, &mut out);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let measured = (0..3).all(|i| {
+            (1..=3u64)
+                .filter(|&j| j != i as u64 + 1)
+                .all(|j| peers[i].clock_offset(NodeId(j)).is_some())
+        });
+        if measured {
+            break;
+        }
+    }
+    assert!(out.is_empty(), "clock traffic carries no Raft messages");
+    let m = peers[0].clock_offset(NodeId(3)).expect("n1 measured n3");
+    assert!(m.offset_ns > 400_000_000 && m.offset_ns < 600_000_000, "{m:?}");
+
+    // Phase 3: the verdicts.
+    let err = peers[2].probe_and_check_clocks().expect_err("n3 is off from both peers");
+    assert!(err.to_string().contains("HLC-6"), "{err}");
+    assert!(peers[0].probe_and_check_clocks().is_ok(), "one far peer of two is no majority");
+    assert!(peers[1].probe_and_check_clocks().is_ok());
+}

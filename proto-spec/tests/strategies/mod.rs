@@ -406,6 +406,9 @@ pub fn payload() -> impl Strategy<Value = Payload> {
         (option::of(request_id()), error_response())
             .prop_map(|(in_reply_to, error)| Payload::Error { in_reply_to, error }),
         vec((group(), raft_message()), 0..8).prop_map(Payload::RaftBatch),
+        any::<u64>().prop_map(|sent_pt| Payload::ClockProbe { sent_pt }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(sent_pt, remote_pt)| Payload::ClockEcho { sent_pt, remote_pt }),
     ]
 }
 

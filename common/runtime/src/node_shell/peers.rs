@@ -25,6 +25,15 @@
 //! stale acknowledgements; the simulator delivers batches out of order to keep it so), so
 //! nothing here restores an order.
 //!
+//! # Clock offsets (HLC-6)
+//!
+//! Every tick, [`QuicPeers::probe_and_check_clocks`] sends each peer the node talks to a
+//! `ClockProbe` (at most once per heartbeat interval) and checks the offsets measured so far;
+//! the peer answers at once with a `ClockEcho`, which becomes one measurement in the
+//! [`OffsetMonitor`]. A node certainly more than `0.8 × max_offset` from a strict majority of
+//! its peers gets an error, and the shell stops it. Probes and echoes bypass the HLC-3 check:
+//! a node whose clock lags must still measure the peers whose traffic HLC-3 makes it refuse.
+//!
 //! On receipt, an envelope is accepted only if its claimed sender is the node its certificate
 //! names, it travels on the stream its kind belongs on (a `RaftBatch` on the node stream, a
 //! `Raft` on its group's stream) and its clock reading is within the offset bound; the clock
@@ -38,7 +47,8 @@ use decree_proto::limits::RAFT_BATCH_MESSAGES_MAX;
 use decree_proto::{decode_body, encode_body};
 use decree_raft::msg::Message;
 use decree_raft::node::Transport as NodeTransport;
-use decree_types::{GroupId, Hlc, NodeId};
+use decree_types::limits::{HEARTBEAT_INTERVAL_MS, NS_PER_MS, OFFSET_MEASUREMENT_TTL_MS};
+use decree_types::{GroupId, Hlc, NodeId, OffsetError, OffsetMeasurement, OffsetMonitor};
 
 use super::run::{PeerLink, PeerMessage};
 use crate::transport::{InboundMessage, SendError, Transport};
@@ -69,12 +79,23 @@ pub fn is_bulk(message: &Message) -> bool {
     }
 }
 
-/// Peers over QUIC. Owned by the shell task (it holds the node's HLC).
-#[derive(Debug)]
+/// How often each peer is asked for its clock (HLC-6): every heartbeat interval.
+pub const CLOCK_PROBE_INTERVAL_NS: u64 = HEARTBEAT_INTERVAL_MS * NS_PER_MS;
+
+/// The physical clock, in nanoseconds since the Unix epoch (injectable for tests).
+pub type PhysicalClockFn = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Peers over QUIC. Owned by the shell task (it holds the node's HLC and its offset monitor).
 pub struct QuicPeers {
     transport: Transport,
     me: NodeId,
     hlc: Hlc,
+    clock: PhysicalClockFn,
+    /// HLC-6: the latest clock offset measured to each peer.
+    offsets: OffsetMonitor,
+    /// Every peer the node has sent to, and when it was last asked for its clock (our
+    /// physical time; 0: never).
+    last_probe: std::collections::BTreeMap<NodeId, u64>,
     /// Raft messages not handed to the transport, or refused by it (full queue, unknown
     /// peer): Raft retransmits.
     pub dropped: u64,
@@ -86,7 +107,49 @@ pub struct QuicPeers {
 impl QuicPeers {
     /// Peers reached through `transport`, as node `me`.
     pub fn new(transport: Transport, me: NodeId) -> Self {
-        QuicPeers { transport, me, hlc: Hlc::new(MAX_CLOCK_OFFSET_NS), dropped: 0, refused: 0 }
+        Self::with_clock(transport, me, std::sync::Arc::new(wall_clock_ns))
+    }
+
+    /// Like [`QuicPeers::new`], reading physical time from `clock` (tests skew it).
+    pub fn with_clock(transport: Transport, me: NodeId, clock: PhysicalClockFn) -> Self {
+        QuicPeers {
+            transport,
+            me,
+            hlc: Hlc::new(MAX_CLOCK_OFFSET_NS),
+            clock,
+            offsets: OffsetMonitor::new(MAX_CLOCK_OFFSET_NS, OFFSET_MEASUREMENT_TTL_MS * NS_PER_MS),
+            last_probe: std::collections::BTreeMap::new(),
+            dropped: 0,
+            refused: 0,
+        }
+    }
+
+    /// HLC-6: `Err` (fatal for the node) if this node's clock is certainly more than
+    /// `0.8 × max_offset` from a strict majority of the peers it measured recently.
+    pub fn check_clock_offsets(&self) -> Result<(), OffsetError> {
+        self.offsets.check((self.clock)())
+    }
+
+    /// The latest offset measured to `peer`, if any.
+    pub fn clock_offset(&self, peer: NodeId) -> Option<OffsetMeasurement> {
+        self.offsets.measurement(peer).copied()
+    }
+
+    /// HLC-6, once per shell tick: asks every peer the node talks to for its clock, at most
+    /// once per [`CLOCK_PROBE_INTERVAL_NS`], then checks the offsets measured so far.
+    pub fn probe_and_check_clocks(&mut self) -> Result<(), OffsetError> {
+        let now = (self.clock)();
+        let due: Vec<NodeId> = self
+            .last_probe
+            .iter()
+            .filter(|(_, &last)| last == 0 || now.saturating_sub(last) >= CLOCK_PROBE_INTERVAL_NS)
+            .map(|(&peer, _)| peer)
+            .collect();
+        for peer in due {
+            self.last_probe.insert(peer, now.max(1));
+            self.send_envelope(peer, NODE_GROUP, Payload::ClockProbe { sent_pt: now }, 0);
+        }
+        self.offsets.check(now)
     }
 
     /// Decodes one inbound frame body and appends the Raft messages it carries to `out`: one
@@ -117,7 +180,9 @@ impl QuicPeers {
         let node_stream = inbound.group == NODE_GROUP;
         let on_its_stream = match &envelope.payload {
             Payload::Raft(_) => !node_stream,
-            Payload::RaftBatch(_) => node_stream,
+            Payload::RaftBatch(_) | Payload::ClockProbe { .. } | Payload::ClockEcho { .. } => {
+                node_stream
+            }
             Payload::Request { .. } | Payload::Response { .. } | Payload::Error { .. } => false,
         };
         if !on_its_stream {
@@ -126,9 +191,28 @@ impl QuicPeers {
             tracing::warn!(from = %inbound.from, group = %inbound.group, %kind, "payload does not belong on this stream; dropped");
             return;
         }
+        // HLC-6 traffic carries physical readings, no protocol timestamps, and is handled
+        // before the HLC-3 check: a node whose clock lags must still measure the peers that
+        // HLC-3 makes it refuse, or it would never learn that it is the one that is off.
+        match envelope.payload {
+            Payload::ClockProbe { sent_pt } => {
+                let echo = Payload::ClockEcho { sent_pt, remote_pt: (self.clock)() };
+                self.send_envelope(envelope.from, NODE_GROUP, echo, 0);
+                return;
+            }
+            Payload::ClockEcho { sent_pt, remote_pt } => {
+                let now = (self.clock)();
+                match OffsetMeasurement::from_round_trip(sent_pt, remote_pt, now) {
+                    Some(m) => self.offsets.record(envelope.from, m),
+                    None => self.refused += 1,
+                }
+                return;
+            }
+            _ => {}
+        }
         // HLC-2/HLC-3: absorb the sender's clock once per envelope, or refuse a reading too far
         // ahead (and with it every message of a batch).
-        if let Err(e) = self.hlc.update(wall_clock_ns(), envelope.sender_clock) {
+        if let Err(e) = self.hlc.update((self.clock)(), envelope.sender_clock) {
             self.refused += 1;
             tracing::warn!(from = %inbound.from, "{e}");
             return;
@@ -145,8 +229,12 @@ impl QuicPeers {
                     message,
                 }))
             }
-            // Refused above.
-            Payload::Request { .. } | Payload::Response { .. } | Payload::Error { .. } => {}
+            // Refused or handled above.
+            Payload::Request { .. }
+            | Payload::Response { .. }
+            | Payload::Error { .. }
+            | Payload::ClockProbe { .. }
+            | Payload::ClockEcho { .. } => {}
         }
     }
 
@@ -154,7 +242,7 @@ impl QuicPeers {
     /// stream of `group` to `to`. HLC-4: the clock is read once the payload is complete.
     fn send_envelope(&mut self, to: NodeId, group: GroupId, payload: Payload, count: u64) {
         let envelope =
-            Envelope { from: self.me, group, sender_clock: self.hlc.now(wall_clock_ns()), payload };
+            Envelope { from: self.me, group, sender_clock: self.hlc.now((self.clock)()), payload };
         let body = match encode_body(&envelope) {
             Ok(b) => b,
             Err(e) => {
@@ -196,11 +284,28 @@ impl NodeTransport for QuicPeers {
             self.send_envelope(to, NODE_GROUP, Payload::RaftBatch(small), count);
             small = rest;
         }
+        self.last_probe.entry(to).or_insert(0);
+    }
+}
+
+impl std::fmt::Debug for QuicPeers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicPeers")
+            .field("me", &self.me)
+            .field("hlc", &self.hlc)
+            .field("offsets", &self.offsets)
+            .field("dropped", &self.dropped)
+            .field("refused", &self.refused)
+            .finish_non_exhaustive()
     }
 }
 
 impl PeerLink for QuicPeers {
     type Inbound = InboundMessage;
+
+    fn on_tick(&mut self) -> Result<(), String> {
+        self.probe_and_check_clocks().map_err(|e| e.to_string())
+    }
 
     fn receive(&mut self, inbound: InboundMessage, out: &mut Vec<PeerMessage>) {
         self.decode(inbound, out);

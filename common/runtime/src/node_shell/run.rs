@@ -55,6 +55,13 @@ pub trait PeerLink: Transport {
     /// none if it is refused (the link logs why), one, or — for a coalesced batch of many
     /// groups' messages — one per group message, in order. Total: never panics on peer input.
     fn receive(&mut self, inbound: Self::Inbound, out: &mut Vec<PeerMessage>);
+
+    /// Called every tick (HLC-6: probe the peers' clocks, check the offsets). `Err` says why
+    /// this node's clock can no longer be trusted, and the shell stops the node. A link that
+    /// measures no clocks has nothing to do.
+    fn on_tick(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The way into the shell task for RPC handlers. Cheap to clone.
@@ -261,6 +268,10 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
 
             // 3. Tick when the period is up.
             if busy_from >= next_tick {
+                if let Err(e) = self.peers.inner.on_tick() {
+                    tracing::error!("{e}");
+                    break Err(ShellError::Fatal(e));
+                }
                 self.node.tick(self.now_ns());
                 next_tick = busy_from + self.config.tick;
             }

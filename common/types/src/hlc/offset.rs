@@ -5,9 +5,10 @@
 //! readings too far ahead, but a node whose own clock drifts away from the cluster must notice
 //! and stop itself before the bound is broken. [`OffsetMonitor`] does the bookkeeping:
 //!
-//! 1. On every heartbeat round trip to a peer, the shell notes its physical time when sending
-//!    (`send_pt`) and receiving the reply (`recv_pt`); the reply carries the peer's physical
-//!    clock reading (`remote_pt`). [`OffsetMeasurement::from_round_trip`] estimates
+//! 1. Once per heartbeat interval the node shell asks each peer for its clock (a
+//!    `ClockProbe` carrying its physical time `send_pt`, answered at once by a `ClockEcho`
+//!    carrying the peer's physical clock reading `remote_pt`; `decree_runtime`'s
+//!    `node_shell::peers`), and notes its physical time when the reply arrives (`recv_pt`). [`OffsetMeasurement::from_round_trip`] estimates
 //!    `offset = remote_pt - (send_pt + rtt/2)` with uncertainty `rtt/2`: the peer read its
 //!    clock at some instant within the round trip, and we assume the middle.
 //! 2. The shell [`OffsetMonitor::record`]s it under the peer's [`NodeId`].
