@@ -37,6 +37,15 @@ pub struct HardState {
     pub commit: LogIndex,
 }
 
+impl HardState {
+    /// Does `self` change the term or the vote of `old` (as opposed to at most the commit
+    /// index)? Only such a change must be durable before an acknowledgement (RAFT-1); the
+    /// commit index is an optimisation to persist.
+    pub fn changes_term_or_vote(&self, old: &HardState) -> bool {
+        self.term != old.term || self.vote != old.vote
+    }
+}
+
 /// Describes the prefix of the log a snapshot replaces.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotMeta {

@@ -307,8 +307,6 @@ struct Replica {
     core: RaftCore,
     /// Reads whose index the state machine has not applied yet.
     waiting_reads: Vec<(u64, LogIndex)>,
-    /// The last hard state handed to the WAL (durable once the iteration's sync succeeds).
-    written_hard_state: HardState,
 }
 
 impl<D: Disk> Node<D> {
@@ -332,7 +330,6 @@ impl<D: Disk> Node<D> {
             if let Some((meta, data)) = &state.snapshot {
                 pending.push(Output::Restore { group, meta: meta.clone(), data: data.clone() });
             }
-            let written_hard_state = state.hard_state;
             let restored = Restored {
                 hard_state: state.hard_state,
                 snapshot: state.snapshot,
@@ -341,7 +338,7 @@ impl<D: Disk> Node<D> {
             };
             let core = RaftCore::new(config.raft.clone(), id, voters, restored, rng.fork(), now_ns)
                 .map_err(|error| Fatal::Restore { group, error })?;
-            replicas.insert(group, Replica { core, waiting_reads: Vec::new(), written_hard_state });
+            replicas.insert(group, Replica { core, waiting_reads: Vec::new() });
         }
         Ok(Node { id, wal, groups: replicas, pending, stopped: None })
     }
@@ -549,11 +546,10 @@ impl<D: Disk> Node<D> {
         // Step 2: messages that acknowledge nothing durable. If nothing needs an fsync they
         // wait and leave with the step-5 batch, so each peer gets one send.
         let needs_fsync = readies.iter().any(|(group, r)| {
-            let written = self.groups.get(group).map(|g| g.written_hard_state);
-            let term_or_vote = r.hard_state.is_some_and(|hs| {
-                written.is_none_or(|old| hs.term != old.term || hs.vote != old.vote)
-            });
-            term_or_vote || r.snapshot.is_some() || !r.entries.is_empty()
+            let old = self.wal.hard_state(*group);
+            r.hard_state.is_some_and(|hs| hs.changes_term_or_vote(&old))
+                || r.snapshot.is_some()
+                || !r.entries.is_empty()
         });
         let mut batches: BTreeMap<NodeId, Batch> = BTreeMap::new();
         for (group, ready) in &mut readies {
@@ -598,17 +594,8 @@ impl<D: Disk> Node<D> {
         //   d. the new commit index — never durable before the entries it covers, or a
         //      restart could apply a stale entry that the lost write was replacing (INV-R5).
         for (group, ready) in &readies {
-            // Invariant: `readies` was built from `self.groups`, which has not changed since.
-            let r = self.groups.get_mut(group).expect("ready came from a hosted group");
-            let Some(hs) = ready.hard_state else {
-                if let Some((meta, data)) = &ready.snapshot {
-                    self.wal.save_snapshot(*group, meta.clone(), data)?;
-                }
-                self.wal.append(*group, &ready.entries)?;
-                continue;
-            };
-            let old = r.written_hard_state;
-            if hs.term != old.term || hs.vote != old.vote {
+            let old = self.wal.hard_state(*group);
+            if let Some(hs) = ready.hard_state.filter(|hs| hs.changes_term_or_vote(&old)) {
                 let commit = hs.commit.min(old.commit);
                 self.wal.set_hard_state(*group, HardState { commit, ..hs })?;
             }
@@ -616,8 +603,9 @@ impl<D: Disk> Node<D> {
                 self.wal.save_snapshot(*group, meta.clone(), data)?;
             }
             self.wal.append(*group, &ready.entries)?;
-            self.wal.set_hard_state(*group, hs)?;
-            r.written_hard_state = hs;
+            if let Some(hs) = ready.hard_state {
+                self.wal.set_hard_state(*group, hs)?;
+            }
         }
 
         // Step 4: one fsync for all groups, unless only commit indexes changed (the WAL

@@ -376,6 +376,11 @@ impl<D: Disk> Wal<D> {
         Ok(())
     }
 
+    /// The last hard state recorded for `group` (default if none), durable or not.
+    pub fn hard_state(&self, group: GroupId) -> HardState {
+        self.groups.get(&group).map(|g| g.hard_state).unwrap_or_default()
+    }
+
     /// Records `group`'s new hard state (durable at the next [`Wal::sync`]). A change of the
     /// commit index alone does not make [`Wal::sync_for_ack`] fsync; see there.
     pub fn set_hard_state(
@@ -384,7 +389,7 @@ impl<D: Disk> Wal<D> {
         hard_state: HardState,
     ) -> Result<(), WalError> {
         self.check_poisoned()?;
-        let old = self.groups.get(&group).map(|g| g.hard_state).unwrap_or_default();
+        let old = self.hard_state(group);
         if old == hard_state {
             return Ok(());
         }
@@ -394,10 +399,10 @@ impl<D: Disk> Wal<D> {
         }
         // Persisting the commit index is an optimisation only (a restarted replica relearns
         // it from its leader), so a commit-only change need not hold up an acknowledgement.
-        let durability = if hard_state.term == old.term && hard_state.vote == old.vote {
-            Durability::Lazy
-        } else {
+        let durability = if hard_state.changes_term_or_vote(&old) {
             Durability::BeforeAck
+        } else {
+            Durability::Lazy
         };
         self.push_record(&record::encode_hard_state(group, &hard_state), None, durability);
         self.groups.entry(group).or_default().hard_state = hard_state;

@@ -12,7 +12,7 @@ use decree_proto::limits::RAFT_BATCH_MESSAGES_MAX;
 use decree_proto::{encode_body, Request, RequestId};
 use decree_raft::msg::{Entry, EntryPayload, Message};
 use decree_raft::node::Transport as NodeTransport;
-use decree_runtime::node_shell::peers::{wall_clock_ns, QuicPeers};
+use decree_runtime::node_shell::peers::{wall_clock_ns, QuicPeers, CLOCK_PROBE_INTERVAL_NS};
 use decree_runtime::node_shell::run::PeerMessage;
 use decree_runtime::{ClusterCa, Identity, InboundMessage, Transport, TransportConfig};
 use decree_types::{GroupId, HlcTimestamp, LogIndex, NodeId, Term};
@@ -294,7 +294,8 @@ async fn hlc_6_a_node_whose_clock_is_off_from_the_majority_stops_and_the_others_
     let m = peers[0].clock_offset(NodeId(3)).expect("n1 measured n3");
     assert!(m.offset_ns > 400_000_000 && m.offset_ns < 600_000_000, "{m:?}");
 
-    // Phase 3: the verdicts.
+    // Phase 3: at the next round of probes, the verdicts on what the last round measured.
+    tokio::time::sleep(Duration::from_nanos(CLOCK_PROBE_INTERVAL_NS)).await;
     let err = peers[2].probe_and_check_clocks().expect_err("n3 is off from both peers");
     assert!(err.to_string().contains("HLC-6"), "{err}");
     assert!(peers[0].probe_and_check_clocks().is_ok(), "one far peer of two is no majority");

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use decree_types::{limits, LogIndex, NodeId, Term};
 
-/// Tuning of one Raft replica. Defaults follow DESIGN.md §10.
+/// Tuning of one Raft replica. Defaults are the named bounds of `decree_types::limits`
+/// (DESIGN.md §10).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RaftConfig {
     /// A leader sends a heartbeat to each follower this often.
@@ -41,14 +42,14 @@ pub struct RaftConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(1000),
-            election_timeout_max: Duration::from_millis(2000),
-            max_inflight_appends: 64,
-            max_append_bytes: 1 << 20,
+            heartbeat_interval: Duration::from_millis(limits::HEARTBEAT_INTERVAL_MS),
+            election_timeout_min: Duration::from_millis(limits::ELECTION_TIMEOUT_MIN_MS),
+            election_timeout_max: Duration::from_millis(limits::ELECTION_TIMEOUT_MAX_MS),
+            max_inflight_appends: limits::APPEND_ENTRIES_IN_FLIGHT_MAX,
+            max_append_bytes: limits::APPEND_ENTRIES_BYTES_MAX as u64,
             max_append_entries: limits::RAFT_ENTRIES_PER_APPEND_MAX,
             max_apply_bytes: 16 << 20,
-            snapshot_chunk_bytes: 1 << 20,
+            snapshot_chunk_bytes: limits::SNAPSHOT_CHUNK_BYTES as u64,
             max_snapshot_bytes: 8 << 30,
             max_uncommitted_bytes: 64 << 20,
             max_pending_reads: 4096,

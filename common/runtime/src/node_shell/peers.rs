@@ -47,14 +47,13 @@ use decree_proto::limits::RAFT_BATCH_MESSAGES_MAX;
 use decree_proto::{decode_body, encode_body};
 use decree_raft::msg::Message;
 use decree_raft::node::Transport as NodeTransport;
-use decree_types::limits::{HEARTBEAT_INTERVAL_MS, NS_PER_MS, OFFSET_MEASUREMENT_TTL_MS};
+use decree_types::limits::{
+    HEARTBEAT_INTERVAL_MS, MAX_OFFSET_NS, NS_PER_MS, OFFSET_MEASUREMENT_TTL_MS,
+};
 use decree_types::{GroupId, Hlc, NodeId, OffsetError, OffsetMeasurement, OffsetMonitor};
 
 use super::run::{PeerLink, PeerMessage};
 use crate::transport::{InboundMessage, SendError, Transport};
-
-/// Largest tolerated clock offset between nodes (DESIGN.md §10: 250 ms), in nanoseconds.
-pub const MAX_CLOCK_OFFSET_NS: u64 = 250_000_000;
 
 /// The wall clock, in nanoseconds since the Unix epoch (0 if the clock is before 1970).
 pub fn wall_clock_ns() -> u64 {
@@ -93,9 +92,10 @@ pub struct QuicPeers {
     clock: PhysicalClockFn,
     /// HLC-6: the latest clock offset measured to each peer.
     offsets: OffsetMonitor,
-    /// Every peer the node has sent to, and when it was last asked for its clock (our
-    /// physical time; 0: never).
-    last_probe: std::collections::BTreeMap<NodeId, u64>,
+    /// Every peer the node sends Raft traffic to: the peers whose clocks it measures.
+    known: std::collections::BTreeSet<NodeId>,
+    /// Our physical time at which the next round of probes is due (0: at the first tick).
+    next_probe_ns: u64,
     /// Raft messages not handed to the transport, or refused by it (full queue, unknown
     /// peer): Raft retransmits.
     pub dropped: u64,
@@ -115,19 +115,14 @@ impl QuicPeers {
         QuicPeers {
             transport,
             me,
-            hlc: Hlc::new(MAX_CLOCK_OFFSET_NS),
+            hlc: Hlc::new(MAX_OFFSET_NS),
             clock,
-            offsets: OffsetMonitor::new(MAX_CLOCK_OFFSET_NS, OFFSET_MEASUREMENT_TTL_MS * NS_PER_MS),
-            last_probe: std::collections::BTreeMap::new(),
+            offsets: OffsetMonitor::new(MAX_OFFSET_NS, OFFSET_MEASUREMENT_TTL_MS * NS_PER_MS),
+            known: std::collections::BTreeSet::new(),
+            next_probe_ns: 0,
             dropped: 0,
             refused: 0,
         }
-    }
-
-    /// HLC-6: `Err` (fatal for the node) if this node's clock is certainly more than
-    /// `0.8 × max_offset` from a strict majority of the peers it measured recently.
-    pub fn check_clock_offsets(&self) -> Result<(), OffsetError> {
-        self.offsets.check((self.clock)())
     }
 
     /// The latest offset measured to `peer`, if any.
@@ -135,20 +130,20 @@ impl QuicPeers {
         self.offsets.measurement(peer).copied()
     }
 
-    /// HLC-6, once per shell tick: asks every peer the node talks to for its clock, at most
-    /// once per [`CLOCK_PROBE_INTERVAL_NS`], then checks the offsets measured so far.
+    /// HLC-6, called every shell tick: once per [`CLOCK_PROBE_INTERVAL_NS`] it checks the
+    /// offsets measured so far (from the previous round's echoes) and asks every peer the
+    /// node talks to for its clock again. Between rounds it costs one comparison.
     pub fn probe_and_check_clocks(&mut self) -> Result<(), OffsetError> {
         let now = (self.clock)();
-        let due: Vec<NodeId> = self
-            .last_probe
-            .iter()
-            .filter(|(_, &last)| last == 0 || now.saturating_sub(last) >= CLOCK_PROBE_INTERVAL_NS)
-            .map(|(&peer, _)| peer)
-            .collect();
-        for peer in due {
-            self.last_probe.insert(peer, now.max(1));
+        if now < self.next_probe_ns {
+            return Ok(());
+        }
+        self.next_probe_ns = now.saturating_add(CLOCK_PROBE_INTERVAL_NS);
+        let known = std::mem::take(&mut self.known);
+        for &peer in &known {
             self.send_envelope(peer, NODE_GROUP, Payload::ClockProbe { sent_pt: now }, 0);
         }
+        self.known = known;
         self.offsets.check(now)
     }
 
@@ -284,7 +279,7 @@ impl NodeTransport for QuicPeers {
             self.send_envelope(to, NODE_GROUP, Payload::RaftBatch(small), count);
             small = rest;
         }
-        self.last_probe.entry(to).or_insert(0);
+        self.known.insert(to);
     }
 }
 
