@@ -508,7 +508,8 @@ mod tests {
     #[test]
     fn invalid_clusters_are_refused_with_the_setting_named() {
         let base = ClusterSpec::local(3, 2, 7000);
-        let cases: Vec<(&str, Box<dyn Fn(&mut ClusterSpec)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut ClusterSpec)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("nodes[1].id", Box::new(|c| c.nodes[1].id = 1)),
             ("nodes[2].addr", Box::new(|c| c.nodes[2].addr = c.nodes[0].addr)),
             ("coordinator_groups", Box::new(|c| c.coordinator_groups.clear())),
