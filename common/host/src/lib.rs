@@ -10,9 +10,11 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod either;
 pub mod machine;
 pub mod testing;
 
+pub use either::{Either, EitherCommand};
 pub use machine::{
     Admission, Applied, ApplyContext, Context, Destination, Effect, HostClock, PeerError,
     ReplicatedMachine, ReplyTo, Requester, Role, RoleEvent, SnapshotError,
