@@ -1,1 +1,3 @@
 //! The decree client library. (Being written.)
+
+pub mod bank;
