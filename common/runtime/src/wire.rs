@@ -43,11 +43,16 @@ pub enum StreamErrorCode {
     ShuttingDown = 0x16,
     /// A request frame did not arrive completely within the read timeout.
     RequestTooSlow = 0x17,
+    /// A request whose announced length would take the bytes of requests in flight on its
+    /// connection, or of its certificate identity, past their bound
+    /// (`decree_types::limits::REQUEST_BYTES_PER_CONNECTION_MAX`, `..._PER_IDENTITY_MAX`).
+    /// Refused before its body is read; the requester may retry once earlier requests finish.
+    RequestBudgetExceeded = 0x18,
 }
 
 impl StreamErrorCode {
     /// Every code, for lookups.
-    pub const ALL: [StreamErrorCode; 8] = [
+    pub const ALL: [StreamErrorCode; 9] = [
         StreamErrorCode::FrameMalformed,
         StreamErrorCode::FrameTooLarge,
         StreamErrorCode::VersionUnsupported,
@@ -56,6 +61,7 @@ impl StreamErrorCode {
         StreamErrorCode::NotANode,
         StreamErrorCode::ShuttingDown,
         StreamErrorCode::RequestTooSlow,
+        StreamErrorCode::RequestBudgetExceeded,
     ];
 
     /// The code as a QUIC varint.
@@ -86,6 +92,9 @@ pub mod close_code {
     pub const DUPLICATE: u32 = 1;
     /// The peer's certificate does not name the node we dialed, or names no node or client.
     pub const WRONG_PEER: u32 = 2;
+    /// The peer's certificate identity already holds the most connections allowed
+    /// (`decree_types::limits::CONNECTIONS_PER_IDENTITY_MAX`).
+    pub const TOO_MANY_CONNECTIONS: u32 = 3;
 }
 
 /// First byte of an RPC response body.
