@@ -1465,3 +1465,101 @@ fn read_error(peer: NodeId, e: quinn::ReadError) -> RpcError {
 fn stream_reset(code: VarInt) -> RpcError {
     RpcError::StreamReset { raw_code: code.into_inner(), code: StreamErrorCode::from_varint(code) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(connection: usize, identity: usize, connections: usize) -> Arc<EdgeBudget> {
+        let limits = TransportLimits {
+            request_bytes_per_connection_max: connection,
+            request_bytes_per_identity_max: identity,
+            connections_per_identity_max: connections,
+            ..TransportLimits::default()
+        };
+        Arc::new(EdgeBudget::new(&limits))
+    }
+
+    fn held(edge: &EdgeBudget) -> u64 {
+        edge.held_bytes.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn budget_checks_connection_then_identity_and_gives_back_on_drop() {
+        let edge = budget(100, 150, 2);
+        let alice = Peer::Client("alice".into());
+        let a1 = edge.admit_accepted(&alice).unwrap();
+        let a2 = edge.admit_accepted(&alice).unwrap();
+        assert_eq!(edge.admit_accepted(&alice).err(), Some(2));
+        // Another identity has books of its own.
+        let bob = edge.admit_accepted(&Peer::Client("bob".into())).unwrap();
+
+        let r1 = a1.reserve(100).unwrap();
+        let over = a1.reserve(1).err().unwrap();
+        assert_eq!((over.scope, over.held, over.max), ("connection", 100, 100));
+        let r2 = a2.reserve(50).unwrap();
+        let over = a2.reserve(1).err().unwrap();
+        assert_eq!((over.scope, over.held, over.max), ("certificate identity", 150, 150));
+        let r3 = bob.reserve(100).unwrap();
+        assert_eq!(held(&edge), 250);
+
+        // Dropping a reservation gives its bytes back to both scopes.
+        drop(r1);
+        assert_eq!(held(&edge), 150);
+        let r4 = a2.reserve(50).unwrap();
+        drop((r2, r3, r4));
+        assert_eq!(held(&edge), 0);
+        assert_eq!(edge.held_bytes_peak.load(Ordering::Relaxed), 250);
+
+        // A connection leaves the books once it and its reservations are gone.
+        let r5 = a1.reserve(10).unwrap();
+        drop(a1);
+        assert_eq!(edge.admit_accepted(&alice).err(), Some(2));
+        drop(r5);
+        let a3 = edge.admit_accepted(&alice).unwrap();
+        drop((a2, a3, bob));
+        assert!(edge.identities.lock().is_empty());
+        // Dialed connections count but are never refused.
+        let dialed: Vec<_> = (0..3).map(|_| edge.admit_dialed(&alice)).collect();
+        assert_eq!(edge.admit_accepted(&alice).err(), Some(3));
+        drop(dialed);
+    }
+
+    #[test]
+    fn refusal_log_writes_once_per_interval_and_reports_what_it_left_out() {
+        let log = RefusalLog::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let alice = Peer::Client("alice".into());
+        assert_eq!(log.admit(Some(&alice), t0), Some(0));
+        for ms in 1..=5 {
+            assert_eq!(log.admit(Some(&alice), t0 + Duration::from_millis(ms)), None);
+        }
+        // Another peer, and connections without an identity, have windows of their own.
+        assert_eq!(log.admit(Some(&Peer::Node(NodeId(2))), t0), Some(0));
+        assert_eq!(log.admit(None, t0), Some(0));
+        assert_eq!(log.admit(None, t0), None);
+        // The next line after the interval carries the count left out.
+        assert_eq!(log.admit(Some(&alice), t0 + Duration::from_secs(1)), Some(5));
+        assert_eq!(log.admit(Some(&alice), t0 + Duration::from_millis(1_500)), None);
+        // A zero interval logs everything.
+        let every = RefusalLog::new(Duration::ZERO);
+        assert_eq!((every.admit(None, t0), every.admit(None, t0)), (Some(0), Some(0)));
+    }
+
+    #[test]
+    fn refusal_log_tracks_a_bounded_number_of_peers() {
+        let log = RefusalLog::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let peer = |i: usize| Peer::Client(format!("c{i}"));
+        for i in 0..limits::REFUSAL_LOG_PEERS_MAX {
+            assert_eq!(log.admit(Some(&peer(i)), t0), Some(0));
+        }
+        // Full of peers inside their interval: a new peer is counted, not logged or tracked.
+        assert_eq!(log.admit(Some(&peer(usize::MAX)), t0), None);
+        assert_eq!(log.peers.lock().len(), limits::REFUSAL_LOG_PEERS_MAX);
+        // Once their intervals are over, their entries make room.
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(log.admit(Some(&peer(usize::MAX)), later), Some(0));
+        assert_eq!(log.peers.lock().len(), 1);
+    }
+}

@@ -202,6 +202,52 @@ async fn unfinished_large_requests_are_refused_beyond_the_connection_and_identit
     node.close().await;
 }
 
+/// Echoes the body; a body starting with "hold" is answered after 500 ms.
+fn slow_echo(_from: Peer, body: Vec<u8>) -> HandlerFuture {
+    Box::pin(async move {
+        if body.starts_with(b"hold") {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(body)
+    })
+}
+
+#[tokio::test]
+async fn charges_are_given_back_when_a_request_times_out_and_when_its_handler_returns() {
+    count_warnings();
+    let ca = ClusterCa::generate().unwrap();
+    let limits = TransportLimits { request_read_timeout_ms: 300, ..TransportLimits::default() };
+    let node = server(&ca, limits, slow_echo);
+    let raw = raw_connection(&ca.issue_client("slow").unwrap(), node.local_addr().unwrap()).await;
+    let caller = client(&ca, "caller", &node);
+
+    // Phase 1: an unfinished request holds its announced length until the read timeout resets
+    // it, then nothing.
+    let (_send, mut recv) = unfinished_request(&raw).await;
+    let stats = stats_until(&node, |s| s.request_bytes_held == BODY_BYTES_MAX as u64).await;
+    assert_eq!(stats.request_bytes_held, BODY_BYTES_MAX as u64);
+    let read = tokio::time::timeout(TIMEOUT, recv.read_to_end(1024)).await.unwrap();
+    let Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) = read else {
+        panic!("expected a reset, got {read:?}");
+    };
+    assert_eq!(code, StreamErrorCode::RequestTooSlow.varint());
+    assert_eq!(stats_until(&node, |s| s.request_bytes_held == 0).await.request_bytes_held, 0);
+
+    // Phase 2: a complete request stays charged while its handler runs and is given back
+    // once the handler has answered.
+    let mut body = b"hold".to_vec();
+    body.resize(1024 * 1024, 1);
+    let request = tokio::spawn({
+        let (caller, body) = (caller.clone(), body.clone());
+        async move { caller.request(NodeId(1), body, TIMEOUT).await }
+    });
+    let stats = stats_until(&node, |s| s.request_bytes_held == body.len() as u64).await;
+    assert_eq!(stats.request_bytes_held, body.len() as u64);
+    assert_eq!(request.await.unwrap().unwrap(), body);
+    assert_eq!(stats_until(&node, |s| s.request_bytes_held == 0).await.request_bytes_held, 0);
+    node.close().await;
+}
+
 #[tokio::test]
 async fn connections_beyond_the_identity_cap_are_refused_while_other_identities_connect() {
     count_warnings();
