@@ -10,14 +10,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
-use decree_proto::frame::{FRAME_BYTES_MAX, PROTOCOL_VERSION};
+use decree_proto::frame::{frame_body, FRAME_BYTES_MAX, PROTOCOL_VERSION};
 use decree_runtime::node_shell::rpc::{
     decode_request, decode_response, encode_request, encode_response, DecodeError, LogRequest,
     LogResponse, NodeStatus,
 };
-use decree_runtime::tls::quic_client_config;
+use decree_runtime::tls::{quic_client_config, quic_server_config};
 use decree_runtime::transport::HandlerFuture;
-use decree_runtime::wire::close_code;
+use decree_runtime::wire::{close_code, error_response};
 use decree_runtime::{
     ClusterCa, HandlerError, Identity, Peer, RpcError, StreamErrorCode, Transport, TransportConfig,
     TransportLimits, TransportStats,
@@ -352,6 +352,64 @@ async fn a_body_with_trailing_bytes_is_an_error_both_ways() {
     let answer = caller.request(NodeId(1), encode_request(&LogRequest::Status), TIMEOUT).await;
     assert_eq!(decode_response(&answer.unwrap()).unwrap(), status);
     node.close().await;
+}
+
+/// A node 1 that answers every request with `answer`, written raw: lets a test send the
+/// responses a well-behaved transport never writes.
+fn raw_server(ca: &ClusterCa, answer: Vec<u8>) -> quinn::Endpoint {
+    let identity = ca.issue_node(NodeId(1)).unwrap();
+    let config = quinn::ServerConfig::with_crypto(Arc::new(quic_server_config(&identity).unwrap()));
+    let endpoint = quinn::Endpoint::server(config, loopback()).unwrap();
+    let accepting = endpoint.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = accepting.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let conn = incoming.await.unwrap();
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let _ = recv.read_to_end(1024).await;
+                    let _ = send.write_all(&answer).await;
+                    let _ = send.finish();
+                }
+            });
+        }
+    });
+    endpoint
+}
+
+#[tokio::test]
+async fn a_response_that_is_not_exactly_one_answer_is_refused_by_the_requester() {
+    count_warnings();
+    let ca = ClusterCa::generate().unwrap();
+    let mut bad_utf8 = error_response(7, "x");
+    let last = bad_utf8.len() - 1;
+    bad_utf8[last] = 0xff;
+    let mut trailing = frame_body(b"\x00ok").unwrap();
+    trailing.push(0);
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("error message not UTF-8", bad_utf8),
+        ("error code cut short", frame_body(b"\x01\x07\x00").unwrap()),
+        ("bytes after the response frame", trailing),
+    ];
+    for (name, answer) in cases {
+        // Phase 1: a node answers with a malformed response.
+        let node = raw_server(&ca, answer);
+        let peers = BTreeMap::from([(NodeId(1), node.local_addr().unwrap())]);
+        let caller = Transport::client(
+            ca.issue_client("caller").unwrap(),
+            peers,
+            TransportLimits::default(),
+        )
+        .unwrap();
+
+        // Phase 2: the requester gets a typed error, not a message.
+        let got = caller.request(NodeId(1), b"hi".to_vec(), TIMEOUT).await;
+        assert!(
+            matches!(got, Err(RpcError::Frame { code: StreamErrorCode::FrameMalformed, .. })),
+            "{name}: {got:?}"
+        );
+        node.close(quinn::VarInt::from_u32(0), b"done");
+    }
 }
 
 thread_local! {
