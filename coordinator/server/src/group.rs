@@ -173,12 +173,11 @@ impl CoordinatorGroup {
                 _ => {}
             }
         }
-        let now_ns = self.driver.now_ns;
         for (txn_id, attempt) in &self.driver.attempts {
             if self.log.get(*txn_id).is_none() {
                 out.push(InDoubtRecord {
                     txn_id: *txn_id,
-                    age_ms: now_ns.saturating_sub(attempt.started_ns) / NS_PER_MS,
+                    age_ms: age_ms(attempt.started_at),
                     participants: attempt.work.keys().copied().collect(),
                     unacked: Vec::new(),
                     blocking: BlockingReason::AwaitingVotes,
@@ -601,7 +600,7 @@ impl CoordinatorGroup {
             decision_proposed: false,
             waiter: None,
             clients: vec![reply_to],
-            started_ns: now,
+            started_at: cx.clock_now(),
             deadline_ns: now + self.config.prepare_timeout_ms * NS_PER_MS,
             resend_interval_ms: self.config.retransmit_initial_ms,
             resend_at_ns: now + self.config.retransmit_initial_ms * NS_PER_MS,
@@ -990,7 +989,8 @@ struct Attempt {
     waiter: Option<ReplyTo>,
     /// Every client waiting for the outcome (the first request and retries).
     clients: Vec<ReplyTo>,
-    started_ns: u64,
+    /// The leader's HLC when the attempt started (its age for the operator).
+    started_at: HlcTimestamp,
     /// `started + prepare_timeout` (C-4).
     deadline_ns: u64,
     resend_interval_ms: u64,
