@@ -363,7 +363,7 @@ impl ReplicatedMachine for CoordinatorGroup {
         let attempts = d
             .attempts
             .values()
-            .filter(|a| !a.decision_proposed)
+            .filter(|a| a.timers_running())
             .map(|a| a.deadline_ns.min(a.resend_at_ns));
         let phase_two = d.phase_two.values().map(|p| p.resend_at_ns);
         attempts.chain(phase_two).chain(d.ack_flush_at_ns).chain(d.next_expire_scan_ns).min()
@@ -845,9 +845,7 @@ impl CoordinatorGroup {
             .driver
             .attempts
             .iter()
-            .filter(|(_, a)| {
-                !a.decision_proposed && (a.deadline_ns <= now || a.resend_at_ns <= now)
-            })
+            .filter(|(_, a)| a.timers_running() && (a.deadline_ns <= now || a.resend_at_ns <= now))
             .map(|(t, _)| *t)
             .collect();
         for txn_id in due {
@@ -995,6 +993,14 @@ struct Attempt {
     deadline_ns: u64,
     resend_interval_ms: u64,
     resend_at_ns: u64,
+}
+
+impl Attempt {
+    /// Are its deadline and `Prepare` retransmission still armed? Not once its decision is
+    /// proposed, nor once an abort waits only for `StartCommit` to apply.
+    fn timers_running(&self) -> bool {
+        !self.decision_proposed && self.abort_wanted.is_none()
+    }
 }
 
 /// A decided transaction whose decision is being delivered (C-6).

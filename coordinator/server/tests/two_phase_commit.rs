@@ -515,3 +515,60 @@ fn wrong_coordinator_group_refuses_client_requests_for_a_transaction_it_does_not
     assert!(matches!(admit_reply(&mut h, status), Err(ErrorResponse::InvalidArgument { .. })));
     admit_later(&mut h, commit_txn(own, read_ts));
 }
+
+#[test]
+fn c3_votes_before_start_commit_applied_decide_when_it_applies() {
+    let mut h = leader();
+    let read_ts = fresh_read_ts(&h);
+    let client = admit_later(&mut h, commit_txn(12, read_ts));
+    let start = take(&mut h);
+    // Both Yes votes arrive while StartCommit is still in flight: no Decide yet (the model's
+    // guard: a decision needs the record).
+    let p = prepare_ts(&h, 2);
+    for (id, _, _) in &start.sends {
+        h.respond(*id, NodeId(2), Ok(yes(12, p)));
+    }
+    assert!(take(&mut h).is_empty());
+    // StartCommit applies; the leader proposes Decide(COMMIT) from apply, with the client as
+    // waiter; the one-replica harness applies it at once.
+    h.effects
+        .push(decree_host::Effect::Propose { command: start.proposals[0].0.clone(), waiter: None });
+    let (replies, phase_two) = commit(&mut h);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].0, client);
+    assert!(matches!(
+        &replies[0].1,
+        Ok(Response::Outcome(o)) if matches!(o.outcome, TxnOutcome::Committed { commit_ts } if commit_ts >= p)
+    ));
+    assert_eq!(phase_two.sends.len(), 2);
+}
+
+#[test]
+fn c4_a_deadline_passed_before_start_commit_applied_aborts_when_it_applies_without_spinning() {
+    let mut h = leader();
+    let read_ts = fresh_read_ts(&h);
+    let client = admit_later(&mut h, commit_txn(13, read_ts));
+    let start = take(&mut h);
+    // The log is stuck for longer than prepare_timeout (no quorum, say).
+    let mut t = 0;
+    while t < 5_000 * MS {
+        t = h.machine.poll_timeout().expect("deadline armed");
+        h.advance_to(t);
+        assert!(take(&mut h).proposals.is_empty(), "no Decide before StartCommit applied");
+    }
+    // The abort is wanted; no timer of the attempt fires again (no busy loop).
+    assert!(h.machine.poll_timeout().is_some_and(|next| next > 5_000 * MS));
+    h.effects
+        .push(decree_host::Effect::Propose { command: start.proposals[0].0.clone(), waiter: None });
+    let (replies, _) = commit(&mut h);
+    assert_eq!(
+        replies,
+        vec![(
+            client,
+            outcome(
+                13,
+                TxnOutcome::Aborted { reason: AbortReason::PrepareTimeout, retryable: true }
+            )
+        )]
+    );
+}
