@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 /// The cluster's layout (see the module docs).
 ///
 /// Invariant (checked by [`ClusterMap::new`] and on every restore): at least one coordinator
-/// group; no coordinator group serves a key range; every group named has between 1 and
+/// group; no coordinator group serves a key range; every group with replicas is a participant
+/// or a coordinator group; every group named has between 1 and
 /// `VOTERS_MAX` replicas; every replica has an address of at most `ADDR_BYTES_MAX` bytes;
 /// the counts fit a [`RangeMapReply`]. Hence the reply built from it always passes the wire
 /// limits.
@@ -48,6 +49,10 @@ pub enum ClusterMapError {
         /// How many it lists.
         count: usize,
     },
+    /// Replicas are listed for a group that neither serves a range nor coordinates (a client
+    /// could not tell what it is: see [`ClusterMap::reply`]).
+    #[error("group {0} has replicas but serves no range and is no coordinator group")]
+    UnknownGroup(GroupId),
     /// A replica's node has no address.
     #[error("node {0} has no address")]
     MissingAddress(NodeId),
@@ -96,6 +101,9 @@ impl ClusterMap {
                 return Err(ClusterMapError::ReplicaCount { group: *group, count });
             }
         }
+        if let Some(extra) = self.replicas.keys().find(|g| !named.contains(g)) {
+            return Err(ClusterMapError::UnknownGroup(*extra));
+        }
         for node in self.replicas.values().flatten() {
             match self.addrs.get(node) {
                 None => return Err(ClusterMapError::MissingAddress(*node)),
@@ -142,6 +150,10 @@ impl ClusterMap {
     /// The answer to `FetchRangeMap`: the map, with the leaders `leader_of` knows (a group it
     /// knows nothing of is reported with `leader: None`, term 0). `replier` is the coordinator
     /// group answering.
+    ///
+    /// The reply lists every group in `leaders`; the ones serving no range are exactly the
+    /// coordinator groups (type invariant), which is how a client learns the list
+    /// [`crate::coordinator_for`] needs without a wire field of its own.
     pub fn reply(
         &self,
         replier: GroupId,
@@ -244,6 +256,12 @@ mod tests {
         assert_eq!(
             with(replicas, m.addrs.clone(), vec![GroupId(9)]),
             Err(ClusterMapError::ReplicaCount { group: GroupId(2), count: 0 })
+        );
+        let mut replicas = m.replicas.clone();
+        replicas.insert(GroupId(5), vec![NodeId(1)]);
+        assert_eq!(
+            with(replicas, m.addrs.clone(), vec![GroupId(9)]),
+            Err(ClusterMapError::UnknownGroup(GroupId(5)))
         );
         let mut addrs = m.addrs.clone();
         addrs.remove(&NodeId(3));

@@ -453,8 +453,7 @@ impl CoordinatorGroup {
                 }
                 // D-5: an outcome older than the retention may be forgotten: say so rather
                 // than presume abort.
-                let now = cx.clock_now();
-                if status.read_ts.add_wall_ns(self.config.max_txn_lifetime_ns()) < now {
+                if self.is_expired(status.read_ts, cx.clock_now()) {
                     return Admission::Reply(outcome_reply(status.txn_id, TxnOutcome::Expired));
                 }
                 self.rec4(status.txn_id, Answer::Outcome)
@@ -519,6 +518,13 @@ impl CoordinatorGroup {
         if let Err(e) = cx.observe(commit.read_ts) {
             return Admission::Reply(Err(e.into()));
         }
+        // D-3, D-5: a transaction this old may have been decided and its stub expired; a new
+        // attempt would be refused at apply and tombstoned, telling Aborted about what may
+        // have committed. Say the outcome is forgotten instead (apply still refuses the
+        // StartCommit of a request that ages between here and there).
+        if self.is_expired(commit.read_ts, cx.clock_now()) {
+            return Admission::Reply(outcome_reply(txn_id, TxnOutcome::Expired));
+        }
         match self.log.view(txn_id) {
             TxnView::Decided(outcome) => {
                 Admission::Reply(outcome_reply(txn_id, outcome.to_client()))
@@ -548,6 +554,11 @@ impl CoordinatorGroup {
                 Admission::Later
             }
         }
+    }
+
+    /// Is `read_ts` older than `now - max_txn_lifetime` (D-3, D-5)?
+    fn is_expired(&self, read_ts: HlcTimestamp, now: HlcTimestamp) -> bool {
+        read_ts.add_wall_ns(self.config.max_txn_lifetime_ns()) < now
     }
 
     /// Refuses a client request for a transaction another coordinator group decides: two

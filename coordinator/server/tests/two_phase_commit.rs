@@ -460,12 +460,19 @@ fn requests_a_coordinator_does_not_serve_are_refused_with_a_typed_error() {
 }
 
 #[test]
-fn d3_a_commit_txn_older_than_max_txn_lifetime_is_aborted_through_a_tombstone() {
+fn d3_d5_a_commit_txn_older_than_max_txn_lifetime_is_expired_or_aborted_through_a_tombstone() {
     let mut h = leader();
     let life_ns = h.machine.config().max_txn_lifetime_ns();
-    let old = HlcTimestamp::new(WALL0_NS - life_ns - 1_000 * MS, 0);
+    // Already too old at admission: its outcome may be forgotten, so it is neither retried
+    // nor presumed aborted (D-5).
+    let ancient = HlcTimestamp::new(WALL0_NS - life_ns - 1_000 * MS, 0);
+    assert_eq!(admit_reply(&mut h, commit_txn(10, ancient)), outcome(10, TxnOutcome::Expired));
+    assert!(take(&mut h).is_empty());
+    // Young enough at admission, too old when StartCommit applies (D-3).
+    let old = HlcTimestamp::new(WALL0_NS - life_ns + 100 * MS, 0);
     let client = admit_later(&mut h, commit_txn(11, old));
     let start = take(&mut h);
+    h.clock.set_wall_ns(WALL0_NS + 1_000 * MS);
     h.effects
         .push(decree_host::Effect::Propose { command: start.proposals[0].0.clone(), waiter: None });
     // StartCommit is refused at apply; the leader proposes a tombstone with the client as its
