@@ -732,6 +732,9 @@ impl CoordinatorGroup {
     /// to it is told — except the one waiting on the attempt's own proposal, whose entry
     /// answers it when it applies.
     fn finish_attempt(&mut self, fx: &mut impl Fx, txn_id: TxnId, view: TxnView) {
+        if !matches!(view, TxnView::Decided(_)) {
+            return; // not final: the attempt goes on (its clients are told only outcomes)
+        }
         let Some(attempt) = self.driver.attempts.remove(&txn_id) else { return };
         self.driver.forget_txn(txn_id, Kind::Prepare);
         for client in attempt.clients {

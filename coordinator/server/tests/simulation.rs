@@ -28,9 +28,9 @@ use decree_proto::txn::{
 use decree_proto::{Request, RequestId, Response};
 use decree_types::{DetRng, GroupId, HlcTimestamp, Key, NodeId, Term, TxnId};
 
-const TXNS: u128 = 4;
-const STEPS: usize = 400;
-const SEEDS: u64 = 150;
+const TXNS: u128 = 12;
+const STEPS: usize = 600;
+const SEEDS: u64 = 200;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Entry {
@@ -66,6 +66,7 @@ struct Sim {
     decided: BTreeMap<TxnId, Outcome>,
     read_ts: HlcTimestamp,
     failovers_left: u32,
+    steps: usize,
 }
 
 impl Sim {
@@ -84,7 +85,8 @@ impl Sim {
             queries: BTreeMap::new(),
             decided: BTreeMap::new(),
             read_ts,
-            failovers_left: 2,
+            failovers_left: 3,
+            steps: 0,
         }
     }
 
@@ -359,7 +361,14 @@ impl Sim {
         self.admit(q, Some(group));
     }
 
+    /// A transaction among the few most recent ones: new ones join as the run goes on.
+    fn some_txn(&mut self) -> u128 {
+        let newest = (1 + self.steps / 40).min(TXNS as usize) as u64;
+        self.rng.range(newest.saturating_sub(2).max(1), newest + 1) as u128
+    }
+
     fn random_step(&mut self) {
+        self.steps += 1;
         match self.rng.range(0, 100) {
             0..=39 if !self.net.is_empty() => {
                 let i = self.rng.range(0, self.net.len() as u64) as usize;
@@ -373,12 +382,12 @@ impl Sim {
             45..=64 => self.commit_one(),
             65..=74 => self.advance(),
             75..=84 => {
-                let txn = self.rng.range(1, TXNS as u64 + 1) as u128;
+                let txn = self.some_txn();
                 let request = self.commit_request(txn);
                 self.admit(request, None);
             }
             85..=89 => {
-                let txn = TxnId(self.rng.range(1, TXNS as u64 + 1) as u128);
+                let txn = TxnId(self.some_txn());
                 self.admit(
                     Request::TxnStatus(TxnStatus { txn_id: txn, read_ts: self.read_ts }),
                     None,
@@ -391,7 +400,7 @@ impl Sim {
                     self.query(g, t);
                 }
             }
-            96..=99 if self.failovers_left > 0 && self.rng.chance(1, 4) => {
+            96..=99 if self.failovers_left > 0 && self.rng.chance(1, 8) => {
                 self.failovers_left -= 1;
                 self.failover();
             }
