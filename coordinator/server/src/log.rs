@@ -284,6 +284,7 @@ impl DecisionLog {
         match self.records.get(&txn_id) {
             None => TxnView::Absent,
             Some(Record::Preparing { .. }) => TxnView::Preparing,
+            // Only a PREPARING record has no outcome, and it is matched above.
             Some(r) => TxnView::Decided(r.outcome().expect("every other record is decided")),
         }
     }
@@ -367,14 +368,15 @@ impl DecisionLog {
     pub fn record_acks(&mut self, acks: &[(TxnId, GroupId)]) -> Vec<TxnId> {
         let mut complete = BTreeSet::new();
         for &(txn_id, group) in acks {
-            let Some(Record::Decided { participants, acked, .. }) = self.records.get(&txn_id)
+            let Some(record @ Record::Decided { participants, acked, .. }) =
+                self.records.get(&txn_id)
             else {
                 continue; // a duplicate for a stub or tombstone, or an unknown txn: ignored
             };
             if !participants.contains(&group) || acked.contains(&group) {
                 continue;
             }
-            let mut next = self.records[&txn_id].clone();
+            let mut next = record.clone();
             if let Record::Decided { acked, participants, .. } = &mut next {
                 acked.insert(group);
                 if acked.len() == participants.len() {
