@@ -278,6 +278,9 @@ impl ReplicatedMachine for CoordinatorGroup {
             }
             CoordinatorCommand::RecordAcks { acks } => {
                 let complete = self.log.record_acks(&acks);
+                for (txn_id, _) in &acks {
+                    self.driver.acks_unapplied.remove(txn_id);
+                }
                 if lead && !complete.is_empty() {
                     // REC-7(a): every participant applied the decision; keep only a stub.
                     cx.propose(CoordinatorCommand::Compact { txn_ids: complete }, None);
@@ -805,6 +808,7 @@ impl CoordinatorGroup {
         if p2.unacked.is_empty() {
             self.driver.phase_two.remove(&txn_id);
             self.driver.forget_txn(txn_id, Kind::PhaseTwo);
+            self.driver.acks_unapplied.insert(txn_id);
         }
         self.driver.ack_batch.insert((txn_id, group));
         if self.driver.ack_batch.len() >= self.config.ack_batch_max {
@@ -939,7 +943,9 @@ impl CoordinatorGroup {
             if let Record::Decided { .. } = record {
                 if record.unacked().is_empty() {
                     compact.push(txn_id);
-                } else if !self.driver.phase_two.contains_key(&txn_id) {
+                } else if !self.driver.phase_two.contains_key(&txn_id)
+                    && !self.driver.acks_unapplied.contains(&txn_id)
+                {
                     resend.push(txn_id);
                 }
             }
@@ -980,6 +986,9 @@ struct Driver {
     hints: BTreeMap<GroupId, NodeId>,
     /// Acknowledgements for the next `RecordAcks` entry.
     ack_batch: BTreeSet<(TxnId, GroupId)>,
+    /// Transactions every participant acknowledged whose `RecordAcks` has not applied yet:
+    /// the periodic REC-2 sweep leaves them alone.
+    acks_unapplied: BTreeSet<TxnId>,
     ack_flush_at_ns: Option<u64>,
     next_expire_scan_ns: Option<u64>,
 }

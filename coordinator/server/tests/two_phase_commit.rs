@@ -579,3 +579,92 @@ fn c4_a_deadline_passed_before_start_commit_applied_aborts_when_it_applies_witho
         )]
     );
 }
+
+#[test]
+fn limits_attempts_and_held_requests_are_bounded_with_busy() {
+    use decree_coordinator::{CoordinatorConfig, CoordinatorGroup};
+    let config = CoordinatorConfig { attempts_max: 1, held_requests_max: 1, ..Default::default() };
+    let machine = CoordinatorGroup::new(COORD, config, cluster_map(vec![COORD]));
+    let mut h = decree_host::testing::Harness::new(
+        machine,
+        COORD,
+        NodeId(1),
+        decree_types::limits::MAX_OFFSET_NS,
+        WALL0_NS,
+    );
+    // Before the no-op applied: one request is held, the next is told to come back.
+    h.role = decree_host::Role::Leader { term: Term(1), ready: false };
+    h.on_role(RoleEvent::Leader { term: Term(1) });
+    let read_ts = fresh_read_ts(&h);
+    admit_later(&mut h, commit_txn(1, read_ts));
+    assert!(matches!(admit_reply(&mut h, commit_txn(2, read_ts)), Err(ErrorResponse::Busy { .. })));
+    // Ready: the held CommitTxn starts the one attempt allowed; a second transaction is Busy,
+    // a retry of the first still attaches.
+    h.role = decree_host::Role::Leader { term: Term(1), ready: true };
+    h.on_role(RoleEvent::LeaderReady { term: Term(1) });
+    assert_eq!(take(&mut h).sends.len(), 2);
+    assert_eq!(h.machine.live_attempts(), 1);
+    assert!(matches!(admit_reply(&mut h, commit_txn(2, read_ts)), Err(ErrorResponse::Busy { .. })));
+    admit_later(&mut h, commit_txn(1, read_ts));
+}
+
+#[test]
+fn rec2_phase_two_beyond_its_bound_is_resumed_by_the_periodic_sweep() {
+    use decree_coordinator::{CoordinatorConfig, CoordinatorGroup};
+    let config = CoordinatorConfig { phase_two_max: 1, ..Default::default() };
+    let machine = CoordinatorGroup::new(COORD, config, cluster_map(vec![COORD]));
+    let mut h = decree_host::testing::Harness::new(
+        machine,
+        COORD,
+        NodeId(1),
+        decree_types::limits::MAX_OFFSET_NS,
+        WALL0_NS,
+    );
+    h.become_ready_leader(Term(1));
+    let (_, first) = commit_through_decision(&mut h, 1);
+    assert_eq!(first.sends.len(), 2);
+    // The second decision finds phase two full: no Commit yet.
+    let (_, second) = commit_through_decision(&mut h, 2);
+    assert!(second.sends.is_empty());
+    // The first completes (acks applied, compacted).
+    for (id, _, _) in &first.sends {
+        h.respond(*id, NodeId(2), Ok(ack(1)));
+    }
+    let now = h.now_ns;
+    h.advance_to(now + MS);
+    commit(&mut h);
+    assert!(matches!(h.machine.log().get(TxnId(1)), Some(Record::Stub { .. })));
+    // The sweep (with the expire scan) picks the second up.
+    let mut resumed = Vec::new();
+    while resumed.is_empty() {
+        let next = h.machine.poll_timeout().expect("timers armed");
+        assert!(next <= 10_001 * MS);
+        h.advance_to(next);
+        resumed = take(&mut h).sends;
+    }
+    assert_eq!(resumed.len(), 2);
+    assert!(resumed
+        .iter()
+        .all(|(_, _, r)| matches!(r, Request::Commit(c) if c.txn_id == TxnId(2))));
+}
+
+#[test]
+fn snapshot_isolation_sends_no_read_spans() {
+    let mut h = leader();
+    let read_ts = fresh_read_ts(&h);
+    let Request::CommitTxn(mut commit) = commit_txn(14, read_ts) else { unreachable!() };
+    commit.per_group[0].read_spans = vec![decree_types::KeyRange::bounded("a", "b")];
+    commit.mode.isolation = decree_proto::txn::Isolation::Snapshot;
+    admit_later(&mut h, Request::CommitTxn(commit.clone()));
+    let out = take(&mut h);
+    assert!(out
+        .sends
+        .iter()
+        .all(|(_, _, r)| matches!(r, Request::Prepare(p) if p.read_spans.is_empty())));
+    // Serializable keeps them (§6.1).
+    commit.txn_id = TxnId(15);
+    commit.mode.isolation = decree_proto::txn::Isolation::Serializable;
+    admit_later(&mut h, Request::CommitTxn(commit));
+    let out = take(&mut h);
+    assert!(matches!(&out.sends[0].2, Request::Prepare(p) if p.read_spans.len() == 1));
+}
