@@ -57,6 +57,10 @@ const CLIENTS_PER_ATTEMPT_MAX: usize = 8;
 /// (every message is idempotent, so the next retransmission gets the same answer).
 const SENT_PER_TXN_MAX: usize = 4 * GROUPS_PER_TXN_MAX;
 
+/// Redirects followed at once, in a row, for one request; further ones wait for the
+/// retransmission timer.
+const REDIRECT_HOPS_MAX: u8 = 3;
+
 /// Format tag at the front of an encoded snapshot.
 const SNAPSHOT_FORMAT: u8 = 1;
 
@@ -832,8 +836,11 @@ impl CoordinatorGroup {
     /// wait for the retransmission timer.
     fn on_redirect(&mut self, cx: &mut Context<'_, Self>, sent: Sent, leader: Option<NodeId>) {
         let Some(leader) = leader else { return };
-        if self.driver.hints.get(&sent.group) == Some(&leader) {
-            return; // already followed: no ping-pong between two confused replicas
+        if self.driver.hints.get(&sent.group) == Some(&leader) || sent.hops >= REDIRECT_HOPS_MAX {
+            // Already followed, or followed too often in a row: replicas that disagree about
+            // their leader (an election in progress) are asked again by the timer, not in a
+            // tight loop.
+            return;
         }
         self.driver.hints.insert(sent.group, leader);
         cx.leader_hint(sent.group, leader);
@@ -854,7 +861,7 @@ impl CoordinatorGroup {
                 p2.request.clone()
             }
         };
-        self.driver.send(cx, sent.txn_id, sent.group, sent.kind, request);
+        self.driver.send_hop(cx, Sent { hops: sent.hops + 1, ..sent }, request);
     }
 
     /// C-4 deadlines and `Prepare` retransmission.
@@ -1048,6 +1055,8 @@ struct Sent {
     txn_id: TxnId,
     group: GroupId,
     kind: Kind,
+    /// Redirects followed at once to get here (0 for a first send or a timer's resend).
+    hops: u8,
 }
 
 impl Sent {
@@ -1070,8 +1079,14 @@ impl Driver {
         kind: Kind,
         request: Request,
     ) {
-        let request_id = fx.send(group, request);
-        self.sent.insert(request_id, Sent { txn_id, group, kind });
+        self.send_hop(fx, Sent { txn_id, group, kind, hops: 0 }, request);
+    }
+
+    /// [`Driver::send`] for a request that follows `sent.hops` redirects.
+    fn send_hop(&mut self, fx: &mut impl Fx, sent: Sent, request: Request) {
+        let txn_id = sent.txn_id;
+        let request_id = fx.send(sent.group, request);
+        self.sent.insert(request_id, sent);
         let ids = self.sent_by_txn.entry(txn_id).or_default();
         ids.push(request_id);
         if ids.len() > SENT_PER_TXN_MAX {

@@ -668,3 +668,26 @@ fn snapshot_isolation_sends_no_read_spans() {
     let out = take(&mut h);
     assert!(matches!(&out.sends[0].2, Request::Prepare(p) if p.read_spans.len() == 1));
 }
+
+#[test]
+fn redirect_ping_pong_between_confused_replicas_is_cut_after_three_hops() {
+    let mut h = leader();
+    let read_ts = fresh_read_ts(&h);
+    admit_later(&mut h, commit_txn(16, read_ts));
+    let mut id = take(&mut h).to(G1)[0];
+    // n2 and n3 each name the other as leader (an election in progress).
+    let mut follows = 0;
+    for hint in [3, 2, 3, 2, 3] {
+        let not_leader = ErrorResponse::NotLeader { hint: Some(NodeId(hint)), term: Term(2) };
+        h.respond(id, NodeId(5 - hint), Ok(Err(not_leader)));
+        let out = take(&mut h);
+        match out.sends.first() {
+            Some((next, _, _)) => {
+                id = *next;
+                follows += 1;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(follows, 3, "three redirects followed at once, then the timer's turn");
+}
