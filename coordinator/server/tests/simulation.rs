@@ -19,18 +19,38 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use decree_coordinator::{CoordinatorCommand, Outcome, Record, Reply, TxnView};
+use decree_coordinator::{
+    ClusterMap, CoordinatorCommand, CoordinatorConfig, CoordinatorGroup, Outcome, Record, Reply,
+    TxnView,
+};
+use decree_host::testing::Harness;
 use decree_host::{Admission, Effect, ReplicatedMachine, ReplyTo};
 use decree_proto::txn::{
     Ack, CoordinatorState, GroupWork, Isolation, NoReason, QueryTxn, TxnMode, TxnOutcome,
     TxnStatus, Vote, VoteReply, Write,
 };
 use decree_proto::{Request, RequestId, Response};
+use decree_types::limits::MAX_OFFSET_NS;
+use decree_types::RangeMap;
 use decree_types::{DetRng, GroupId, HlcTimestamp, Key, NodeId, Term, TxnId};
 
 const TXNS: u128 = 12;
 const STEPS: usize = 600;
 const SEEDS: u64 = 200;
+
+/// A replica of the coordinator group in a cluster of three participant groups.
+fn replica() -> H {
+    let ranges = RangeMap::split_at(vec![Key::from("h"), Key::from("p")], vec![G1, G2, G3])
+        .expect("valid split");
+    let nodes = vec![NodeId(1), NodeId(2), NodeId(3)];
+    let replicas = [G1, G2, G3, COORD].into_iter().map(|g| (g, nodes.clone())).collect();
+    let addrs = nodes.iter().map(|n| (*n, format!("127.0.0.1:{}", 7000 + n.0))).collect();
+    let map = ClusterMap::new(ranges, replicas, addrs, vec![COORD]).expect("valid map");
+    let machine = CoordinatorGroup::new(COORD, CoordinatorConfig::default(), map);
+    Harness::new(machine, COORD, NodeId(1), MAX_OFFSET_NS, WALL0_NS)
+}
+
+const G3: GroupId = GroupId(3);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Entry {
@@ -71,13 +91,14 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64) -> Sim {
-        let h = leader();
+        let mut h = replica();
+        h.become_ready_leader(Term(1));
         let read_ts = fresh_read_ts(&h);
-        let parts = [G1, G2, GroupId(3)].into_iter().map(|g| (g, BTreeMap::new())).collect();
+        let parts = [G1, G2, G3].into_iter().map(|g| (g, BTreeMap::new())).collect();
         Sim {
             rng: DetRng::new(seed),
             h,
-            replica: follower(),
+            replica: replica(),
             term: 1,
             log: Vec::new(),
             net: Vec::new(),
@@ -93,7 +114,7 @@ impl Sim {
     /// The one immutable commit request of `txn` (T-4): it writes one key in two or three of
     /// the three groups, chosen by the txn id.
     fn commit_request(&mut self, txn: u128) -> Request {
-        let mut groups = vec![G1, G2, GroupId(3)];
+        let mut groups = vec![G1, G2, G3];
         if txn % 3 != 0 {
             groups.remove((txn % 3) as usize);
         }
@@ -122,6 +143,10 @@ impl Sim {
 
     /// INV-A5 and INV-A7 at the moment an answer is produced.
     fn check_answer(&self, reply: &Reply) {
+        assert!(
+            !matches!(reply, Err(decree_proto::ErrorResponse::InvalidArgument { .. })),
+            "the simulation sends only valid requests: {reply:?}"
+        );
         match reply {
             Ok(Response::Outcome(o)) => match o.outcome {
                 TxnOutcome::Committed { commit_ts } => assert_eq!(
@@ -221,21 +246,35 @@ impl Sim {
         }
     }
 
-    /// Leader failover: a random prefix of the uncommitted proposals commits, the rest is
-    /// lost (their waiters get the on_lost answer), and the replica leads a later term.
-    fn failover(&mut self) {
-        let keep = self.rng.range(0, self.log.len() as u64 + 1) as usize;
-        for _ in 0..keep {
+    /// Leader failover: a random prefix of the uncommitted proposals commits — part of it
+    /// while this replica still leads, the rest only after it lost leadership (applied as a
+    /// follower, before the new term's no-op) — and the remainder is lost. Every waiter whose
+    /// entry did not apply under its leader gets the on_lost answer. Then the replica leads a
+    /// later term.
+    fn failover(&mut self, lose_everything: bool) {
+        let keep =
+            if lose_everything { 0 } else { self.rng.range(0, self.log.len() as u64 + 1) as usize };
+        let before = self.rng.range(0, keep as u64 + 1) as usize;
+        for _ in 0..before {
             self.commit_one();
         }
-        for (_, waiter) in std::mem::take(&mut self.log) {
+        let mut later = Vec::new();
+        for (i, (command, waiter)) in std::mem::take(&mut self.log).into_iter().enumerate() {
             if let Some((to, on_lost)) = waiter {
                 self.answer(to, on_lost);
+            }
+            if i < keep - before {
+                later.push(command);
             }
         }
         self.queries.clear(); // kept requests are answered with a redirect by the host
         self.h.become_follower(Term(self.term + 1), None);
         assert_eq!(self.h.machine.live_attempts() + self.h.machine.phase_two_in_flight(), 0);
+        for command in later {
+            self.log.push((command, None));
+            self.commit_one();
+        }
+        assert!(self.h.take_effects().is_empty(), "a follower drives nothing");
         self.term += 2;
         self.h.become_ready_leader(Term(self.term));
         self.drain_effects();
@@ -361,9 +400,10 @@ impl Sim {
         self.admit(q, Some(group));
     }
 
-    /// A transaction among the few most recent ones: new ones join as the run goes on.
+    /// A transaction among the few most recent ones: new ones join as the run goes on, the
+    /// last ones in its final steps (so the healing phase starts with work in flight).
     fn some_txn(&mut self) -> u128 {
-        let newest = (1 + self.steps / 40).min(TXNS as usize) as u64;
+        let newest = (1 + self.steps * TXNS as usize / (STEPS + 1)) as u64;
         self.rng.range(newest.saturating_sub(2).max(1), newest + 1) as u128
     }
 
@@ -402,7 +442,7 @@ impl Sim {
             }
             96..=99 if self.failovers_left > 0 && self.rng.chance(1, 8) => {
                 self.failovers_left -= 1;
-                self.failover();
+                self.failover(false);
             }
             _ => {}
         }
@@ -411,7 +451,7 @@ impl Sim {
 
     /// INV-A1 and INV-A4 over the participants' current entries.
     fn check_agreement(&self) {
-        for t in 1..=TXNS {
+        for t in 1..=TXNS + 2 {
             let txn = TxnId(t);
             let entries: Vec<Entry> =
                 self.parts.values().filter_map(|es| es.get(&txn).copied()).collect();
@@ -437,6 +477,25 @@ impl Sim {
 
     /// Faults stop: everything is delivered, committed and retried until quiet (INV-A8).
     fn heal(&mut self) {
+        // Two last transactions start; the first one's prepares are lost, the second's may be
+        // delivered. Then a last failover with all this in flight loses every uncommitted
+        // proposal: from here on only the coordinator's own recovery (REC-1, REC-2) and the
+        // participants' queries (REC-3) finish the work — no client acts again. The first
+        // transaction's PREPARING record is known to nobody but the log: only REC-1 ends it.
+        for txn in [TXNS + 1, TXNS + 2] {
+            let request = self.commit_request(txn);
+            self.admit(request, None);
+        }
+        while !self.log.is_empty() {
+            self.commit_one();
+        }
+        self.net.retain(|m| !matches!(m, Msg::ToParticipant { request: Request::Prepare(p), .. } if p.txn_id == TxnId(TXNS + 1)));
+        for _ in 0..self.rng.range(0, 4) {
+            if !self.net.is_empty() {
+                self.deliver(0, false);
+            }
+        }
+        self.failover(true);
         for _ in 0..10_000 {
             if !self.log.is_empty() {
                 self.commit_one();
@@ -473,7 +532,7 @@ fn inv_a1_a3_a4_a5_a7_a8_hold_under_loss_duplication_reordering_and_failover() {
         }
         sim.heal();
         // Whatever a participant holds matches the record (stub or tombstone).
-        for t in 1..=TXNS {
+        for t in 1..=TXNS + 2 {
             match sim.h.machine.log().view(TxnId(t)) {
                 TxnView::Decided(Outcome::Committed { .. }) => committed += 1,
                 TxnView::Decided(Outcome::Aborted { .. }) => aborted += 1,
