@@ -13,6 +13,14 @@
 //! - [`placement`]: [`coordinator_for`], which coordinator group decides a transaction.
 //! - [`config`]: timeouts and bounds, with units.
 
+//! # Not here yet
+//!
+//! - The optional push of RI-3 (`QueryTxn::push_above` is ignored; `Pending` is answered),
+//!   parallel commit (D-9) and commit-wait (§6.3): such `CommitTxn`s are refused.
+//! - Range-map changes are replicated per coordinator group (`ReplaceClusterMap`); keeping
+//!   several coordinator groups' copies in step is for the milestone that splits ranges.
+//! - `ClusterStatus` lists only this group's in-doubt transactions; the host adds the groups.
+
 #![warn(missing_docs)]
 
 pub mod cluster_map;
