@@ -410,8 +410,8 @@ impl ReplicatedMachine for CoordinatorGroup {
     }
 
     fn encode_snapshot(snapshot: &CoordinatorSnapshot) -> Vec<u8> {
-        // Postcard serializes these plain types into a Vec without any failure mode (no
-        // maps with non-string keys restrictions, no I/O); an error would be a bug here.
+        // Postcard cannot fail on these types into a Vec: no I/O, no buffer limit, and every
+        // type is plain data with derived serde. An error would be a bug here, not input.
         let mut bytes = vec![SNAPSHOT_FORMAT];
         bytes.extend(postcard::to_allocvec(snapshot).expect("snapshot types always serialize"));
         bytes
