@@ -504,3 +504,144 @@ fn strictly_increasing<'a, T: Ord + 'a>(mut items: impl Iterator<Item = &'a T>) 
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(wall_ns: u64) -> HlcTimestamp {
+        HlcTimestamp::new(wall_ns, 0)
+    }
+
+    fn w(key: &str, value: Option<&str>) -> Write {
+        Write { key: Key::from(key), value: value.map(|v| v.as_bytes().to_vec()) }
+    }
+
+    /// A store with `b`@10="b1", `b`@20="b2", `c`@15=delete, `d`@30="d1".
+    fn store() -> MvccStore {
+        let mut s = MvccStore::new();
+        s.write_versions(&[w("b", Some("b1"))], ts(10));
+        s.write_versions(&[w("c", None)], ts(15));
+        s.write_versions(&[w("b", Some("b2"))], ts(20));
+        s.write_versions(&[w("d", Some("d1"))], ts(30));
+        s
+    }
+
+    #[test]
+    fn read_returns_the_newest_version_at_or_below_t() {
+        let s = store();
+        let b = Key::from("b");
+        assert_eq!(s.read(&b, ts(5), ts(5)), ReadOutcome::Value { value: None, version_ts: None });
+        assert_eq!(
+            s.read(&b, ts(10), ts(10)),
+            ReadOutcome::Value { value: Some(b"b1"), version_ts: Some(ts(10)) }
+        );
+        assert_eq!(
+            s.read(&b, ts(25), ts(25)),
+            ReadOutcome::Value { value: Some(b"b2"), version_ts: Some(ts(20)) }
+        );
+        // A delete reads as absent, with its timestamp.
+        assert_eq!(
+            s.read(&Key::from("c"), ts(15), ts(15)),
+            ReadOutcome::Value { value: None, version_ts: Some(ts(15)) }
+        );
+    }
+
+    #[test]
+    fn read_in_the_uncertainty_window_restarts_at_the_newest_uncertain_version() {
+        let mut s = store();
+        s.write_versions(&[w("b", Some("b3"))], ts(25));
+        assert_eq!(s.read(&Key::from("b"), ts(12), ts(30)), ReadOutcome::Uncertain { ts: ts(25) });
+        assert_eq!(s.read(&Key::from("b"), ts(12), ts(22)), ReadOutcome::Uncertain { ts: ts(20) });
+    }
+
+    #[test]
+    fn scan_returns_rows_in_key_order_without_deletes_and_resumes_at_the_limit() {
+        let s = store();
+        let all = KeyRange::new("a", None);
+        let ScanOutcome::Rows { rows, resume_from } = s.scan(&all, ts(40), ts(40), 10) else {
+            panic!()
+        };
+        let keys: Vec<_> = rows.iter().map(|r| r.0.clone()).collect();
+        assert_eq!(keys, vec![Key::from("b"), Key::from("d")]);
+        assert_eq!(resume_from, None);
+        let ScanOutcome::Rows { rows, resume_from } = s.scan(&all, ts(40), ts(40), 1) else {
+            panic!()
+        };
+        assert_eq!(rows.len(), 1);
+        assert_eq!(resume_from, Some(Key::from("d")));
+        // An uncertain version on an examined key restarts the scan.
+        assert_eq!(s.scan(&all, ts(25), ts(35), 10), ScanOutcome::Uncertain { ts: ts(30) });
+        // An intent past the resume key does not block; one before it does.
+        let mut s = s;
+        s.write_intents(TxnId(1), GroupId(9), ts(50), &[w("e", Some("x"))], &[]);
+        assert!(
+            matches!(s.scan(&all, ts(60), ts(60), 2), ScanOutcome::Blocked(b) if b.txn_id == TxnId(1))
+        );
+        assert!(matches!(
+            s.scan(&KeyRange::bounded("a", "e"), ts(60), ts(60), 5),
+            ScanOutcome::Rows { .. }
+        ));
+    }
+
+    #[test]
+    fn gc_keeps_the_newest_version_at_or_below_the_threshold_and_drops_deleted_keys() {
+        let mut s = store();
+        assert_eq!(s.gc(ts(22)), 2, "b@10 shadowed by b@20; c's delete");
+        assert_eq!(s.versions(&Key::from("b")).len(), 1);
+        assert!(s.versions(&Key::from("c")).is_empty());
+        assert_eq!(s.versions(&Key::from("d")).len(), 1, "above the threshold: untouched");
+        assert_eq!(s.gc_threshold(), ts(22));
+        // Reads at or above the threshold see what they saw before.
+        assert_eq!(
+            s.read(&Key::from("b"), ts(22), ts(22)),
+            ReadOutcome::Value { value: Some(b"b2"), version_ts: Some(ts(20)) }
+        );
+        // The threshold never goes back.
+        assert_eq!(s.gc(ts(5)), 0);
+        assert_eq!(s.gc_threshold(), ts(22));
+    }
+
+    #[test]
+    fn commit_and_remove_intents_keep_inv_m1() {
+        let mut s = store();
+        s.write_intents(
+            TxnId(1),
+            GroupId(9),
+            ts(35),
+            &[w("b", Some("x")), w("e", None)],
+            &[KeyRange::bounded("x", "y")],
+        );
+        assert_eq!(
+            s.check_prepare(TxnId(2), ts(40), &[w("e", Some("y"))], &[]),
+            Err(NoReason::IntentConflict)
+        );
+        assert_eq!(
+            s.check_prepare(TxnId(2), ts(40), &[w("x1", Some("y"))], &[]),
+            Err(NoReason::ReadLockConflict)
+        );
+        assert_eq!(
+            s.check_prepare(TxnId(1), ts(40), &[w("e", Some("y"))], &[]),
+            Ok(()),
+            "its own intent"
+        );
+        s.commit_intents(TxnId(1), &[Key::from("b"), Key::from("e")], ts(36));
+        assert_eq!(s.versions(&Key::from("b")).last().unwrap().ts, ts(36));
+        assert_eq!(s.intent_count(), 0);
+        assert_eq!(s.read_lock_holders(), 0);
+        s.write_intents(TxnId(2), GroupId(9), ts(40), &[w("b", Some("y"))], &[]);
+        s.remove_intents(TxnId(2), &[Key::from("b")]);
+        assert_eq!(s.intent_count(), 0);
+        assert_eq!(s.versions(&Key::from("b")).len(), 3);
+    }
+
+    #[test]
+    fn an_image_round_trips_and_a_disordered_one_is_refused() {
+        let s = store();
+        let image = s.image();
+        assert_eq!(MvccStore::from_image(image.clone()).unwrap(), s);
+        let mut bad = image;
+        bad.versions.swap(0, 1);
+        assert!(MvccStore::from_image(bad).is_err());
+    }
+}
