@@ -8,6 +8,9 @@
 //!   allows.
 //! - INV-M3: a read returns a version only if its transaction committed at `C ≤ t`: checked
 //!   against a model of committed writes; prepared values are never returned.
+//!
+//! After every step the state is also snapshotted and restored into a checker replica, which
+//! must have the same digest (RAFT-8, REC-8).
 
 mod common;
 
@@ -314,6 +317,9 @@ impl World {
         let snapshot = ParticipantGroup::encode_snapshot(&self.h.machine.snapshot());
         let mut checker = replica(99, self.base + self.h.now_ns + MAX_OFFSET_NS, config());
         checker.machine.restore(&snapshot).unwrap();
+        // RAFT-8 / REC-8: the restored replica is the same state, to the digest.
+        assert_eq!(checker.machine.digest(), self.h.machine.digest());
+        assert_eq!(checker.machine.state(), self.h.machine.state());
         checker.become_ready_leader(Term(1));
         for (key, t, result) in &self.served {
             let again = match checker.admit(CLIENT, get_req(KEYS[*key], *t, None)).1 {
