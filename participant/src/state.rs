@@ -522,6 +522,15 @@ impl GroupState {
         if intents != mvcc.intent_count() {
             return Err("an intent has no PREPARED owner in txn_table".into());
         }
+        for (txn_id, entry) in &txns {
+            let prepared = matches!(entry.state, TxnState::Prepared { .. });
+            if !prepared && !mvcc.read_locks_of(*txn_id).is_empty() {
+                return Err(format!("{txn_id} holds read locks but is not PREPARED"));
+            }
+        }
+        if mvcc.read_lock_holders() > prepared {
+            return Err("a read lock has no owner in txn_table".into());
+        }
         Ok(GroupState {
             group: image.group,
             range: image.range,

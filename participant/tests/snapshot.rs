@@ -99,7 +99,8 @@ fn replicas_applying_the_same_entries_have_equal_digests() {
     }
     let c = now(&mut l);
     replicate(&mut l, &mut followers, COORD_NODE, commit_req(2, c));
-    for f in &followers {
+    for f in &mut followers {
+        assert!(f.take_effects().is_empty(), "followers answer nothing, send nothing");
         assert_eq!(f.machine.digest(), l.machine.digest());
         assert_eq!(f.machine.state(), l.machine.state());
     }
