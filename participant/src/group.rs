@@ -14,7 +14,7 @@
 //!   (P-6). The leader-only side of apply clears lock-table entries (P-7), answers duplicate
 //!   requests attached to a pending proposal and re-evaluates parked reads.
 //!
-//! Leader-only state ([`Volatile`]: `max_read_ts`, lock table, LC-2 gate, parked requests,
+//! Leader-only state (`Volatile`: `max_read_ts`, lock table, LC-2 gate, parked requests,
 //! in-doubt queries, periodic tasks) is dropped on every role event but `LeaderReady` and is
 //! never in a snapshot.
 //!

@@ -1,5 +1,5 @@
 //! The replicated state of one participant group (commit-protocol.md §2.2) and the
-//! deterministic apply of each [`ParticipantCommand`]: the transaction table, client sessions,
+//! deterministic apply of each [`ParticipantCommand`](crate::ParticipantCommand): the transaction table, client sessions,
 //! the closed timestamp and the MVCC store.
 //!
 //! Everything here is a function of the applied entries alone: apply reads time only from the
