@@ -59,7 +59,7 @@ pub struct ParticipantGroup {
 /// The replicated state, as [`ParticipantGroup::snapshot`] takes it: a copy, encoded later.
 #[derive(Debug)]
 pub struct ParticipantSnapshot {
-    image: crate::state::StateImage,
+    state: GroupState,
 }
 
 /// Leader-only, volatile state (commit-protocol.md §2.2): reset on every role event but
@@ -1019,11 +1019,11 @@ impl ReplicatedMachine for ParticipantGroup {
     /// A copy of the replicated state: O(state) to take. (A persistent map would make it O(1);
     /// it is not needed while snapshots are every 64 MiB of log.)
     fn snapshot(&self) -> ParticipantSnapshot {
-        ParticipantSnapshot { image: self.state.image() }
+        ParticipantSnapshot { state: self.state.clone() }
     }
 
     fn encode_snapshot(snapshot: &ParticipantSnapshot) -> Vec<u8> {
-        snapshot::encode(&snapshot.image)
+        snapshot::encode(&snapshot.state.view())
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
@@ -1040,7 +1040,7 @@ impl ReplicatedMachine for ParticipantGroup {
     }
 
     fn digest(&self) -> u64 {
-        snapshot::digest(&self.state.image())
+        snapshot::digest(&self.state.view())
     }
 }
 

@@ -116,7 +116,17 @@ pub struct MvccStore {
     newest_version_ts: HlcTimestamp,
 }
 
-/// The store in its canonical, encodable form (snapshots and the digest).
+/// The store as it is encoded (snapshots and the digest), borrowed. A map encodes exactly as
+/// the list of its entries in key order, so [`MvccImage`] decodes these bytes.
+#[derive(Debug, Serialize)]
+pub(crate) struct MvccView<'a> {
+    versions: &'a BTreeMap<Key, Vec<Version>>,
+    intents: &'a BTreeMap<Key, Intent>,
+    read_locks: &'a BTreeMap<TxnId, Vec<KeyRange>>,
+    gc_threshold: HlcTimestamp,
+}
+
+/// The store decoded from a snapshot: the fields of [`MvccView`], maps as entry lists.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct MvccImage {
     pub(crate) versions: Vec<(Key, Vec<Version>)>,
@@ -430,11 +440,11 @@ impl MvccStore {
     // Canonical form
     // -----------------------------------------------------------------------------------------
 
-    pub(crate) fn image(&self) -> MvccImage {
-        MvccImage {
-            versions: self.versions.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            intents: self.intents.iter().map(|(k, i)| (k.clone(), i.clone())).collect(),
-            read_locks: self.read_locks.iter().map(|(t, s)| (*t, s.clone())).collect(),
+    pub(crate) fn view(&self) -> MvccView<'_> {
+        MvccView {
+            versions: &self.versions,
+            intents: &self.intents,
+            read_locks: &self.read_locks,
             gc_threshold: self.gc_threshold,
         }
     }
@@ -638,7 +648,9 @@ mod tests {
     #[test]
     fn an_image_round_trips_and_a_disordered_one_is_refused() {
         let s = store();
-        let image = s.image();
+        let bytes = postcard::to_allocvec(&s.view()).unwrap();
+        let image: MvccImage = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(postcard::to_allocvec(&image).unwrap(), bytes, "the view encodes as the image");
         assert_eq!(MvccStore::from_image(image.clone()).unwrap(), s);
         let mut bad = image;
         bad.versions.swap(0, 1);

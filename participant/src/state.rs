@@ -84,7 +84,20 @@ pub struct GroupState {
     prepared: usize,
 }
 
-/// The state in canonical, encodable form: snapshots and the digest are both made from it.
+/// The state as it is encoded, borrowed: snapshots and the digest are both made from it. Maps
+/// encode as their entry lists in key order, so [`StateImage`] decodes the bytes.
+#[derive(Debug, Serialize)]
+pub(crate) struct StateView<'a> {
+    group: GroupId,
+    range: &'a KeyRange,
+    range_version: u64,
+    mvcc: crate::mvcc::MvccView<'a>,
+    txns: &'a BTreeMap<TxnId, TxnEntry>,
+    sessions: &'a BTreeMap<ClientId, Session>,
+    closed_ts: HlcTimestamp,
+}
+
+/// The state decoded from a snapshot: the fields of [`StateView`], maps as entry lists.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StateImage {
     pub(crate) group: GroupId,
@@ -486,14 +499,14 @@ impl GroupState {
     // Canonical form
     // -----------------------------------------------------------------------------------------
 
-    pub(crate) fn image(&self) -> StateImage {
-        StateImage {
+    pub(crate) fn view(&self) -> StateView<'_> {
+        StateView {
             group: self.group,
-            range: self.range.clone(),
+            range: &self.range,
             range_version: self.range_version,
-            mvcc: self.mvcc.image(),
-            txns: self.txns.iter().map(|(id, e)| (*id, e.clone())).collect(),
-            sessions: self.sessions.iter().map(|(id, s)| (*id, s.clone())).collect(),
+            mvcc: self.mvcc.view(),
+            txns: &self.txns,
+            sessions: &self.sessions,
             closed_ts: self.closed_ts,
         }
     }
