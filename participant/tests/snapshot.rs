@@ -143,3 +143,124 @@ fn gc_threshold_is_part_of_the_snapshot() {
     assert_eq!(r.machine.state().mvcc().gc_threshold(), h.machine.state().mvcc().gc_threshold());
     assert_eq!(r.machine.digest(), h.machine.digest());
 }
+
+mod replicas {
+    //! A leader and a follower fed the same entries, with periodic entries (closed timestamps,
+    //! GC, expiry) on: equal digests after every step, and the follower never answers or sends.
+
+    use super::*;
+    use decree_host::Effect;
+    use decree_participant::ParticipantConfig;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Prepare { key: usize, back_ms: u64 },
+        Decide { i: usize, commit: bool },
+        OnePc { key: usize },
+        Advance { ms: u64 },
+    }
+
+    const KEYS: [&str; 3] = ["b", "c", "d"];
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..KEYS.len(), 0..300u64).prop_map(|(key, back_ms)| Op::Prepare { key, back_ms }),
+            (0..4usize, any::<bool>()).prop_map(|(i, commit)| Op::Decide { i, commit }),
+            (0..KEYS.len()).prop_map(|key| Op::OnePc { key }),
+            (1..1500u64).prop_map(|ms| Op::Advance { ms }),
+        ]
+    }
+
+    fn periodic_config() -> ParticipantConfig {
+        ParticipantConfig {
+            close_interval_ms: 100,
+            gc_interval_ms: 700,
+            expire_scan_interval_ms: 500,
+            max_txn_lifetime_ms: 2_000,
+            mvcc_gc_ttl_ms: 3_000,
+            ..ParticipantConfig::default()
+        }
+    }
+
+    /// Applies every proposal the leader made, on both replicas, with the same stamp.
+    fn pump(leader: &mut H, follower: &mut H) {
+        let mut queue = leader.take_effects();
+        while !queue.is_empty() {
+            let effect = queue.remove(0);
+            if let Effect::Propose { command, .. } = effect {
+                let at = leader.clock.now();
+                leader.apply(at, command.clone());
+                follower.apply(at, command);
+                queue.extend(leader.take_effects());
+            }
+        }
+        assert!(follower.take_effects().is_empty(), "a follower answers and sends nothing");
+    }
+
+    fn submit(
+        leader: &mut H,
+        follower: &mut H,
+        requester: decree_host::Requester,
+        request: Request,
+    ) {
+        let (reply_to, admission) = leader.admit(requester, request);
+        if let Admission::Propose { command, on_lost } = admission {
+            leader
+                .effects
+                .insert(0, Effect::Propose { command, waiter: Some((reply_to, on_lost)) });
+        }
+        pump(leader, follower);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_leader_and_a_follower_applying_the_same_entries_have_equal_digests(
+            ops in proptest::collection::vec(op(), 1..40)
+        ) {
+            let mut l = leader_with(periodic_config());
+            let mut f = replica(2, WALL0, periodic_config());
+            f.become_follower(Term(1), Some(NodeId(1)));
+            pump(&mut l, &mut f);
+            let mut prepared: Vec<u128> = Vec::new();
+            let mut next = 0u128;
+            for op in ops {
+                match op {
+                    Op::Prepare { key, back_ms } => {
+                        next += 1;
+                        let t = now(&mut l);
+                        let read_ts = decree_types::HlcTimestamp::new(t.wall_ns - back_ms * 1_000_000, 0);
+                        let req = prepare_req(next, read_ts, vec![put(KEYS[key], "v")], vec![span("b", "c")]);
+                        submit(&mut l, &mut f, COORD_NODE, req);
+                        if matches!(l.machine.state().txn(TxnId(next)).map(|e| &e.state), Some(TxnState::Prepared { .. })) {
+                            prepared.push(next);
+                        }
+                    }
+                    Op::Decide { i, commit } => {
+                        if !prepared.is_empty() {
+                            let txn = prepared.remove(i % prepared.len());
+                            let req = if commit { commit_req(txn, now(&mut l)) } else { abort_req(txn) };
+                            submit(&mut l, &mut f, COORD_NODE, req);
+                        }
+                    }
+                    Op::OnePc { key } => {
+                        next += 1;
+                        let t = now(&mut l);
+                        let req = local_req(next, next as u64, 1, t, vec![put(KEYS[key], "w")], vec![]);
+                        submit(&mut l, &mut f, CLIENT, req);
+                    }
+                    Op::Advance { ms } => {
+                        let to = l.now_ns + ms * 1_000_000;
+                        l.advance_to(to);
+                        f.advance_to(to);
+                        pump(&mut l, &mut f);
+                    }
+                }
+                prop_assert_eq!(l.machine.digest(), f.machine.digest());
+            }
+            prop_assert_eq!(l.machine.state(), f.machine.state());
+        }
+    }
+}
