@@ -433,6 +433,11 @@ impl MvccStore {
             );
         }
         self.newest_version_ts = self.newest_version_ts.max(version.ts);
+        // Most keys hold one version: allocate exactly one slot for it (a plain push would
+        // allocate four), and let further versions grow the list by doubling.
+        if versions.capacity() == 0 {
+            versions.reserve_exact(1);
+        }
         versions.push(version);
     }
 
