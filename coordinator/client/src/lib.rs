@@ -82,6 +82,11 @@ pub mod retry;
 pub mod routing;
 pub mod txn;
 
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
 pub use client::{Client, TxnState, UNRESOLVED_COMMITS_MAX};
 pub use config::{ClientConfig, ClientSettings, ClusterFile, GroupReplicas, RetryPolicy};
 pub use decree_proto::txn::{AbortReason, Isolation, NoReason};
