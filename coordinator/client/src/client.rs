@@ -6,7 +6,7 @@
 //!
 //! # One request, many attempts
 //!
-//! Every request to a group goes through [`Client::call`], which sends it to the node the
+//! Every request to a group goes through one loop (`Client::call`), which sends it to the node the
 //! routing table names and keeps trying until the group answers or the operation's deadline
 //! passes:
 //!

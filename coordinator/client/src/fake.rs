@@ -21,6 +21,9 @@ use decree_types::{GroupId, Hlc, HlcTimestamp, Key, KeyRange, NodeId, RangeMap, 
 
 use crate::link::{Link, LinkError, LinkFuture};
 
+/// A key's committed versions (timestamp, value or tombstone), ascending.
+pub type Versions = Vec<(HlcTimestamp, Option<Vec<u8>>)>;
+
 /// What goes wrong with a matching request.
 #[derive(Clone, Debug)]
 pub enum Fault {
@@ -77,7 +80,7 @@ pub struct State {
     pub coordinator_group: GroupId,
     pub groups: BTreeMap<GroupId, FakeGroup>,
     /// Key -> versions (timestamp, value or tombstone), ascending.
-    pub data: BTreeMap<Key, Vec<(HlcTimestamp, Option<Vec<u8>>)>>,
+    pub data: BTreeMap<Key, Versions>,
     /// 1PC results at the participants, by txn id.
     pub local_results: BTreeMap<TxnId, TxnOutcome>,
     /// Coordinator records and tombstones, by txn id.

@@ -63,14 +63,14 @@
 //!
 //! # How it is built
 //!
-//! - [`client`]: the [`Client`], its routing table, HLC, and the request loop that follows
+//! - [`client`] — the [`Client`], its routing table, HLC, and the request loop that follows
 //!   leaders and tells "not delivered" from "maybe delivered";
-//! - [`txn`]: [`Txn`] and [`Snapshot`];
-//! - [`retry`]: [`Client::transact`];
-//! - [`link`]: the network as a small trait ([`Link`]), with the QUIC implementation
+//! - [`txn`] — [`Txn`] and [`Snapshot`];
+//! - [`retry`] — [`Client::transact`];
+//! - [`link`] — the network as a small trait ([`Link`]), with the QUIC implementation
 //!   ([`QuicLink`]); tests and the simulator plug in their own;
-//! - [`routing`]: the range map, the leader cache and [`coordinator_for`];
-//! - [`config`], [`error`].
+//! - [`routing`] — the range map, the leader cache and [`coordinator_for`];
+//! - [`config`] and [`error`].
 
 #![warn(missing_docs)]
 

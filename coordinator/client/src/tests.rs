@@ -380,7 +380,7 @@ async fn lost_commit_request_is_rerun_only_after_a_confirmed_abort() {
     // Applied exactly once, by the second run.
     assert_eq!(balance(&fake.latest("alice")), 90);
     assert_eq!(total(&fake), 300);
-    assert!(matches!(fake.lock().records.get(&info.txn_id), Some(_)));
+    assert!(fake.lock().records.contains_key(&info.txn_id));
 }
 
 #[tokio::test(start_paused = true)]

@@ -360,7 +360,7 @@ impl Txn {
         let mut cursor = range.start.clone();
         let mut refreshes = 0;
         let wanted = limit as usize;
-        while out.len() < wanted && !range.end.as_ref().is_some_and(|end| cursor >= *end) {
+        while out.len() < wanted && range.end.as_ref().is_none_or(|end| cursor < *end) {
             // The part of the rest of the range that the cursor's group serves.
             let (group_end, group) = self.client.route_of(&cursor, deadline).await?;
             let part_end = match (&group_end, &range.end) {
@@ -467,10 +467,7 @@ fn coalesce(mut spans: Vec<KeyRange>) -> Vec<KeyRange> {
             match &last.end {
                 None => continue,
                 Some(end) if span.start <= *end => {
-                    last.end = match &span.end {
-                        None => None,
-                        Some(e) => Some(e.clone().max(end.clone())),
-                    };
+                    last.end = span.end.as_ref().map(|e| e.clone().max(end.clone()));
                     continue;
                 }
                 Some(_) => {}
