@@ -30,6 +30,7 @@ use decree_proto::txn::{
     AbortReason, CommitLocal, CommitTxn, GroupWork, OutcomeReply, Redirect, TxnOutcome, TxnStatus,
 };
 use decree_proto::{EncodeError, Envelope, ErrorResponse, Payload, Request, RequestId, Response};
+use decree_runtime::transport::TransportError;
 use decree_types::{ClientId, DetRng, GroupId, Hlc, HlcTimestamp, Key, NodeId, TxnId};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -133,8 +134,13 @@ impl Client {
         if seeds.is_empty() {
             return Err(ConfigError::NoSeeds.into());
         }
-        let link = QuicLink::new(config.identity.clone(), config.addresses())
-            .map_err(|e| Error::Config(ConfigError::Certificates { reason: e.to_string() }))?;
+        let link =
+            QuicLink::new(config.identity.clone(), config.addresses()).map_err(|e| match e {
+                TransportError::Bind { .. } => Error::Unavailable { what: e.to_string() },
+                TransportError::Tls(_) | TransportError::NotANode(_) => {
+                    Error::Config(ConfigError::Certificates { reason: e.to_string() })
+                }
+            })?;
         let client = Client::with_link(Arc::new(link), seeds, config.settings.clone());
         if let Some(cluster) = &config.cluster {
             lock(&client.inner.routes).install(&cluster.as_range_map())?;
@@ -527,20 +533,23 @@ impl Client {
             };
             (coord_group, Request::CommitTxn(commit), Unresolved::TwoPhase { coord_group, read_ts })
         };
+        // Remembered before sending, so that even if this future is dropped mid-commit,
+        // `txn_status` can still learn the outcome.
+        self.remember(txn_id, unresolved);
         match self.send_commit(group, txn_id, request, deadline).await {
-            CommitResult::Decided(Ok(info)) => Ok(info),
-            CommitResult::Decided(Err(e)) => Err(e),
+            CommitResult::Decided(result) => {
+                self.forget(txn_id);
+                result
+            }
             CommitResult::NotSent(e) => {
+                self.forget(txn_id);
                 if let Error::KeyOutOfRange { .. } = e {
                     // The map moved; the rerun routes with the new one.
                     let _ = self.refresh_routes_until(deadline).await;
                 }
                 Err(e)
             }
-            CommitResult::Unknown => {
-                self.remember(txn_id, unresolved);
-                Err(Error::Ambiguous { txn_id, read_ts })
-            }
+            CommitResult::Unknown => Err(Error::Ambiguous { txn_id, read_ts }),
         }
     }
 
@@ -635,7 +644,7 @@ impl Client {
             }
         };
         if matches!(state, TxnState::Committed(_) | TxnState::Aborted { .. }) {
-            lock(&self.inner.unresolved).by_txn.remove(&txn_id);
+            self.forget(txn_id);
         }
         Ok(state)
     }
@@ -681,6 +690,14 @@ impl Client {
             }
         }
         // Entries resolved by `txn_status` leave holes in `order`; drop them from the front.
+        while table.order.front().is_some_and(|t| !table.by_txn.contains_key(t)) {
+            table.order.pop_front();
+        }
+    }
+
+    fn forget(&self, txn_id: TxnId) {
+        let mut table = lock(&self.inner.unresolved);
+        table.by_txn.remove(&txn_id);
         while table.order.front().is_some_and(|t| !table.by_txn.contains_key(t)) {
             table.order.pop_front();
         }

@@ -684,3 +684,24 @@ async fn tls_failure_is_reported_at_once() {
     assert_eq!(started.elapsed(), Duration::ZERO);
     let _ = client;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_dropped_in_flight_can_still_be_resolved() {
+    let fake = FakeCluster::two_groups();
+    let client = connect(&fake, settings()).await;
+    fake.rule("Request::CommitTxn", None, usize::MAX, Fault::LoseReply);
+    let txn = client.begin();
+    txn.put("a", b"1".to_vec()).unwrap();
+    txn.put("z", b"2".to_vec()).unwrap();
+    let txn_id = txn.txn_id();
+    let committing = tokio::spawn(async move { txn.commit().await });
+    while fake.sent("Request::CommitTxn").is_empty() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // The application gives up on the commit (a timeout, a cancelled request).
+    committing.abort();
+    assert!(committing.await.unwrap_err().is_cancelled());
+    fake.lock().rules.clear();
+    let state = client.txn_status(txn_id).await.unwrap();
+    assert!(matches!(state, TxnState::Committed(info) if info.txn_id == txn_id), "{state:?}");
+}

@@ -259,7 +259,8 @@ impl Txn {
     /// to the transaction's coordinator group otherwise.
     ///
     /// On [`Error::Ambiguous`] the outcome is unknown; [`crate::Client::txn_status`] resolves
-    /// it. Calling `commit` again after success returns the same [`CommitInfo`].
+    /// it — as it does if this future is dropped after the commit was sent. Calling `commit`
+    /// again after success returns the same [`CommitInfo`].
     pub async fn commit(&self) -> Result<CommitInfo, Error> {
         let (txn_id, read_ts, options, writes, read_spans) = {
             let mut s = lock(&self.state);
