@@ -14,8 +14,9 @@
 //! 2. send the envelope with `sender_clock = hlc.now()` (HLC-4);
 //! 3. on a reply, `hlc.update(reply.sender_clock)` first (HLC-2, REC-6), then:
 //!    `Redirect` / `NotLeader{hint}` → remember the hint and go to 1; `UnknownGroup`,
-//!    `Unavailable`, `Busy` → forget that leader, back off, go to 1; `KeyOutOfRange` → the
-//!    caller refreshes the range map and routes again; anything else is the answer;
+//!    `Unavailable` → forget that leader, back off, go to 1; `Busy{retry_after}` → back off
+//!    at least that long, go to 1; `KeyOutOfRange` → the caller refreshes the range map and
+//!    routes again; any other refusal is a typed error; anything else is the answer;
 //! 4. on no reply, remember whether the request *may* have been delivered (a commit that may
 //!    have been delivered can only end as committed, aborted or `Ambiguous`), back off, go to 1.
 
@@ -220,7 +221,7 @@ impl Client {
     /// the last [`UNRESOLVED_COMMITS_MAX`]) is [`Error::InvalidArgument`]: use
     /// [`Client::txn_status_at`].
     pub async fn txn_status(&self, txn_id: TxnId) -> Result<TxnState, Error> {
-        let deadline = Instant::now() + self.inner.settings.operation_timeout;
+        let deadline = deadline_after(self.inner.settings.operation_timeout);
         self.txn_status_until(txn_id, deadline).await
     }
 
@@ -232,14 +233,14 @@ impl Client {
         txn_id: TxnId,
         read_ts: HlcTimestamp,
     ) -> Result<TxnState, Error> {
-        let deadline = Instant::now() + self.inner.settings.operation_timeout;
+        let deadline = deadline_after(self.inner.settings.operation_timeout);
         let group = self.coordinator_group(txn_id, deadline).await?;
         self.ask_coordinator(group, txn_id, read_ts, deadline).await
     }
 
     /// Fetches the range map and group leaders from a coordinator replica (or a seed).
     pub async fn refresh_routes(&self) -> Result<(), Error> {
-        let deadline = Instant::now() + self.inner.settings.operation_timeout;
+        let deadline = deadline_after(self.inner.settings.operation_timeout);
         self.refresh_routes_until(deadline).await
     }
 
@@ -260,7 +261,7 @@ impl Client {
 
     /// The groups a key range is served by, in key order (after fetching the map if needed).
     pub async fn groups_for(&self, range: &decree_types::KeyRange) -> Result<Vec<GroupId>, Error> {
-        let deadline = Instant::now() + self.inner.settings.operation_timeout;
+        let deadline = deadline_after(self.inner.settings.operation_timeout);
         self.ensure_map(deadline).await?;
         let parts = lock(&self.inner.routes).split_range(range).unwrap_or_default();
         Ok(parts.into_iter().map(|(_, g)| g).collect())
@@ -305,8 +306,10 @@ impl Client {
                 return Err(Failure { error: Error::LimitExceeded(limit), maybe_delivered });
             }
             let timeout = self.inner.settings.attempt_timeout.min(deadline - now);
-            // Whether to pause before the next attempt (false: a fresh leader hint to follow).
+            // Whether to pause before the next attempt (false: a fresh leader hint to follow),
+            // and for at least how long (a busy node's request).
             let mut pause = true;
+            let mut pause_min = Duration::ZERO;
             match self.inner.link.call(node, envelope, timeout).await {
                 Ok(reply) => {
                     self.observe(reply.sender_clock);
@@ -331,7 +334,7 @@ impl Client {
                                     lock(&self.inner.routes).forget_leader(group, node);
                                 }
                                 ErrorResponse::Busy { retry_after_ms } => {
-                                    backoff_ms = backoff_ms.max(retry_after_ms);
+                                    pause_min = Duration::from_millis(retry_after_ms);
                                 }
                                 other => {
                                     return Err(Failure {
@@ -378,8 +381,8 @@ impl Client {
             // Leader hints are followed at once, but only for a few hops: two replicas naming
             // each other must not make us spin until the deadline.
             if pause || attempt > 3 {
-                let wait = self.jitter(Duration::from_millis(backoff_ms));
-                tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
+                let wait = self.jitter(Duration::from_millis(backoff_ms)).max(pause_min);
+                sleep_at_most(wait, deadline).await;
                 backoff_ms = (backoff_ms * 2).min(ATTEMPT_BACKOFF_MAX_MS);
             }
         }
@@ -578,7 +581,7 @@ impl Client {
                                 return CommitResult::Unknown;
                             }
                             let wait = self.jitter(Duration::from_millis(backoff_ms));
-                            tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
+                            sleep_at_most(wait, deadline).await;
                             backoff_ms = (backoff_ms * 2).min(ATTEMPT_BACKOFF_MAX_MS);
                         }
                     }
@@ -721,7 +724,7 @@ impl Client {
     pub(crate) fn jitter(&self, base: Duration) -> Duration {
         let base_us = base.as_micros().min(u128::from(u64::MAX)) as u64;
         let half = base_us / 2;
-        let us = lock(&self.inner.rng).range(half, base_us.saturating_add(1).max(half + 1));
+        let us = lock(&self.inner.rng).range(half, base_us.saturating_add(1));
         Duration::from_micros(us)
     }
 
@@ -797,6 +800,18 @@ impl Client {
 /// critical section here leaves the data consistent before anything can panic.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `timeout` from now; a timeout too long to represent means "practically never" (34 years).
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout).unwrap_or_else(|| now + Duration::from_secs(1 << 30))
+}
+
+/// Sleeps for `wait`, but not past `deadline` (a `wait` from the network may be huge).
+pub(crate) async fn sleep_at_most(wait: Duration, deadline: Instant) {
+    let until = Instant::now().checked_add(wait).map_or(deadline, |t| t.min(deadline));
+    tokio::time::sleep_until(until).await;
 }
 
 fn physical_now_ns() -> u64 {

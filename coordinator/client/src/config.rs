@@ -157,7 +157,8 @@ pub struct RetryPolicy {
     /// No new run starts after this much time since the first; resolving an ambiguous commit
     /// may continue past it by at most one `operation_timeout`.
     pub deadline: Duration,
-    /// Backoff before the second run; doubled each run, with full jitter.
+    /// Backoff before the second run; doubled each run. Each pause is drawn uniformly from
+    /// `[backoff / 2, backoff]` (equal jitter), so clients that collided spread apart.
     pub backoff_initial: Duration,
     /// Backoff ceiling.
     pub backoff_max: Duration,

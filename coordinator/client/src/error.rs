@@ -128,12 +128,6 @@ pub enum ConflictReason {
         /// The uncertainty limit to keep (U-1).
         uncertainty_limit: HlcTimestamp,
     },
-    /// The group holding a key was busy and asked us to come back later.
-    #[error("group {group} is busy")]
-    Busy {
-        /// The busy group.
-        group: GroupId,
-    },
 }
 
 /// Why a client configuration cannot be used.
@@ -242,9 +236,8 @@ mod tests {
             reason: ConflictReason::Uncertainty { new_read_ts: t, uncertainty_limit: u },
         };
         assert_eq!(e.restart_point(), Some((t, u)));
-        assert_eq!(
-            Error::Conflict { reason: ConflictReason::Busy { group: GroupId(1) } }.restart_point(),
-            None
-        );
+        let aborted =
+            ConflictReason::Aborted { txn_id: TxnId(1), reason: AbortReason::PrepareTimeout };
+        assert_eq!(Error::Conflict { reason: aborted }.restart_point(), None);
     }
 }

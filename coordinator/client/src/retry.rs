@@ -21,7 +21,7 @@ use std::future::Future;
 use decree_types::{HlcTimestamp, TxnId};
 use tokio::time::Instant;
 
-use crate::client::{Client, TxnState};
+use crate::client::{deadline_after, sleep_at_most, Client, TxnState};
 use crate::error::{ConflictReason, Error};
 use crate::txn::{CommitInfo, Txn};
 
@@ -47,7 +47,7 @@ impl Client {
         Fut: Future<Output = Result<T, Error>>,
     {
         let policy = self.settings().retry;
-        let deadline = Instant::now() + policy.deadline;
+        let deadline = deadline_after(policy.deadline);
         let mut backoff = policy.backoff_initial;
         let mut restart: Option<(HlcTimestamp, HlcTimestamp)> = None;
         let mut runs = 0u32;
@@ -86,8 +86,8 @@ impl Client {
             restart = error.restart_point();
             tracing::debug!(run = runs, error = %error, "rerunning transaction");
             let wait = self.jitter(backoff);
-            tokio::time::sleep_until((now + wait).min(deadline)).await;
-            backoff = (backoff * 2).min(policy.backoff_max);
+            sleep_at_most(wait, deadline).await;
+            backoff = backoff.saturating_mul(2).min(policy.backoff_max);
             if Instant::now() >= deadline {
                 return Err(error);
             }
@@ -99,7 +99,7 @@ impl Client {
     /// used up the budget still gets a full round of questions.
     async fn resolve(&self, txn_id: TxnId, deadline: Instant) -> Resolution {
         let settings = self.settings();
-        let deadline = deadline.max(Instant::now() + settings.operation_timeout);
+        let deadline = deadline.max(deadline_after(settings.operation_timeout));
         let mut backoff = settings.retry.backoff_initial;
         loop {
             match self.txn_status_until(txn_id, deadline).await {
@@ -122,8 +122,8 @@ impl Client {
             if now >= deadline {
                 return Resolution::Unknown;
             }
-            tokio::time::sleep_until((now + self.jitter(backoff)).min(deadline)).await;
-            backoff = (backoff * 2).min(settings.retry.backoff_max);
+            sleep_at_most(self.jitter(backoff), deadline).await;
+            backoff = backoff.saturating_mul(2).min(settings.retry.backoff_max);
         }
     }
 }

@@ -459,7 +459,9 @@ async fn conflicts_are_retried_and_backoff_stops_at_the_deadline() {
         ClientSettings { retry: policy, ..client.settings().clone() },
     );
     let started = Instant::now();
-    let conflict = Error::Conflict { reason: ConflictReason::Busy { group: GroupId(1) } };
+    let conflict = Error::Conflict {
+        reason: ConflictReason::Aborted { txn_id: TxnId(9), reason: AbortReason::PrepareTimeout },
+    };
     let err = client
         .transact(|_txn| {
             runs.fetch_add(1, Ordering::SeqCst);
@@ -646,8 +648,23 @@ async fn errors_are_typed() {
     let err = client.begin().get("a").await.unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }) && err.is_retryable(), "{err:?}");
     assert_eq!(started.elapsed(), Duration::from_secs(2));
-    // A reply to another request is a protocol error, not a panic.
+    // A busy node is waited for as long as it asks, but never past the deadline, however
+    // long it asks for.
     fake.lock().down.clear();
+    fake.rule("Request::Get", None, 1, Fault::Refuse(ErrorResponse::Busy { retry_after_ms: 300 }));
+    let started = Instant::now();
+    assert_eq!(client.begin().get("a").await, Ok(Some(b"1".to_vec())));
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    fake.rule(
+        "Request::Get",
+        None,
+        1,
+        Fault::Refuse(ErrorResponse::Busy { retry_after_ms: u64::MAX }),
+    );
+    let started = Instant::now();
+    assert!(matches!(client.begin().get("a").await, Err(Error::Unavailable { .. })));
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    // A reply to another request is a protocol error, not a panic.
     fake.rule(
         "Request::Get",
         None,

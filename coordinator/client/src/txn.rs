@@ -24,9 +24,8 @@ use decree_proto::txn::{Get, Isolation, Scan, ScanRows, TxnMode, UncertaintyRest
 use decree_proto::{Bound, Request, Response};
 use decree_types::{HlcTimestamp, Key, KeyRange, TxnId};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
-use crate::client::{lock, Client, Failure, RANGE_REFRESHES_MAX};
+use crate::client::{deadline_after, lock, Client, Failure, RANGE_REFRESHES_MAX};
 use crate::error::{ConflictReason, Error};
 
 /// A committed transaction: its id (the idempotency key to log) and its commit timestamp.
@@ -164,7 +163,7 @@ impl Txn {
                 (s.read_ts, s.uncertainty_limit, s.reads_sent == 1)
             };
             let request = Request::Get(Get { key: key.clone(), read_ts, uncertainty_limit: limit });
-            let deadline = Instant::now() + self.client.settings().operation_timeout;
+            let deadline = deadline_after(self.client.settings().operation_timeout);
             let outcome = match self.client.call_for_key(&key, request, deadline).await {
                 Ok((_, Response::Value(ValueReply { value, .. }))) => ReadOutcome::Done(value),
                 Ok((_, Response::UncertaintyRestart(UncertaintyRestart { new_read_ts }))) => {
@@ -283,7 +282,7 @@ impl Txn {
             };
             (s.txn_id, s.read_ts, s.options, s.writes.clone(), spans)
         };
-        let deadline = Instant::now() + self.client.settings().operation_timeout;
+        let deadline = deadline_after(self.client.settings().operation_timeout);
         let result = match self.client.plan(&writes, &read_spans, deadline).await {
             Ok(plan) => self.client.commit_planned(txn_id, read_ts, options, plan, deadline).await,
             Err(e) => Err(e),
@@ -356,7 +355,7 @@ impl Txn {
         read_ts: HlcTimestamp,
         uncertainty_limit: Option<HlcTimestamp>,
     ) -> Result<ReadOutcome<Vec<(Key, Vec<u8>)>>, Error> {
-        let deadline = Instant::now() + self.client.settings().operation_timeout;
+        let deadline = deadline_after(self.client.settings().operation_timeout);
         let mut out: Vec<(Key, Vec<u8>)> = Vec::new();
         let mut cursor = range.start.clone();
         let mut refreshes = 0;
