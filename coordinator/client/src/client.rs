@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use decree_proto::admin::FetchRangeMap;
 use decree_proto::envelope::NODE_GROUP;
+use decree_proto::limits::{GROUPS_PER_TXN_MAX, READ_SPANS_PER_TXN_MAX};
 use decree_proto::txn::{
     AbortReason, CommitLocal, CommitTxn, GroupWork, OutcomeReply, Redirect, TxnOutcome, TxnStatus,
 };
@@ -498,6 +499,7 @@ impl Client {
                 per_group.entry(group).or_insert_with(|| work(group)).read_spans.push(part);
             }
         }
+        fit_read_spans(&mut per_group);
         Ok(per_group)
     }
 
@@ -739,6 +741,39 @@ impl Client {
         }
         TxnId(u128::from_le_bytes(bytes))
     }
+}
+
+/// Keeps the read set within [`READ_SPANS_PER_TXN_MAX`] by covering neighbouring spans of a
+/// group with one span. A wider span only makes validation stricter (more conflicts), never
+/// weaker, so the commit stays serializable; and a span between two spans of one group lies
+/// inside that group's range, so it still needs no other group.
+fn fit_read_spans(per_group: &mut BTreeMap<GroupId, GroupWork>) {
+    let total: usize = per_group.values().map(|w| w.read_spans.len()).sum();
+    if total <= READ_SPANS_PER_TXN_MAX {
+        return;
+    }
+    // Each group gets a share of the budget in proportion to its spans, at least one; the
+    // budget leaves room for that rounding up, one span for each group.
+    let budget = READ_SPANS_PER_TXN_MAX - GROUPS_PER_TXN_MAX;
+    for work in per_group.values_mut() {
+        let share = (budget * work.read_spans.len() / total).max(1);
+        work.read_spans = coarsen(std::mem::take(&mut work.read_spans), share);
+    }
+}
+
+/// Merges neighbouring spans (sorted, disjoint) pairwise until at most `target` remain.
+fn coarsen(mut spans: Vec<decree_types::KeyRange>, target: usize) -> Vec<decree_types::KeyRange> {
+    while spans.len() > target.max(1) {
+        spans = spans
+            .chunks(2)
+            .map(|pair| {
+                let first = &pair[0];
+                let last = &pair[pair.len() - 1];
+                decree_types::KeyRange { start: first.start.clone(), end: last.end.clone() }
+            })
+            .collect();
+    }
+    spans
 }
 
 /// How one commit request ended.

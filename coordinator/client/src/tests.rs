@@ -722,3 +722,50 @@ async fn a_commit_dropped_in_flight_can_still_be_resolved() {
     let state = client.txn_status(txn_id).await.unwrap();
     assert!(matches!(state, TxnState::Committed(info) if info.txn_id == txn_id), "{state:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_read_set_too_large_for_the_wire_is_covered_by_fewer_wider_spans() {
+    let fake = FakeCluster::two_groups();
+    let client = connect(&fake, settings()).await;
+    let txn = client.begin();
+    let keys: Vec<String> =
+        (0..3_000).map(|i| format!("{}{i:05}", if i % 2 == 0 { "a" } else { "n" })).collect();
+    for chunk in keys.chunks(500) {
+        txn.get_many(chunk.iter().cloned()).await.unwrap();
+    }
+    txn.put("a", b"1".to_vec()).unwrap();
+    txn.put("z", b"1".to_vec()).unwrap();
+    txn.commit().await.unwrap();
+    let commit = fake.sent("Request::CommitTxn").pop().unwrap();
+    let Request::CommitTxn(c) = commit.request else { unreachable!() };
+    let spans: Vec<(GroupId, KeyRange)> = c
+        .per_group
+        .iter()
+        .flat_map(|g| g.read_spans.iter().map(move |s| (g.group, s.clone())))
+        .collect();
+    assert!(spans.len() <= decree_proto::limits::READ_SPANS_PER_TXN_MAX, "{}", spans.len());
+    assert!(spans.len() > 100, "coarsened only as much as needed");
+    // Every key read is still covered, by a span of its own group.
+    for key in &keys {
+        let key = Key::from(key.as_str());
+        let group = if key < Key::from("m") { GroupId(1) } else { GroupId(2) };
+        assert!(spans.iter().any(|(g, s)| *g == group && s.contains(&key)), "{key} uncovered");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn txn_status_at_asks_the_coordinator_that_txn_id_picks() {
+    let fake = FakeCluster::two_groups();
+    let client = connect(&fake, settings()).await;
+    assert_eq!(
+        client.groups_for(&KeyRange::new("c", Some(Key::from("p")))).await,
+        Ok(vec![GroupId(1), GroupId(2)])
+    );
+    // Never heard of: presumed aborted (REC-4), from the coordinator group.
+    let state = client.txn_status_at(TxnId(77), client.now()).await.unwrap();
+    assert_eq!(state, TxnState::Aborted { reason: Some(AbortReason::PresumedAbort) });
+    let asked = fake.sent("Request::TxnStatus");
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].group, GroupId(100));
+    assert_eq!(asked[0].node, NodeId(31));
+}
