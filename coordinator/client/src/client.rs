@@ -183,11 +183,13 @@ impl Client {
 
     /// Starts a read-write transaction with the client's default options, reading at
     /// `read_ts = hlc.now()` (T-1).
+    #[must_use = "a transaction does nothing until it is used"]
     pub fn begin(&self) -> Txn {
         self.begin_with(self.inner.settings.txn)
     }
 
     /// Starts a read-write transaction with the given options.
+    #[must_use = "a transaction does nothing until it is used"]
     pub fn begin_with(&self, options: TxnOptions) -> Txn {
         let read_ts = self.now();
         let limit = read_ts.add_wall_ns(self.inner.settings.max_offset_ns);
@@ -196,18 +198,25 @@ impl Client {
 
     /// Starts a transaction at `read_ts` keeping uncertainty limit `limit`: the rerun of a
     /// transaction after an uncertainty restart (U-1).
-    pub(crate) fn begin_restarted(&self, read_ts: HlcTimestamp, limit: HlcTimestamp) -> Txn {
-        Txn::new(self.clone(), self.new_txn_id(), read_ts, Some(limit), self.inner.settings.txn)
+    pub(crate) fn begin_restarted(
+        &self,
+        read_ts: HlcTimestamp,
+        limit: HlcTimestamp,
+        options: TxnOptions,
+    ) -> Txn {
+        Txn::new(self.clone(), self.new_txn_id(), read_ts, Some(limit), options)
     }
 
     /// A fresh read-only snapshot at `hlc.now()` with an uncertainty window: it sees every
     /// transaction that committed before it started (§5.5). No commit, no locks.
+    #[must_use = "a transaction does nothing until it is used"]
     pub fn read_only(&self) -> Snapshot {
         Snapshot::new(self.begin())
     }
 
     /// A read-only snapshot at a chosen timestamp, e.g. one returned in a [`CommitInfo`]. No
     /// uncertainty window: it reads exactly what was committed at or below `read_ts`.
+    #[must_use = "a transaction does nothing until it is used"]
     pub fn snapshot(&self, read_ts: HlcTimestamp) -> Snapshot {
         let txn = Txn::new(self.clone(), self.new_txn_id(), read_ts, None, self.inner.settings.txn);
         Snapshot::new(txn)
@@ -512,7 +521,8 @@ impl Client {
         per_group: BTreeMap<GroupId, GroupWork>,
         deadline: Instant,
     ) -> Result<CommitInfo, Error> {
-        let (group, request, unresolved) = if per_group.len() == 1 {
+        let one_phase = per_group.len() == 1;
+        let (group, request, unresolved) = if one_phase {
             let Some((group, work)) = per_group.into_iter().next() else {
                 return Err(Error::invalid("nothing to commit"));
             };
@@ -544,6 +554,9 @@ impl Client {
         match self.send_commit(group, txn_id, request, deadline).await {
             CommitResult::Decided(result) => {
                 self.forget(txn_id);
+                if let (Ok(info), true) = (&result, one_phase && options.commit_wait) {
+                    self.commit_wait(info.commit_ts).await;
+                }
                 result
             }
             CommitResult::NotSent(e) => {
@@ -698,6 +711,15 @@ impl Client {
         while table.order.front().is_some_and(|t| !table.by_txn.contains_key(t)) {
             table.order.pop_front();
         }
+    }
+
+    /// Commit-wait for a 1PC commit (§6.3), which has no coordinator to do it: return only
+    /// once our physical clock is past `C.wall + max_offset`, so every node's clock is past
+    /// `C` and every transaction that starts later anywhere reads above it.
+    async fn commit_wait(&self, commit_ts: HlcTimestamp) {
+        let until_ns = commit_ts.wall_ns.saturating_add(self.inner.settings.max_offset_ns);
+        let wait_ns = until_ns.saturating_sub(physical_now_ns()).saturating_add(1);
+        tokio::time::sleep(Duration::from_nanos(wait_ns)).await;
     }
 
     fn forget(&self, txn_id: TxnId) {

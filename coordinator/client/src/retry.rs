@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::client::{deadline_after, sleep_at_most, Client, TxnState};
 use crate::error::{ConflictReason, Error};
-use crate::txn::{CommitInfo, Txn};
+use crate::txn::{CommitInfo, Txn, TxnOptions};
 
 /// What resolving an ambiguous commit found.
 enum Resolution {
@@ -41,7 +41,20 @@ impl Client {
     /// commit (the helper does). It may run several times, so it must not have effects
     /// outside the transaction that cannot be repeated. To give up without writing, return
     /// `Ok` with a value that says so and buffer no writes.
-    pub async fn transact<T, F, Fut>(&self, mut body: F) -> Result<(T, CommitInfo), Error>
+    pub async fn transact<T, F, Fut>(&self, body: F) -> Result<(T, CommitInfo), Error>
+    where
+        F: FnMut(Txn) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        self.transact_with(self.settings().txn, body).await
+    }
+
+    /// [`Client::transact`] with transactions of the given isolation and commit-wait options.
+    pub async fn transact_with<T, F, Fut>(
+        &self,
+        options: TxnOptions,
+        mut body: F,
+    ) -> Result<(T, CommitInfo), Error>
     where
         F: FnMut(Txn) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
@@ -54,8 +67,8 @@ impl Client {
         loop {
             runs += 1;
             let txn = match restart.take() {
-                Some((read_ts, limit)) => self.begin_restarted(read_ts, limit),
-                None => self.begin(),
+                Some((read_ts, limit)) => self.begin_restarted(read_ts, limit, options),
+                None => self.begin_with(options),
             };
             let error = match body(txn.clone()).await {
                 Ok(value) => match txn.commit().await {

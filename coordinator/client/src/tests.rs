@@ -769,3 +769,36 @@ async fn txn_status_at_asks_the_coordinator_that_txn_id_picks() {
     assert_eq!(asked[0].group, GroupId(100));
     assert_eq!(asked[0].node, NodeId(31));
 }
+
+#[tokio::test(start_paused = true)]
+async fn commit_wait_holds_a_1pc_commit_until_max_offset_past_its_timestamp() {
+    let fake = FakeCluster::two_groups();
+    let client = connect(&fake, settings()).await;
+    let strict = TxnOptions { isolation: Isolation::Serializable, commit_wait: true };
+    let started = Instant::now();
+    let (_, info) = client
+        .transact_with(strict, |txn| async move { txn.put("w", b"1".to_vec()) })
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    let max_offset = Duration::from_nanos(client.settings().max_offset_ns);
+    assert!(waited >= max_offset - Duration::from_millis(5), "{waited:?}");
+    assert!(waited <= max_offset + Duration::from_millis(5), "{waited:?}");
+    let Request::CommitLocal(c) = &fake.sent("Request::CommitLocal")[0].request else {
+        unreachable!()
+    };
+    assert_eq!(c.txn_id, info.txn_id);
+    // Without commit-wait there is no pause.
+    let started = Instant::now();
+    let txn = client.begin();
+    txn.put("w", b"2".to_vec()).unwrap();
+    txn.commit().await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(5));
+    // A 2PC commit leaves the wait to the coordinator and says so in its mode.
+    let txn = client.begin_with(strict);
+    txn.put("a", b"1".to_vec()).unwrap();
+    txn.put("z", b"1".to_vec()).unwrap();
+    txn.commit().await.unwrap();
+    let Request::CommitTxn(c) = &fake.sent("Request::CommitTxn")[0].request else { unreachable!() };
+    assert!(c.mode.commit_wait);
+}

@@ -43,7 +43,8 @@ pub struct CommitInfo {
 pub struct TxnOptions {
     /// Serializable (the default: read spans are validated at commit) or snapshot isolation.
     pub isolation: Isolation,
-    /// Strict serializability: the commit answers only after commit-wait (§6.3).
+    /// Strict serializability: the commit answers only after commit-wait (§6.3) — done by the
+    /// coordinator for a 2PC commit and by the client library for a 1PC commit.
     pub commit_wait: bool,
 }
 
