@@ -65,7 +65,6 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("client_id", &self.inner.client_id)
             .field("range_map_version", &lock(&self.inner.routes).version)
             .finish_non_exhaustive()
     }
@@ -108,19 +107,44 @@ pub(crate) struct Failure {
 pub(crate) struct Inner {
     link: Arc<dyn Link>,
     pub(crate) settings: ClientSettings,
-    client_id: ClientId,
     hlc: Mutex<Hlc>,
     routes: Mutex<Routes>,
     next_request_id: AtomicU64,
-    next_seq: AtomicU64,
+    /// Idle 1PC sessions (OPC-2), each with the next sequence number it will use.
+    sessions: Mutex<Vec<Session>>,
     rng: Mutex<DetRng>,
     unresolved: Mutex<UnresolvedTable>,
 }
 
+/// Commits whose outcome is not known yet, oldest first.
 #[derive(Default)]
 struct UnresolvedTable {
     by_txn: BTreeMap<TxnId, Unresolved>,
+    /// Insertion order; may hold ids already resolved (skipped and compacted away).
     order: VecDeque<TxnId>,
+}
+
+impl UnresolvedTable {
+    /// Drops resolved ids from the front, and from everywhere once they outnumber the live
+    /// ones, so `order` stays within twice the live entries.
+    fn compact(&mut self) {
+        while self.order.front().is_some_and(|t| !self.by_txn.contains_key(t)) {
+            self.order.pop_front();
+        }
+        if self.order.len() > 2 * self.by_txn.len() + 16 {
+            let by_txn = &self.by_txn;
+            self.order.retain(|t| by_txn.contains_key(t));
+        }
+    }
+}
+
+/// A 1PC session (OPC-2, RAFT-10): a `client_id` whose commits are sent one at a time with
+/// increasing `seq`, so the group's session table answers a repeated request with its
+/// stored result. The client keeps a pool of them, one per concurrent 1PC commit.
+#[derive(Clone, Copy, Debug)]
+struct Session {
+    id: ClientId,
+    next_seq: u64,
 }
 
 impl Client {
@@ -163,18 +187,16 @@ impl Client {
     /// first request do it.
     pub fn with_link(link: Arc<dyn Link>, seeds: Vec<NodeId>, settings: ClientSettings) -> Client {
         let seed = settings.jitter_seed.unwrap_or_else(|| random_u64().unwrap_or_else(time_seed));
-        let mut rng = DetRng::new(seed);
-        let client_id = ClientId(random_u64().unwrap_or_else(|| rng.next_u64()));
+        let rng = DetRng::new(seed);
         let hlc = Hlc::new(settings.max_offset_ns);
         Client {
             inner: Arc::new(Inner {
                 link,
                 settings,
-                client_id,
                 hlc: Mutex::new(hlc),
                 routes: Mutex::new(Routes::with_seeds(seeds)),
                 next_request_id: AtomicU64::new(1),
-                next_seq: AtomicU64::new(1),
+                sessions: Mutex::new(Vec::new()),
                 rng: Mutex::new(rng),
                 unresolved: Mutex::new(UnresolvedTable::default()),
             }),
@@ -257,11 +279,6 @@ impl Client {
     /// A fresh reading of the client's HLC (HLC-1).
     pub fn now(&self) -> HlcTimestamp {
         lock(&self.inner.hlc).now(physical_now_ns())
-    }
-
-    /// This client's session id (OPC-2).
-    pub fn client_id(&self) -> ClientId {
-        self.inner.client_id
     }
 
     /// The settings the client runs with.
@@ -526,11 +543,11 @@ impl Client {
             let Some((group, work)) = per_group.into_iter().next() else {
                 return Err(Error::invalid("nothing to commit"));
             };
-            let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+            let session = self.take_session();
             let local = CommitLocal {
                 txn_id,
-                client_id: self.inner.client_id,
-                seq,
+                client_id: session.id,
+                seq: session.next_seq,
                 read_ts,
                 writes: work.writes,
                 read_spans: work.read_spans,
@@ -702,15 +719,16 @@ impl Client {
         if table.by_txn.insert(txn_id, unresolved).is_none() {
             table.order.push_back(txn_id);
         }
-        while table.order.len() > UNRESOLVED_COMMITS_MAX {
-            if let Some(old) = table.order.pop_front() {
-                table.by_txn.remove(&old);
+        // Forget the oldest beyond the bound (their 1PC sessions are abandoned with them).
+        while table.by_txn.len() > UNRESOLVED_COMMITS_MAX {
+            match table.order.pop_front() {
+                Some(old) => {
+                    table.by_txn.remove(&old);
+                }
+                None => break,
             }
         }
-        // Entries resolved by `txn_status` leave holes in `order`; drop them from the front.
-        while table.order.front().is_some_and(|t| !table.by_txn.contains_key(t)) {
-            table.order.pop_front();
-        }
+        table.compact();
     }
 
     /// Commit-wait for a 1PC commit (§6.3), which has no coordinator to do it: return only
@@ -722,12 +740,29 @@ impl Client {
         tokio::time::sleep(Duration::from_nanos(wait_ns)).await;
     }
 
+    /// Drops `txn_id` from the unresolved commits. Whoever removes a 1PC entry returns its
+    /// session to the pool, once: a session is never used by two commits at a time, and an
+    /// undecided commit keeps its session (a later `seq` would shadow it, OPC-2).
     fn forget(&self, txn_id: TxnId) {
-        let mut table = lock(&self.inner.unresolved);
-        table.by_txn.remove(&txn_id);
-        while table.order.front().is_some_and(|t| !table.by_txn.contains_key(t)) {
-            table.order.pop_front();
+        let removed = {
+            let mut table = lock(&self.inner.unresolved);
+            let removed = table.by_txn.remove(&txn_id);
+            table.compact();
+            removed
+        };
+        if let Some(Unresolved::OnePhase { request, .. }) = removed {
+            let session = Session { id: request.client_id, next_seq: request.seq + 1 };
+            lock(&self.inner.sessions).push(session);
         }
+    }
+
+    /// An idle 1PC session, or a new one.
+    fn take_session(&self) -> Session {
+        if let Some(session) = lock(&self.inner.sessions).pop() {
+            return session;
+        }
+        let id = random_u64().unwrap_or_else(|| lock(&self.inner.rng).next_u64());
+        Session { id: ClientId(id), next_seq: 1 }
     }
 
     /// HLC-2 with the reply's clock: every later timestamp of this client exceeds it, so a

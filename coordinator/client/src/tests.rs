@@ -96,17 +96,72 @@ async fn t4_single_group_commit_is_1pc_with_session_and_seq() {
     assert_eq!((local[0].node, local[0].group), (NodeId(11), GroupId(1)));
     let Request::CommitLocal(c) = &local[0].request else { unreachable!() };
     assert_eq!(c.txn_id, info.txn_id);
-    assert_eq!(c.client_id, client.client_id());
     assert_eq!(c.writes.len(), 2);
     // The serializable read set: the point read of "apple".
     assert_eq!(c.read_spans, vec![KeyRange::new("apple", Some(Key::from("apple").successor()))]);
-    // A second 1PC commit uses the next sequence number of the session.
+    // A second 1PC commit uses the same session with the next sequence number.
     let txn = client.begin();
     txn.put("cherry", b"3".to_vec()).unwrap();
     txn.commit().await.unwrap();
     let local = fake.sent("Request::CommitLocal");
     let Request::CommitLocal(second) = &local[1].request else { unreachable!() };
-    assert_eq!(second.seq, c.seq + 1);
+    assert_eq!((second.client_id, second.seq), (c.client_id, c.seq + 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn opc_2_a_session_carries_one_commit_at_a_time() {
+    let fake = FakeCluster::two_groups();
+    let client = connect(
+        &fake,
+        ClientSettings { operation_timeout: Duration::from_millis(300), ..settings() },
+    )
+    .await;
+    // An undecided 1PC commit keeps its session: the next commit must not use a later `seq`
+    // of it, or the group would answer the first one's re-send with the second's result.
+    fake.rule("Request::CommitLocal", None, usize::MAX, Fault::LoseReply);
+    let lost = client.begin();
+    lost.put("x", b"1".to_vec()).unwrap();
+    let Err(Error::Ambiguous { txn_id, .. }) = lost.commit().await else { panic!("ambiguous") };
+    fake.lock().rules.clear();
+    let next = client.begin();
+    next.put("y", b"1".to_vec()).unwrap();
+    next.commit().await.unwrap();
+    let sessions = |fake: &FakeCluster| -> Vec<(decree_types::ClientId, u64)> {
+        fake.sent("Request::CommitLocal")
+            .iter()
+            .map(|l| match &l.request {
+                Request::CommitLocal(c) => (c.client_id, c.seq),
+                _ => unreachable!(),
+            })
+            .collect()
+    };
+    let sent = sessions(&fake);
+    let (first, last) = (sent[0], *sent.last().unwrap());
+    assert_ne!(first.0, last.0, "a new session while the first is undecided");
+    // Resolving the first commit frees its session for the next commit, at the next seq.
+    assert!(matches!(client.txn_status(txn_id).await, Ok(TxnState::Committed(_))));
+    let again = client.begin();
+    again.put("z", b"1".to_vec()).unwrap();
+    again.commit().await.unwrap();
+    let used = *sessions(&fake).last().unwrap();
+    assert!(used == (first.0, first.1 + 1) || used == (last.0, last.1 + 1), "{used:?}");
+    // Concurrent 1PC commits never share a session.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let txn = client.begin();
+            txn.put(format!("k{i}"), b"v".to_vec()).unwrap();
+            txn.commit().await.unwrap();
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    let all = sessions(&fake);
+    let recent: Vec<_> = all[all.len() - 8..].iter().map(|(id, _)| *id).collect();
+    let unique: std::collections::BTreeSet<_> = recent.iter().collect();
+    assert_eq!(unique.len(), 8, "eight commits in flight at once, eight sessions");
 }
 
 #[tokio::test(start_paused = true)]
