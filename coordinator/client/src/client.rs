@@ -77,8 +77,8 @@ pub enum TxnState {
     Committed(CommitInfo),
     /// Decided abort (or presumed aborted: it can never commit now, REC-4).
     Aborted {
-        /// Why, if the cluster said.
-        reason: Option<AbortReason>,
+        /// Why.
+        reason: AbortReason,
     },
     /// Not decided yet; ask again later.
     Pending,
@@ -707,7 +707,7 @@ impl Client {
                 self.observe(commit_ts);
                 TxnState::Committed(CommitInfo { txn_id, commit_ts })
             }
-            TxnOutcome::Aborted { reason, .. } => TxnState::Aborted { reason: Some(reason) },
+            TxnOutcome::Aborted { reason, .. } => TxnState::Aborted { reason },
             // The replier lost track mid-decision: not decided as far as we can tell.
             TxnOutcome::Ambiguous | TxnOutcome::Pending => TxnState::Pending,
             TxnOutcome::Expired => TxnState::Expired,

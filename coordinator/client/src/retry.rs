@@ -120,7 +120,6 @@ impl Client {
                 Ok(TxnState::Aborted { reason }) => {
                     // Decided abort: the transaction had no effect, so running it again is
                     // safe whatever the reason was.
-                    let reason = reason.unwrap_or(decree_proto::txn::AbortReason::PresumedAbort);
                     let e = Error::Conflict { reason: ConflictReason::Aborted { txn_id, reason } };
                     return Resolution::Aborted(e);
                 }

@@ -818,7 +818,7 @@ async fn txn_status_at_asks_the_coordinator_that_txn_id_picks() {
     );
     // Never heard of: presumed aborted (REC-4), from the coordinator group.
     let state = client.txn_status_at(TxnId(77), client.now()).await.unwrap();
-    assert_eq!(state, TxnState::Aborted { reason: Some(AbortReason::PresumedAbort) });
+    assert_eq!(state, TxnState::Aborted { reason: AbortReason::PresumedAbort });
     let asked = fake.sent("Request::TxnStatus");
     assert_eq!(asked.len(), 1);
     assert_eq!(asked[0].group, GroupId(100));
