@@ -857,3 +857,34 @@ async fn commit_wait_holds_a_1pc_commit_until_max_offset_past_its_timestamp() {
     let Request::CommitTxn(c) = &fake.sent("Request::CommitTxn")[0].request else { unreachable!() };
     assert!(c.mode.commit_wait);
 }
+
+#[tokio::test(start_paused = true)]
+async fn resolution_follows_the_coordinator_groups_leader_changes() {
+    let fake = FakeCluster::two_groups();
+    seed_accounts(&fake);
+    let client = connect(&fake, settings()).await;
+    // The coordinator group elected n33 after the client fetched the map (which names n31).
+    {
+        let mut s = fake.lock();
+        let g = s.groups.get_mut(&GroupId(100)).unwrap();
+        g.leader = NodeId(33);
+        g.term = Term(2);
+    }
+    fake.rule("Request::CommitTxn", None, usize::MAX, Fault::LoseReply);
+    // The first status query meets a replica that has not heard of the election yet.
+    fake.rule(
+        "Request::TxnStatus",
+        None,
+        1,
+        Fault::Refuse(ErrorResponse::NotLeader { hint: None, term: Term(1) }),
+    );
+    let runs = AtomicU32::new(0);
+    let (moved, _) = transfer(&client, "alice", "zed", &runs).await.unwrap();
+    assert!(moved);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let status = fake.sent("Request::TxnStatus");
+    assert!(status.len() >= 2, "the refused query was asked again elsewhere");
+    assert_eq!(status.last().unwrap().node, NodeId(33));
+    assert_eq!(total(&fake), 300);
+    assert_eq!(balance(&fake.latest("zed")), 110);
+}
