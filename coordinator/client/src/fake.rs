@@ -51,6 +51,15 @@ pub struct Rule {
     pub until: Option<&'static str>,
 }
 
+/// Seeded random loss: each `CommitTxn`, `CommitLocal` or `TxnStatus` loses its request with
+/// probability `lose_request_pct` %, else its reply with `lose_reply_pct` %.
+#[derive(Debug)]
+pub struct Chaos {
+    pub rng: decree_types::DetRng,
+    pub lose_request_pct: u64,
+    pub lose_reply_pct: u64,
+}
+
 /// One group of the fake cluster.
 #[derive(Clone, Debug)]
 pub struct FakeGroup {
@@ -88,6 +97,8 @@ pub struct State {
     /// `TxnStatus` answers `Pending` this many more times.
     pub status_pending: usize,
     pub rules: Vec<Rule>,
+    /// Random loss of commit and status requests and replies, if set.
+    pub chaos: Option<Chaos>,
     pub down: BTreeSet<NodeId>,
     pub log: Vec<Logged>,
 }
@@ -127,6 +138,7 @@ impl FakeCluster {
             records: BTreeMap::new(),
             status_pending: 0,
             rules: Vec::new(),
+            chaos: None,
             down: BTreeSet::new(),
             log: Vec::new(),
         };
@@ -219,6 +231,17 @@ impl FakeCluster {
         {
             rule.times -= 1;
             fault = Some(rule.fault.clone());
+        }
+        let commitish = matches!(
+            request,
+            Request::CommitTxn(_) | Request::CommitLocal(_) | Request::TxnStatus(_)
+        );
+        if let (None, true, Some(chaos)) = (&fault, commitish, s.chaos.as_mut()) {
+            if chaos.rng.chance(chaos.lose_request_pct, 100) {
+                fault = Some(Fault::LoseRequest);
+            } else if chaos.rng.chance(chaos.lose_reply_pct, 100) {
+                fault = Some(Fault::LoseReply);
+            }
         }
         let payload = match fault {
             Some(Fault::Unreachable) => {

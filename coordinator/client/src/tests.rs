@@ -734,8 +734,6 @@ async fn errors_are_typed() {
 
 #[tokio::test(start_paused = true)]
 async fn tls_failure_is_reported_at_once() {
-    let fake = FakeCluster::two_groups();
-    let client = connect(&fake, settings()).await;
     struct TlsRefusing;
     impl crate::Link for TlsRefusing {
         fn call(
@@ -754,7 +752,6 @@ async fn tls_failure_is_reported_at_once() {
     let err = refused.refresh_routes().await.unwrap_err();
     assert!(matches!(err, Error::Tls { .. }), "{err:?}");
     assert_eq!(started.elapsed(), Duration::ZERO);
-    let _ = client;
 }
 
 #[tokio::test(start_paused = true)]
@@ -887,4 +884,77 @@ async fn resolution_follows_the_coordinator_groups_leader_changes() {
     assert_eq!(status.last().unwrap().node, NodeId(33));
     assert_eq!(total(&fake), 300);
     assert_eq!(balance(&fake.latest("zed")), 110);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bank_transfers_under_random_loss_are_applied_at_most_once_each() {
+    let fake = FakeCluster::two_groups();
+    let accounts = ["alice", "bob", "nina", "zed"];
+    for a in accounts {
+        fake.seed(a, &1_000i64.to_be_bytes(), HlcTimestamp::new(1, 0));
+    }
+    fake.lock().chaos = Some(crate::fake::Chaos {
+        rng: decree_types::DetRng::new(2026),
+        lose_request_pct: 30,
+        lose_reply_pct: 40,
+    });
+    let client = connect(
+        &fake,
+        // Short enough that a commit often gives up re-sending and ends ambiguous.
+        ClientSettings { operation_timeout: Duration::from_millis(25), ..settings() },
+    )
+    .await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24usize {
+        let client = client.clone();
+        // Offsets 1, 2, 3 in turn: a mix of one-group (1PC) and two-group (2PC) transfers.
+        let (from, to) = (accounts[i % 4], accounts[(i + 1 + (i / 4) % 3) % 4]);
+        tasks.spawn(async move {
+            let tried = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let tried2 = Arc::clone(&tried);
+            let result = client
+                .transact(move |txn| {
+                    tried2.lock().unwrap().push(txn.txn_id());
+                    async move {
+                        let v = txn.get_many([from, to]).await?;
+                        txn.put(from, (balance(&v[0]) - 1).to_be_bytes())?;
+                        txn.put(to, (balance(&v[1]) + 1).to_be_bytes())?;
+                        Ok(())
+                    }
+                })
+                .await;
+            let tried = tried.lock().unwrap().clone();
+            (result, tried, from == to)
+        });
+    }
+    let (mut ok, mut ambiguous) = (0, 0);
+    while let Some(done) = tasks.join_next().await {
+        let (result, tried, _) = done.unwrap();
+        let s = fake.lock();
+        let committed = |id: &TxnId| {
+            let outcome = s.records.get(id).or_else(|| s.local_results.get(id));
+            matches!(outcome, Some(decree_proto::txn::TxnOutcome::Committed { .. }))
+        };
+        let n = tried.iter().filter(|id| committed(id)).count();
+        assert!(n <= 1, "a transfer was applied {n} times");
+        match result {
+            Ok((_, info)) => {
+                ok += 1;
+                assert_eq!(n, 1);
+                assert!(committed(&info.txn_id), "the reported commit is the applied one");
+            }
+            Err(Error::Ambiguous { .. }) => ambiguous += 1,
+            Err(e) => assert_eq!(n, 0, "{e:?} but a run committed"),
+        }
+    }
+    assert!(ok >= 12, "most transfers complete despite the loss: {ok} ok, {ambiguous} ambiguous");
+    // The loss did force resolutions (the test is not vacuous).
+    let status = fake.sent("Request::TxnStatus").len();
+    eprintln!(
+        "{ok} ok, {ambiguous} ambiguous, {status} status queries, {} commits sent",
+        fake.sent("Request::CommitTxn").len() + fake.sent("Request::CommitLocal").len()
+    );
+    assert!(status > 0);
+    let sum: i64 = accounts.iter().map(|a| balance(&fake.latest(a))).sum();
+    assert_eq!(sum, 4_000);
 }
