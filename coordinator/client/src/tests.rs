@@ -950,10 +950,6 @@ async fn bank_transfers_under_random_loss_are_applied_at_most_once_each() {
     assert!(ok >= 12, "most transfers complete despite the loss: {ok} ok, {ambiguous} ambiguous");
     // The loss did force resolutions (the test is not vacuous).
     let status = fake.sent("Request::TxnStatus").len();
-    eprintln!(
-        "{ok} ok, {ambiguous} ambiguous, {status} status queries, {} commits sent",
-        fake.sent("Request::CommitTxn").len() + fake.sent("Request::CommitLocal").len()
-    );
     assert!(status > 0);
     let sum: i64 = accounts.iter().map(|a| balance(&fake.latest(a))).sum();
     assert_eq!(sum, 4_000);
