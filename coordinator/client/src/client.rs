@@ -21,7 +21,7 @@
 //!    have been delivered can only end as committed, aborted or `Ambiguous`), back off, go to 1.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -114,6 +114,8 @@ pub(crate) struct Inner {
     sessions: Mutex<Vec<Session>>,
     rng: Mutex<DetRng>,
     unresolved: Mutex<UnresolvedTable>,
+    /// Set by [`Client::close`]: every request fails at once from then on.
+    closed: AtomicBool,
 }
 
 /// Commits whose outcome is not known yet, oldest first.
@@ -199,6 +201,7 @@ impl Client {
                 sessions: Mutex::new(Vec::new()),
                 rng: Mutex::new(rng),
                 unresolved: Mutex::new(UnresolvedTable::default()),
+                closed: AtomicBool::new(false),
             }),
         }
     }
@@ -276,6 +279,13 @@ impl Client {
         self.refresh_routes_until(deadline).await
     }
 
+    /// Closes the client's connections and releases its socket. Transactions still running
+    /// fail with [`Error::Unavailable`] (or [`Error::Ambiguous`] for a commit in flight).
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.link.close().await;
+    }
+
     /// A fresh reading of the client's HLC (HLC-1).
     pub fn now(&self) -> HlcTimestamp {
         lock(&self.inner.hlc).now(physical_now_ns())
@@ -311,6 +321,10 @@ impl Client {
         let mut backoff_ms = ATTEMPT_BACKOFF_INITIAL_MS;
         let mut last = String::from("no replica known");
         loop {
+            if self.inner.closed.load(Ordering::Acquire) {
+                let what = "the client was closed".to_string();
+                return Err(Failure { error: Error::Unavailable { what }, maybe_delivered });
+            }
             let now = Instant::now();
             if now >= deadline {
                 let what = format!("group {group} ({}): {last}", request.kind());
@@ -395,6 +409,10 @@ impl Client {
                 Err(LinkError::Tls { node, reason }) => {
                     let error = Error::Tls { peer: node.to_string(), reason };
                     return Err(Failure { error, maybe_delivered });
+                }
+                Err(LinkError::Closed) => {
+                    let what = "the client was closed".to_string();
+                    return Err(Failure { error: Error::Unavailable { what }, maybe_delivered });
                 }
                 Err(LinkError::Encode(e)) => {
                     let error = match e {

@@ -32,6 +32,11 @@ pub trait Link: Send + Sync + 'static {
     /// Learns (or changes) where a node listens, from the range map reply. Links that need no
     /// addresses ignore it.
     fn learn_address(&self, _node: NodeId, _addr: SocketAddr) {}
+
+    /// Closes every connection; later calls fail. Links without connections do nothing.
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
 }
 
 /// Why a call produced no reply envelope.
@@ -66,6 +71,9 @@ pub enum LinkError {
     /// The request could not be encoded (it breaks a wire bound); nothing was sent.
     #[error("request cannot be encoded: {0}")]
     Encode(EncodeError),
+    /// The link was closed ([`Link::close`]); nothing was sent.
+    #[error("link closed")]
+    Closed,
 }
 
 /// The real link: RPC over `decree_runtime::Transport` (QUIC, mutual TLS, ALPN `decree/1`).
@@ -107,9 +115,7 @@ impl Link for QuicLink {
                         node,
                         reason: format!("request of {bytes} bytes exceeds the frame limit"),
                     },
-                    RpcError::Closed => {
-                        LinkError::NotDelivered { node, reason: "transport closed".into() }
-                    }
+                    RpcError::Closed => LinkError::Closed,
                     RpcError::Tls { reason, .. } => LinkError::Tls { node, reason },
                     // Everything else happened after the request may have been read: a
                     // timeout, a lost connection, a reset stream, a garbled reply, or a refusal
@@ -132,5 +138,9 @@ impl Link for QuicLink {
 
     fn learn_address(&self, node: NodeId, addr: SocketAddr) {
         self.transport.add_peer(node, addr);
+    }
+
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.transport.close())
     }
 }

@@ -102,6 +102,12 @@ async fn connects_reads_and_commits_over_quic() {
     // A request the node refuses comes back as a typed error.
     let err = client.txn_status_at(info.txn_id, info.commit_ts).await.unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err:?}");
+    // After close, requests fail cleanly.
+    client.close().await;
+    let started = std::time::Instant::now();
+    let err = client.begin().get("k").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(100), "no retrying once closed");
     node.close().await;
 }
 
