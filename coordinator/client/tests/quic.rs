@@ -129,3 +129,40 @@ async fn no_seeds_is_a_config_error() {
     let err = Client::connect(config).await.unwrap_err();
     assert!(matches!(err, Error::Config(decree_client::ConfigError::NoSeeds)), "{err:?}");
 }
+
+#[tokio::test]
+async fn with_a_cluster_file_the_client_starts_even_if_no_node_answers_yet() {
+    let ca = ClusterCa::generate().unwrap();
+    // A port nothing listens on.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let file = format!(
+        "[[nodes]]\nid = 1\naddr = \"{addr}\"\n\
+         [[coordinator_groups]]\nid = 100\nreplicas = [1]\n\
+         [[participant_groups]]\nid = 1\nstart = \"\"\nreplicas = [1]\n"
+    );
+    let cluster = decree_client::ClusterFile::parse(&file, "cluster.toml".as_ref()).unwrap();
+    let settings = ClientSettings {
+        attempt_timeout: Duration::from_millis(100),
+        operation_timeout: Duration::from_millis(300),
+        ..ClientSettings::default()
+    };
+    let config = ClientConfig::new(ca.issue_client("test").unwrap())
+        .with_cluster(cluster)
+        .with_settings(settings);
+    let client = Client::connect(config).await.unwrap();
+    // The file's map routes the read; the node does not answer: Unavailable, a retryable
+    // error, after the operation timeout.
+    let err = client.begin().get("k").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }) && err.is_retryable(), "{err:?}");
+    // Without a cluster file the same silence fails the connect.
+    let config = ClientConfig::new(ca.issue_client("test").unwrap())
+        .with_seed(NODE, addr)
+        .with_settings(ClientSettings {
+            attempt_timeout: Duration::from_millis(100),
+            operation_timeout: Duration::from_millis(300),
+            ..ClientSettings::default()
+        });
+    assert!(matches!(Client::connect(config).await, Err(Error::Unavailable { .. })));
+    drop(silent);
+}
