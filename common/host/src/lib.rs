@@ -12,6 +12,7 @@
 
 pub mod host;
 pub mod machine;
+pub mod machines;
 pub mod testing;
 
 pub use host::{
