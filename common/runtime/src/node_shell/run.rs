@@ -415,6 +415,13 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
         if let Some(e) = applier.failed.take() {
             return Err(e);
         }
+        // Report what is applied: reads waiting for it are served by the next iteration.
+        let groups: Vec<GroupId> = self.node.groups().collect();
+        for group in groups {
+            if let Some(log) = self.state.group(group) {
+                self.node.on_applied(group, log.applied);
+            }
+        }
         self.counters.iterations += 1;
         self.counters.fsyncs += self.node.wal().stats().fsyncs - fsyncs_before;
         let synced = self.node.wal().disk().times();
