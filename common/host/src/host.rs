@@ -263,7 +263,7 @@ struct State<M: ReplicatedMachine> {
     reads: BTreeMap<u64, PendingRead<M>>,
     next_read_ctx: u64,
     /// Proposals machines asked for while the node was busy.
-    deferred: Vec<(GroupId, M::Command, Option<(ReplyTo, M::Response)>)>,
+    deferred: Vec<Deferred<M>>,
     /// Responses to machines' own requests that could not be routed (no replica known).
     no_route: Vec<(GroupId, RequestId, GroupId)>,
     outbox: BTreeMap<NodeId, Vec<HostEnvelope<M>>>,
@@ -273,6 +273,13 @@ struct State<M: ReplicatedMachine> {
     clock_stop: Option<OffsetError>,
     stats: HostStats,
 }
+
+/// A proposal a machine asked for while the node was busy: group, command, waiter.
+type Deferred<M> = (
+    GroupId,
+    <M as ReplicatedMachine>::Command,
+    Option<(ReplyTo, <M as ReplicatedMachine>::Response)>,
+);
 
 #[derive(Debug)]
 struct Group<M> {
