@@ -40,7 +40,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
             }
             rust_files(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs")
-            && !path.file_name().is_some_and(|n| n == "tests.rs")
+            && path.file_name().is_none_or(|n| n != "tests.rs")
         {
             out.push(path);
         }
