@@ -510,18 +510,20 @@ impl<D: Disk> Node<D> {
     /// the core drops its log up to `index`, the WAL stores the snapshot durably (temp file,
     /// fsync, rename, directory fsync) and deletes segments below the low-water mark.
     /// Snapshot transfers to followers under way are not disturbed: each goes on with the
-    /// snapshot it started with (RAFT-8).
+    /// snapshot it started with (RAFT-8). The bytes are shared with the core, not copied
+    /// (pass an `Arc<[u8]>` to hand over the caller's buffer as it is).
     pub fn snapshot(
         &mut self,
         group: GroupId,
         index: LogIndex,
-        data: Vec<u8>,
+        data: impl Into<std::sync::Arc<[u8]>>,
     ) -> Result<(), SnapshotRequestError> {
         if let Some(cause) = &self.stopped {
             return Err(Fatal::Stopped(cause.clone()).into());
         }
+        let data: std::sync::Arc<[u8]> = data.into();
         let r = self.groups.get_mut(&group).ok_or(SnapshotRequestError::UnknownGroup(group))?;
-        let meta = r.core.snapshot_created(index, data.clone())?;
+        let meta = r.core.snapshot_created(index, std::sync::Arc::clone(&data))?;
         let persisted = self
             .wal
             .save_snapshot(group, meta, &data)
