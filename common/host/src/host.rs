@@ -405,6 +405,13 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
             tracing::warn!(cert = %peer, claimed = %from, "envelope from another sender; dropped");
             return;
         }
+        // The codec checks these bounds on every decode; a host fed decoded envelopes by
+        // other means (the simulator) checks them here.
+        if let Err(e) = payload.validate_transport() {
+            self.st.stats.refused += 1;
+            tracing::warn!(%peer, "envelope over a bound: {e}");
+            return;
+        }
         let node_level = matches!(
             payload,
             Payload::RaftBatch(_) | Payload::ClockProbe { .. } | Payload::ClockEcho { .. }

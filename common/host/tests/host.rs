@@ -328,3 +328,74 @@ fn golden_three_nodes_append_and_step_down() {
     out += &c.take_log();
     golden("three_nodes.txt", &out);
 }
+
+/// The envelope cases of the QUIC shell's peer tests, at the host: each bad envelope is
+/// refused whole and counted, and the next good batch from the same peer is still served.
+#[test]
+fn bad_envelopes_are_refused_and_counted_and_the_host_keeps_serving() {
+    use decree_proto::limits::RAFT_BATCH_MESSAGES_MAX;
+    let mut c = Cluster::new(3, &[1]);
+    c.elect(1);
+    // A real batch from the leader to n2, kept to replay after each bad envelope.
+    c.advance(200, Some(1));
+    c.process_all();
+    c.mail.clear();
+    c.now += 500 * MS;
+    let (now, wall) = (c.now, c.wall());
+    c.hosts[0].handle_timeout(now, wall);
+    c.process_all();
+    let good = c
+        .mail
+        .iter()
+        .find(|(_, to, e)| *to == NodeId(2) && matches!(e.payload, Payload::RaftBatch(_)))
+        .map(|(_, _, e)| e.clone())
+        .expect("the leader sends n2 a batch");
+    let Payload::RaftBatch(batch) = &good.payload else { unreachable!() };
+    let heartbeat = batch[0].clone();
+    c.mail.clear();
+    let clock = HlcTimestamp::new(wall, 0);
+    let far = HlcTimestamp::new(wall + 10_000 * MS, 0);
+    let request = || Payload::Request { request_id: RequestId(1), request: LogRequest::Read };
+    let cases: Vec<(&str, Envelope<LogRequest, LogResponse>)> = vec![
+        (
+            "claimed sender is not the certificate's node",
+            envelope(3, NODE_GROUP, clock, Payload::RaftBatch(vec![heartbeat.clone()])),
+        ),
+        (
+            "longer than RAFT_BATCH_MESSAGES_MAX",
+            envelope(
+                1,
+                NODE_GROUP,
+                clock,
+                Payload::RaftBatch(vec![heartbeat.clone(); RAFT_BATCH_MESSAGES_MAX + 1]),
+            ),
+        ),
+        (
+            "batch on a group's stream",
+            envelope(1, G, clock, Payload::RaftBatch(vec![heartbeat.clone()])),
+        ),
+        (
+            "single Raft message on the node stream",
+            envelope(1, NODE_GROUP, clock, Payload::Raft(heartbeat.1.clone())),
+        ),
+        ("request on the node stream", envelope(1, NODE_GROUP, clock, request())),
+        (
+            "clock too far ahead (HLC-3)",
+            envelope(1, NODE_GROUP, far, Payload::RaftBatch(vec![heartbeat.clone()])),
+        ),
+    ];
+    for (i, (name, bad)) in cases.into_iter().enumerate() {
+        let before = c.hosts[1].clock_last();
+        c.hosts[1].handle_envelope(now, wall, NodeId(1), bad);
+        assert_eq!(c.hosts[1].stats().refused, i as u64 + 1, "{name}: counted");
+        assert!(!c.hosts[1].has_work(), "{name}: nothing reached the node");
+        assert_eq!(c.hosts[1].clock_last(), before, "{name}: the clock did not move");
+        // A good batch is still served: the node answers the heartbeat.
+        c.hosts[1].handle_envelope(now, wall, NodeId(1), good.clone());
+        assert_eq!(c.hosts[1].stats().refused, i as u64 + 1, "{name}: the good batch is taken");
+        assert!(c.hosts[1].has_work(), "{name}: the node has an answer to send");
+        let mut io = support::Recorder::default();
+        c.hosts[1].process(now, wall, &mut io).unwrap();
+        assert!(io.sent.iter().any(|(to, _)| *to == NodeId(1)), "{name}: answered");
+    }
+}
