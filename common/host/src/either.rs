@@ -1,6 +1,8 @@
 //! Two kinds of machine on one host: [`Either`] is a [`ReplicatedMachine`] that is one of two
 //! machines speaking the same requests and responses (a participant group or a coordinator
-//! group of the server). The host is generic over one machine type, so a process that hosts
+//! group of the server: both speak `decree_proto::Request`, and the group a request names
+//! decides which machine sees it). Kinds with different request types use
+//! [`crate::machines::Either`], which tags every request with its kind. The host is generic over one machine type, so a process that hosts
 //! several kinds uses this enum: static dispatch, no `dyn` on the hot path, and every group of
 //! every kind shares the node's WAL and its fsyncs.
 //!
@@ -199,6 +201,7 @@ where
             clock: &mut *cx.clock,
             effects: &mut effects,
             next_request_id: &mut *cx.next_request_id,
+            read_index: cx.read_index,
         };
         f(&mut inner)
     };
@@ -239,6 +242,9 @@ where
         Effect::Reply(to, r) => Effect::Reply(to, r),
         Effect::Propose { command, waiter } => Effect::Propose { command: wrap(command), waiter },
         Effect::Send { request_id, to, request } => Effect::Send { request_id, to, request },
+        Effect::Readmit { requester, reply_to, request } => {
+            Effect::Readmit { requester, reply_to, request }
+        }
         Effect::LeaderHint { group, leader } => Effect::LeaderHint { group, leader },
     }
 }
@@ -256,6 +262,7 @@ where
         Admission::Propose { command, on_lost } => {
             Admission::Propose { command: wrap(command), on_lost }
         }
+        Admission::Read(request) => Admission::Read(request),
         Admission::Later => Admission::Later,
     }
 }

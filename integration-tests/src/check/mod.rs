@@ -39,17 +39,13 @@ impl fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
-/// A compact identity of an entry's payload, for comparisons without keeping copies.
-pub fn payload_digest(payload: &decree_raft::EntryPayload) -> u64 {
-    match payload {
-        decree_raft::EntryPayload::Noop => 0,
-        decree_raft::EntryPayload::Command(bytes) => {
-            // FNV-1a; never 0 in practice for a command, and a collision only weakens a check.
-            bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            }) | 1
-        }
-    }
+/// A compact identity of a client's command (the bytes it asked to append, or the value it
+/// asked to write), for comparisons without keeping copies. Never 0 (0 is the no-op's).
+pub fn command_digest(bytes: &[u8]) -> u64 {
+    // FNV-1a; a collision only weakens a check.
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    }) | 1
 }
 
 /// What a checker may see of one replica's log: the snapshot it starts after, and the entries
