@@ -105,6 +105,12 @@ impl RaftCore {
     /// appends (no progress for a whole heartbeat interval).
     pub(super) fn broadcast_heartbeat(&mut self) {
         self.read_round_needed = false;
+        if let Some(t) = self.transfer.as_mut() {
+            // RAFT-6: a lost TimeoutNow is sent again on the target's next acknowledgement.
+            // A target that got it campaigns in a higher term, which ends our leadership (a
+            // copy arriving after that is ignored), so at most one goes out per interval.
+            t.timeout_now_sent = false;
+        }
         for peer in self.peers() {
             let last_index = self.log.last_index();
             let Some(p) = self.progress.get_mut(&peer) else { continue };
@@ -374,8 +380,10 @@ impl RaftCore {
             }
             if moved {
                 self.maybe_commit();
-                self.maybe_send_timeout_now();
             }
+            // RAFT-6: any acknowledgement may show the target caught up, also one that does
+            // not move its match index (it may have moved with a snapshot acknowledgement).
+            self.maybe_send_timeout_now();
         } else {
             // `match_index` of a rejection is the `prev_log_index` that did not match.
             let rejected = match_index;
@@ -438,7 +446,7 @@ impl RaftCore {
     }
 
     /// RAFT-6: once the target's log matches ours, tell it to campaign.
-    fn maybe_send_timeout_now(&mut self) {
+    pub(super) fn maybe_send_timeout_now(&mut self) {
         let Some(t) = self.transfer else { return };
         if t.timeout_now_sent {
             return;
