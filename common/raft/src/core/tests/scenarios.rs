@@ -80,3 +80,75 @@ fn raft_6_a_lost_timeout_now_is_resent() {
     assert_eq!(c.core(2).role(), Role::Leader);
     c.check_election_safety();
 }
+
+// ----- RAFT-3: every read is served or failed within an election timeout -----
+
+/// Drops every message in flight that `lost` matches; returns how many.
+fn lose(c: &mut Cluster, lost: impl Fn(&InFlight) -> bool) -> usize {
+    let before = c.net.len();
+    c.net.retain(|m| !lost(m));
+    before - c.net.len()
+}
+
+/// RAFT-3: a follower's read whose `ReadIndexRequest` is lost fails within an election
+/// timeout while the leader stays, and so does one whose `ReadIndexResponse` is lost; a late
+/// answer to a failed read is ignored.
+#[test]
+fn raft_3_a_forwarded_read_whose_request_or_answer_is_lost_fails_in_time() {
+    let mut c = elected_three();
+    let now = c.now_ns;
+    c.core_mut(3).read_index(now, 1).expect("follower with a leader");
+    c.process_ready(n(3));
+    assert_eq!(lose(&mut c, |m| matches!(m.msg, Message::ReadIndexRequest { .. })), 1);
+    c.core_mut(3).read_index(now, 2).expect("follower with a leader");
+    c.process_ready(n(3));
+    c.deliver_all(None);
+    c.process_ready(n(1));
+    c.deliver_all(None);
+    c.process_ready(n(2));
+    c.process_ready(n(3));
+    c.deliver_all(Some(&BTreeSet::from([n(1)])));
+    c.process_ready(n(1));
+    assert_eq!(lose(&mut c, |m| matches!(m.msg, Message::ReadIndexResponse { .. })), 1);
+    let min_ms = test_config().election_timeout_min.as_millis() as u64;
+    c.run_for(min_ms - 100);
+    assert!(c.node(3).failed_reads.is_empty() && c.node(3).read_states.is_empty());
+    c.run_for(110);
+    assert_eq!(c.node(3).failed_reads, vec![1, 2], "both reads failed within the bound");
+    assert_eq!(c.core(1).role(), Role::Leader, "while the leader stayed");
+    assert!(c.node(3).read_states.is_empty());
+    // A follower that lost `max_pending_reads` of them still serves reads.
+    let max = test_config().max_pending_reads as u64;
+    let now = c.now_ns;
+    for ctx in 100..100 + max {
+        c.core_mut(3).read_index(now, ctx).expect("room for every read");
+    }
+    c.process_ready(n(3));
+    lose(&mut c, |m| matches!(m.msg, Message::ReadIndexRequest { .. }));
+    c.run_for(min_ms + 10);
+    assert_eq!(c.node(3).failed_reads.len() as u64, 2 + max);
+    let now = c.now_ns;
+    c.core_mut(3).read_index(now, 7).expect("the lost reads gave their slots back");
+    c.stabilize(None);
+    assert_eq!(c.node(3).read_states.last().map(|r| r.ctx), Some(7));
+}
+
+/// RAFT-3: a leader cut off from its majority (check-quorum off, so it keeps leading) fails
+/// its waiting reads after an election timeout instead of holding them.
+#[test]
+fn raft_3_a_leader_read_without_a_majority_fails_in_time() {
+    let mut config = test_config();
+    config.check_quorum = false;
+    let mut c = Cluster::new(3, config);
+    c.elect(1);
+    c.isolate(n(1));
+    let now = c.now_ns;
+    c.core_mut(1).read_index(now, 9).expect("leader");
+    let min_ms = test_config().election_timeout_min.as_millis() as u64;
+    c.run_for(min_ms - 100);
+    assert!(c.node(1).failed_reads.is_empty());
+    c.run_for(110);
+    assert_eq!(c.node(1).failed_reads, vec![9]);
+    assert_eq!(c.core(1).role(), Role::Leader);
+    assert!(c.node(1).read_states.is_empty());
+}
