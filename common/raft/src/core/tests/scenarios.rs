@@ -3,14 +3,14 @@
 //! Raft paper's Figure 7), snapshot and transfer bookkeeping, flow control and split votes.
 //! Each test names the rule of protocol.md §8/§9 it pins down.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use decree_types::{LogIndex, NodeId, Term};
+use decree_types::{DetRng, LogIndex, NodeId, Term};
 
 use super::harness::{test_config, Cluster, InFlight, MS};
-use super::paper::{elected_three, n};
-use crate::core::Role;
-use crate::msg::Message;
+use super::paper::{after_sync_to, append, elected_three, entry, n, replica};
+use crate::core::{Ignored, ReplicationState, Role};
+use crate::msg::{Entry, Message, RejectHint};
 
 // ----- RAFT-6 + RAFT-8: leadership transfer to a follower behind the compaction point -----
 
@@ -151,4 +151,133 @@ fn raft_3_a_leader_read_without_a_majority_fails_in_time() {
     assert_eq!(c.node(1).failed_reads, vec![9]);
     assert_eq!(c.core(1).role(), Role::Leader);
     assert!(c.node(1).read_states.is_empty());
+}
+
+// ----- §5.3 / INV-R3: a stale or duplicated append never shortens a follower's log -----
+
+/// §5.3: "If an existing entry conflicts with a new one … delete the existing entry and all
+/// that follow it" — only on a conflict. A delayed append whose entries the follower already
+/// holds rewrites nothing; its acknowledgement covers what it carried (3), not the log's end,
+/// and the commit index it may move to is capped there too.
+#[test]
+fn raft_5_3_a_delayed_append_of_entries_already_held_rewrites_nothing() {
+    let mut core = replica(2, 2, &[1, 2, 2, 2, 2], 1);
+    core.ready();
+    let before: Vec<Entry> = core.entries().cloned().collect();
+    core.step(0, n(1), append(2, (1, 1), vec![entry(2, 2), entry(2, 3)], 5)).expect("leader");
+    let ready = core.ready();
+    assert!(ready.entries.is_empty(), "nothing to persist: {:?}", ready.entries);
+    assert_eq!(core.entries().cloned().collect::<Vec<_>>(), before);
+    assert_eq!(core.last_index(), LogIndex(5));
+    assert_eq!(core.commit_index(), LogIndex(3), "commit is capped at the append's last entry");
+    let acks = after_sync_to(&ready, 1);
+    assert!(
+        matches!(
+            acks.as_slice(),
+            [Message::AppendResponse { success: true, match_index: LogIndex(3), .. }]
+        ),
+        "{acks:?}"
+    );
+}
+
+/// INV-R3 under a hostile network: appends and their answers are delivered out of order,
+/// duplicated and late, including a stale rejection. No follower's log ever shrinks, the
+/// leader's match index for a follower never decreases and its next index stays above it.
+#[test]
+fn raft_5_3_reordered_and_duplicated_appends_never_shrink_a_log_or_move_match_back() {
+    let mut config = test_config();
+    config.max_inflight_appends = 4;
+    config.max_append_entries = 2;
+    let mut c = Cluster::new(3, config);
+    c.elect(1);
+    let mut rng = DetRng::new(7);
+    let mut last = BTreeMap::new();
+    let mut matched = BTreeMap::new();
+    let mut old: Vec<InFlight> = Vec::new();
+    for round in 0..300 {
+        if round % 3 == 0 && round < 240 {
+            c.propose(1, &format!("r{round}"));
+        }
+        if round % 20 == 0 {
+            c.now_ns += 100 * MS;
+            c.tick_all();
+        }
+        for id in [n(1), n(2), n(3)] {
+            if c.nodes[&id].core().has_ready() {
+                c.process_ready(id);
+            }
+        }
+        // Keep copies of some messages to deliver much later; shuffle the rest, duplicate
+        // some and deliver them.
+        let mut batch = std::mem::take(&mut c.net);
+        for m in &batch {
+            if rng.chance(1, 5) {
+                old.push(m.clone());
+            }
+        }
+        if rng.chance(1, 4) && !old.is_empty() {
+            let pick = rng.range(0, old.len() as u64) as usize;
+            batch.push(old.swap_remove(pick));
+        }
+        let dup: Vec<InFlight> = batch.iter().filter(|_| rng.chance(1, 6)).cloned().collect();
+        batch.extend(dup);
+        for i in (1..batch.len()).rev() {
+            let j = rng.range(0, i as u64 + 1) as usize;
+            batch.swap(i, j);
+        }
+        for m in batch {
+            c.deliver(m);
+            for id in [2, 3] {
+                let last_index = c.core(id).last_index();
+                let prev = last.insert(id, last_index).unwrap_or_default();
+                // Shrinking is allowed only when a conflicting suffix is replaced, which a
+                // single leader with one term never causes.
+                assert!(last_index >= prev, "n{id}'s log shrank from {prev} to {last_index}");
+                let p = &c.core(1).progress[&n(id)];
+                let prev_match = matched.insert(id, p.match_index).unwrap_or_default();
+                assert!(p.match_index >= prev_match, "match of n{id} went back");
+                assert!(p.next_index > p.match_index, "next of n{id} at or below match");
+            }
+        }
+        c.check_log_invariants();
+    }
+    c.run_for(1000);
+    assert_eq!(c.core(1).role(), Role::Leader);
+    assert_eq!(c.core(1).term(), Term(1), "one leader, one term throughout");
+    for id in [2, 3] {
+        assert_eq!(c.core(id).last_index(), c.core(1).last_index());
+        assert_eq!(c.node(id).applied, c.node(1).applied);
+    }
+}
+
+/// A rejection of a `prev_log_index` at or below the follower's known match is stale (an
+/// answer to a probe sent before the follower caught up): it changes nothing.
+#[test]
+fn raft_5_3_a_stale_rejection_does_not_move_match_or_next() {
+    let mut c = elected_three();
+    for i in 0..3 {
+        c.propose(1, &format!("s{i}"));
+    }
+    c.stabilize(None);
+    let (match_before, next_before) = {
+        let p = &c.core(1).progress[&n(2)];
+        (p.match_index, p.next_index)
+    };
+    assert_eq!(match_before, LogIndex(4));
+    let stale = Message::AppendResponse {
+        term: Term(1),
+        success: false,
+        match_index: LogIndex(2),
+        reject_hint: Some(RejectHint {
+            last_index: LogIndex(1),
+            conflict_term: None,
+            conflict_first_index: LogIndex(2),
+        }),
+        read_seq: 0,
+    };
+    let now = c.now_ns;
+    assert_eq!(c.core_mut(1).step(now, n(2), stale), Err(Ignored::Stale));
+    let p = &c.core(1).progress[&n(2)];
+    assert_eq!((p.match_index, p.next_index), (match_before, next_before));
+    assert_eq!(p.state, ReplicationState::Replicate);
 }
