@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use decree_types::{DetRng, LogIndex, NodeId, Term};
+use decree_types::{DetRng, LogIndex, Term};
 
 use super::harness::{test_config, Cluster, InFlight, MS};
 use super::paper::{after_sync_to, append, elected_three, entry, n, replica};
@@ -280,4 +280,110 @@ fn raft_5_3_a_stale_rejection_does_not_move_match_or_next() {
     let p = &c.core(1).progress[&n(2)];
     assert_eq!((p.match_index, p.next_index), (match_before, next_before));
     assert_eq!(p.state, ReplicationState::Replicate);
+}
+
+// ----- §5.3 log repair: the follower logs of Figure 7 -----
+
+/// The log of the term-8 leader in Figure 7 of the Raft paper, by term.
+const FIGURE_7_LEADER: [u64; 10] = [1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
+
+fn log_of(terms: &[u64]) -> Vec<Entry> {
+    terms.iter().enumerate().map(|(i, &t)| entry(t, i as u64 + 1)).collect()
+}
+
+/// The distinct terms of `follower`'s entries that the leader's log does not hold at the
+/// same index.
+fn conflicting_terms(follower: &[u64]) -> BTreeSet<u64> {
+    follower
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| FIGURE_7_LEADER.get(*i) != Some(t))
+        .map(|(_, t)| *t)
+        .collect()
+}
+
+/// n1 and n2 hold the leader's log of Figure 7, n3 `follower` (compacted up to
+/// `snapshot_at`); all are at term 7. n1 is elected for term 8 and repairs n3's log. Returns
+/// the rejections n3 sent.
+fn repair_figure_7(follower: &[u64], snapshot_at: Option<u64>) -> usize {
+    let mut c = Cluster::new(3, test_config());
+    let commit = LogIndex(snapshot_at.unwrap_or(3));
+    for id in [1, 2] {
+        c.preload(n(id), Term(7), LogIndex(3), log_of(&FIGURE_7_LEADER), None);
+    }
+    c.preload(n(3), Term(7), commit, log_of(follower), snapshot_at.map(LogIndex));
+    c.trace_delivery = true;
+    let now = c.now_ns;
+    c.core_mut(1).campaign(now);
+    let trace = c.stabilize(None);
+    assert_eq!((c.core(1).role(), c.core(1).term()), (Role::Leader, Term(8)));
+    let leader: Vec<Entry> = c.core(1).entries().cloned().collect();
+    let repaired: Vec<Entry> = c.core(3).entries().cloned().collect();
+    assert_eq!(repaired[..], leader[leader.len() - repaired.len()..], "{follower:?}");
+    assert_eq!(c.core(3).last_index(), LogIndex(11));
+    assert_eq!(c.core(3).commit_index(), LogIndex(11));
+    assert_eq!(c.node(3).applied, c.node(1).applied, "{follower:?}");
+    c.check_log_invariants();
+    trace.lines().filter(|l| l.contains("3->1 AppendResponse") && l.contains("reject")).count()
+}
+
+/// §5.3 with fast back-tracking: each follower log of Figure 7 converges to the term-8
+/// leader's with at most one rejection per conflicting term plus one (for a log that is
+/// merely short), including conflict terms the leader never had (2, 3 and 7) and followers
+/// whose logs are compacted, so that the hint is cut at their snapshot.
+#[test]
+fn raft_5_3_figure_7_followers_converge_with_one_rejection_per_conflicting_term() {
+    let followers: [(&str, &[u64], Option<u64>, usize); 8] = [
+        ("a", &[1, 1, 1, 4, 4, 5, 5, 6, 6], None, 1),
+        ("b", &[1, 1, 1, 4], None, 1),
+        ("c", &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 6], None, 0),
+        ("d", &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6, 7, 7], None, 0),
+        ("e", &[1, 1, 1, 4, 4, 4, 4], None, 2),
+        ("f", &[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3], None, 2),
+        ("e compacted to 5", &[1, 1, 1, 4, 4, 4, 4], Some(5), 2),
+        ("a compacted to 9", &[1, 1, 1, 4, 4, 5, 5, 6, 6], Some(9), 1),
+    ];
+    for (name, log, snapshot_at, expected) in followers {
+        let bound = conflicting_terms(log).len() + 1;
+        let rejections = repair_figure_7(log, snapshot_at);
+        assert!(rejections <= bound, "({name}) {rejections} rejections, bound {bound}");
+        assert_eq!(rejections, expected, "({name})");
+    }
+}
+
+/// §5.4.1 / RAFT-2 with 5 voters: n1 and n2 hold two uncommitted entries of term 2; n3, n4
+/// and n5, whose logs end in term 1, elect n3 for term 3, and n3 overwrites the higher-term
+/// suffix once the cut heals. Nobody ever applies an overwritten entry, and every log
+/// converges on n3's.
+#[test]
+fn raft_5_4_a_new_leader_overwrites_a_higher_term_uncommitted_suffix() {
+    let mut c = Cluster::new(5, test_config());
+    for id in [1, 2] {
+        c.preload(n(id), Term(2), LogIndex(1), log_of(&[1, 2, 2]), None);
+    }
+    for id in [3, 4, 5] {
+        c.preload(n(id), Term(2), LogIndex(1), log_of(&[1]), None);
+    }
+    c.isolate(n(1));
+    c.isolate(n(2));
+    c.elect(3);
+    assert_eq!(c.core(3).term(), Term(3));
+    c.propose(3, "after");
+    c.stabilize(None);
+    assert_eq!(c.core(3).commit_index(), LogIndex(3), "committed by n3, n4 and n5");
+    c.heal();
+    c.run_for(500);
+    let leader: Vec<Entry> = c.core(3).entries().cloned().collect();
+    assert_eq!(leader.iter().map(|e| e.term.0).collect::<Vec<_>>(), vec![1, 3, 3]);
+    for id in [1, 2, 4, 5] {
+        assert_eq!(c.core(id).entries().cloned().collect::<Vec<_>>(), leader, "n{id}");
+        assert_eq!(c.node(id).applied, c.node(3).applied, "n{id}");
+    }
+    assert!(
+        c.applied_anywhere.values().all(|e| e.term != Term(2)),
+        "an overwritten entry was applied: {:?}",
+        c.applied_anywhere
+    );
+    c.check_election_safety();
+    c.check_log_invariants();
 }
