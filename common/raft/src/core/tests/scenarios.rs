@@ -5,12 +5,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use decree_types::{DetRng, LogIndex, Term};
+use decree_types::{DetRng, LogIndex, NodeId, Term};
 
 use super::harness::{test_config, Cluster, InFlight, MS};
 use super::paper::{after_sync_to, append, elected_three, entry, n, replica};
-use crate::core::{Ignored, ReplicationState, Role};
-use crate::msg::{Entry, Message, RejectHint};
+use crate::core::{Ignored, RaftConfig, RaftCore, ReplicationState, Restored, Role};
+use crate::msg::{Entry, HardState, Message, RejectHint};
 
 // ----- RAFT-6 + RAFT-8: leadership transfer to a follower behind the compaction point -----
 
@@ -386,4 +386,123 @@ fn raft_5_4_a_new_leader_overwrites_a_higher_term_uncommitted_suffix() {
     );
     c.check_election_safety();
     c.check_log_invariants();
+}
+
+// ----- RAFT-3 at a deposed leader -----
+
+/// RAFT-3: a leader cut off from the others (check-quorum off, so it does not step down on
+/// its own) confirms a read only with acknowledgements of a round started after the read.
+/// Delayed and duplicated acknowledgements of an earlier round — even delivered after the
+/// others elected a new leader that committed a write — never make it answer a read asked
+/// after that write below the write's index.
+#[test]
+fn raft_3_a_deposed_leader_never_serves_a_read_below_a_newer_write() {
+    let mut config = test_config();
+    config.check_quorum = false;
+    let mut c = Cluster::new(3, config);
+    c.elect(1);
+    // Round 1 of n1's reads: the followers' acknowledgements are held back.
+    let now = c.now_ns;
+    c.core_mut(1).read_index(now, 1).expect("leader");
+    c.process_ready(n(1));
+    c.deliver_all(Some(&BTreeSet::from([n(2), n(3)])));
+    c.process_ready(n(2));
+    c.process_ready(n(3));
+    let held: Vec<InFlight> = c.net.drain(..).filter(|m| m.to == n(1)).collect();
+    assert_eq!(held.len(), 2);
+    // n1 is cut off; n2 and n3 elect a new leader, which commits a write.
+    c.isolate(n(1));
+    c.run_for(3000);
+    let new_leader = c.leader().filter(|&l| l != n(1)).expect("n2 or n3 leads");
+    let write = c.propose(new_leader.0, "write");
+    c.stabilize(None);
+    assert_eq!(c.core(new_leader.0).commit_index(), write);
+    assert_eq!(c.core(1).role(), Role::Leader, "n1 still believes it leads");
+    // A read asked of n1 now, answered by the old acknowledgements, twice each.
+    let now = c.now_ns;
+    c.core_mut(1).read_index(now, 2).expect("n1 still leads");
+    c.process_ready(n(1));
+    for m in held.iter().chain(held.iter()) {
+        c.deliver(m.clone());
+    }
+    c.process_ready(n(1));
+    assert!(
+        c.node(1).read_states.iter().all(|r| r.ctx != 2),
+        "read 2 served from old acknowledgements: {:?}",
+        c.node(1).read_states
+    );
+    // The cut heals: n1 learns the new term and the read fails; it is never served.
+    c.heal();
+    c.run_for(500);
+    assert_ne!(c.core(1).role(), Role::Leader);
+    assert!(c.node(1).failed_reads.contains(&2));
+    assert!(c.node(1).read_states.iter().all(|r| r.ctx != 2 || r.index >= write));
+}
+
+// ----- RAFT-5 / §5.4.1: a stale candidate -----
+
+/// Everything `core` has to send, plain and after its fsync.
+fn outbox(core: &mut RaftCore) -> Vec<(NodeId, Message)> {
+    let ready = core.ready();
+    let after_sync = ready.persisted_messages.peek().iter().cloned();
+    ready.messages.iter().cloned().chain(after_sync).collect()
+}
+
+/// Steps the messages of `sent` addressed to `to` into it; returns its answers to `from`.
+fn exchange(sent: &[(NodeId, Message)], from: NodeId, to: &mut RaftCore) -> Vec<Message> {
+    for (dest, msg) in sent {
+        if *dest == to.id() {
+            let _ = to.step(0, from, msg.clone());
+        }
+    }
+    outbox(to).into_iter().filter(|(dest, _)| *dest == from).map(|(_, m)| m).collect()
+}
+
+/// RAFT-5: a pre-candidate whose log is behind the voters' is refused; nobody's term moves,
+/// and a majority of refusals makes it a follower again.
+#[test]
+fn raft_5_pre_vote_is_refused_to_a_stale_log_and_no_term_moves() {
+    let mut stale = replica(3, 1, &[1], 1);
+    let mut voters = [replica(1, 1, &[1, 1, 1], 1), replica(2, 1, &[1, 1, 1], 1)];
+    stale.campaign(0);
+    assert_eq!(stale.role(), Role::PreCandidate);
+    let sent = outbox(&mut stale);
+    for voter in &mut voters {
+        let answers = exchange(&sent, n(3), voter);
+        assert_eq!(answers, vec![Message::PreVoteResponse { term: Term(1), granted: false }]);
+        assert_eq!(voter.term(), Term(1), "a pre-vote never moves a voter's term");
+        for answer in answers {
+            let _ = stale.step(0, voter.id(), answer);
+        }
+    }
+    assert_eq!((stale.role(), stale.term()), (Role::Follower, Term(1)));
+}
+
+/// §5.4.1: without pre-vote the stale candidate's term moves (and so do the voters'), but it
+/// gets no vote, and a majority of refusals makes it a follower.
+#[test]
+fn raft_5_4_1_a_majority_of_refused_votes_makes_a_candidate_a_follower() {
+    let config = RaftConfig { pre_vote: false, ..test_config() };
+    let voters_of = |id| {
+        let entries = log_of(if id == 3 { &[1] } else { &[1, 1, 1] });
+        let restored = Restored {
+            hard_state: HardState { term: Term(1), vote: None, commit: LogIndex(1) },
+            entries,
+            ..Restored::default()
+        };
+        RaftCore::new(config.clone(), n(id), vec![n(1), n(2), n(3)], restored, DetRng::new(id), 0)
+            .expect("valid state")
+    };
+    let mut stale = voters_of(3);
+    let mut voters = [voters_of(1), voters_of(2)];
+    stale.campaign(0);
+    assert_eq!((stale.role(), stale.term()), (Role::Candidate, Term(2)));
+    let sent = outbox(&mut stale);
+    let first = exchange(&sent, n(3), &mut voters[0]);
+    assert_eq!(first, vec![Message::VoteResponse { term: Term(2), granted: false }]);
+    stale.step(0, n(1), first[0].clone()).expect("counted");
+    assert_eq!(stale.role(), Role::Candidate, "one refusal of three voters is no majority");
+    let second = exchange(&sent, n(3), &mut voters[1]);
+    stale.step(0, n(2), second[0].clone()).expect("counted");
+    assert_eq!((stale.role(), stale.term(), stale.leader()), (Role::Follower, Term(2), None));
 }
