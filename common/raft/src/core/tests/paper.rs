@@ -980,7 +980,7 @@ pub(super) fn round(c: &mut Cluster, to: NodeId) -> Vec<Chunk> {
 
 /// Splits the chunks sent to one follower into transfers (runs of one snapshot) and checks
 /// that each transfer is contiguous from offset 0: it never starts over.
-fn transfers(chunks: &[Chunk]) -> Vec<(LogIndex, Vec<Chunk>)> {
+pub(super) fn transfers(chunks: &[Chunk]) -> Vec<(LogIndex, Vec<Chunk>)> {
     let mut out: Vec<(LogIndex, Vec<Chunk>)> = Vec::new();
     for &chunk in chunks {
         match out.last_mut() {

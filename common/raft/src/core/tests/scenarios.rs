@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use decree_types::{DetRng, LogIndex, NodeId, Term};
 
 use super::harness::{test_config, Cluster, InFlight, MS};
-use super::paper::{after_sync_to, append, elected_three, entry, n, replica};
+use super::paper::{
+    after_sync_to, append, elected_three, entry, follower_behind_a_snapshot, n, replica, round,
+    snapshot_chunk,
+};
 use crate::core::{Ignored, RaftConfig, RaftCore, ReplicationState, Restored, Role};
 use crate::msg::{Entry, HardState, Message, RejectHint};
 
@@ -505,4 +508,117 @@ fn raft_5_4_1_a_majority_of_refused_votes_makes_a_candidate_a_follower() {
     let second = exchange(&sent, n(3), &mut voters[1]);
     stale.step(0, n(2), second[0].clone()).expect("counted");
     assert_eq!((stale.role(), stale.term(), stale.leader()), (Role::Follower, Term(2), None));
+}
+
+// ----- RAFT-8: snapshot edges -----
+
+/// RAFT-8: a late copy of an InstallSnapshot for a point at or below the follower's commit
+/// index — the last chunk or any other — is acknowledged with the commit index and installs
+/// nothing; the log stays as it was.
+#[test]
+fn raft_8_a_late_duplicate_snapshot_at_or_below_commit_installs_nothing() {
+    let mut core = replica(2, 2, &[1, 1, 2, 2], 4);
+    core.ready();
+    let before: Vec<Entry> = core.entries().cloned().collect();
+    for (index, offset, done) in [(3, 0, true), (4, 0, true), (4, 8, false), (2, 16, true)] {
+        core.step(0, n(1), snapshot_chunk(2, index, offset, &[1, 2, 3], done)).expect("leader");
+        let ready = core.ready();
+        assert!(ready.snapshot.is_none(), "snapshot {index} installed");
+        assert!(ready.entries.is_empty() && ready.committed_entries.is_empty());
+        let answers = after_sync_to(&ready, 1);
+        assert_eq!(
+            answers,
+            vec![Message::InstallSnapshotResponse {
+                term: Term(2),
+                last_index: LogIndex(4),
+                next_offset: 0,
+                done: true
+            }],
+            "snapshot {index} at offset {offset}"
+        );
+        assert_eq!(core.entries().cloned().collect::<Vec<_>>(), before);
+        assert_eq!((core.snapshot_index(), core.commit_index()), (LogIndex(0), LogIndex(4)));
+    }
+}
+
+/// RAFT-8: while a snapshot is being sent, the follower gets chunks and heartbeats, never
+/// entries; an ordinary append acknowledgement at or beyond the snapshot's index (the
+/// follower got there another way) ends the transfer and replication resumes.
+#[test]
+fn raft_8_no_entries_in_snapshot_mode_and_an_append_ack_beyond_the_snapshot_ends_it() {
+    let (mut c, s1) = follower_behind_a_snapshot(30);
+    c.fire(n(1));
+    let mut chunks = Vec::new();
+    for i in 0..6 {
+        c.propose(1, &format!("during-{i}"));
+        chunks.extend(round(&mut c, n(3)));
+        let appends_to_n3 = c.net.iter().filter(|m| m.to == n(3));
+        for m in appends_to_n3 {
+            if let Message::AppendEntries { entries, .. } = &m.msg {
+                assert!(entries.is_empty(), "entries sent in snapshot mode: {entries:?}");
+            }
+        }
+        if i == 2 {
+            c.now_ns += 100 * MS;
+            c.tick_all();
+        }
+    }
+    assert!(!chunks.is_empty());
+    assert_eq!(c.core(1).progress[&n(3)].state, ReplicationState::Snapshot);
+    let ack = Message::AppendResponse {
+        term: c.core(1).term(),
+        success: true,
+        match_index: s1.last_index,
+        reject_hint: None,
+        read_seq: 0,
+    };
+    let now = c.now_ns;
+    c.core_mut(1).step(now, n(3), ack).expect("an acknowledgement beyond the snapshot");
+    let p = &c.core(1).progress[&n(3)];
+    assert_eq!((p.state, p.match_index), (ReplicationState::Replicate, s1.last_index));
+    assert!(p.snapshot.is_none(), "the transfer released its snapshot");
+}
+
+/// RAFT-8: a lost chunk is sent again, after a heartbeat, from the offset the follower
+/// confirmed; the transfer never starts over and completes.
+#[test]
+fn raft_8_a_lost_chunk_is_resent_from_the_confirmed_offset() {
+    let (mut c, s1) = follower_behind_a_snapshot(30);
+    c.fire(n(1));
+    let mut chunks = Vec::new();
+    while chunks.len() < 3 {
+        chunks.extend(round(&mut c, n(3)));
+    }
+    let is_chunk = |m: &InFlight| matches!(m.msg, Message::InstallSnapshot { .. });
+    // Run until the next chunk is in flight.
+    for _ in 0..4 {
+        if c.net.iter().any(is_chunk) {
+            break;
+        }
+        for id in [n(3), n(1)] {
+            c.process_ready(id);
+        }
+        if !c.net.iter().any(is_chunk) {
+            c.deliver_all(None);
+        }
+    }
+    let lost: Vec<InFlight> = c.net.iter().filter(|m| is_chunk(m)).cloned().collect();
+    assert_eq!(lost.len(), 1, "stop-and-wait: one chunk in flight");
+    let Message::InstallSnapshot { offset: lost_offset, .. } = lost[0].msg else { unreachable!() };
+    lose(&mut c, is_chunk);
+    c.stabilize(None);
+    assert_eq!(c.core(3).snapshot_index(), LogIndex(0), "stalled on the lost chunk");
+    // The next heartbeat resends from the confirmed offset.
+    c.fire(n(1));
+    let resent = round(&mut c, n(3));
+    assert_eq!(resent.first().map(|ch| ch.offset), Some(lost_offset), "{resent:?}");
+    chunks.extend(resent);
+    for _ in 0..200 {
+        chunks.extend(round(&mut c, n(3)));
+    }
+    let runs = super::paper::transfers(&chunks);
+    assert_eq!(runs.len(), 1, "one transfer, never restarted");
+    assert_eq!(c.core(3).snapshot_index(), s1.last_index);
+    c.run_for(300);
+    assert_eq!(c.node(3).applied, c.node(1).applied);
 }
