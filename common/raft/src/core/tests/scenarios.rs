@@ -12,7 +12,7 @@ use super::paper::{
     after_sync_to, append, elected_three, entry, follower_behind_a_snapshot, n, replica, round,
     snapshot_chunk,
 };
-use crate::core::{Ignored, RaftConfig, RaftCore, ReplicationState, Restored, Role};
+use crate::core::{Ignored, ProposeError, RaftConfig, RaftCore, ReplicationState, Restored, Role};
 use crate::msg::{Entry, HardState, Message, RejectHint};
 
 // ----- RAFT-6 + RAFT-8: leadership transfer to a follower behind the compaction point -----
@@ -621,4 +621,216 @@ fn raft_8_a_lost_chunk_is_resent_from_the_confirmed_offset() {
     assert_eq!(c.core(3).snapshot_index(), s1.last_index);
     c.run_for(300);
     assert_eq!(c.node(3).applied, c.node(1).applied);
+}
+
+// ----- RAFT-6: transfer bookkeeping -----
+
+/// RAFT-6: a transfer to ourselves cancels the pending one (proposals are accepted again);
+/// a transfer to another node replaces the target with a fresh deadline; repeating the
+/// current transfer keeps its deadline.
+#[test]
+fn raft_6_transfer_to_self_cancels_another_target_replaces_a_repeat_keeps_the_deadline() {
+    let mut c = elected_three();
+    c.isolate(n(2));
+    c.isolate(n(3));
+    let t0 = c.now_ns;
+    c.core_mut(1).transfer_leadership(t0, n(2)).expect("leader");
+    // (n2 is caught up: the TimeoutNow that goes out at once is lost on the cut link.)
+    c.stabilize(None);
+    let deadline = c.core(1).transfer.map(|t| t.deadline_ns).expect("pending");
+    c.now_ns += 200 * MS;
+    let now = c.now_ns;
+    c.core_mut(1).transfer_leadership(now, n(2)).expect("repeat");
+    assert_eq!(c.core(1).transfer.map(|t| t.deadline_ns), Some(deadline), "deadline kept");
+    c.core_mut(1).transfer_leadership(now, n(1)).expect("to self");
+    assert_eq!(c.core(1).transfer_target(), None, "cancelled");
+    c.core_mut(1).propose(now, b"ok".to_vec()).expect("proposals accepted again");
+    c.core_mut(1).transfer_leadership(now, n(2)).expect("again");
+    c.stabilize(None);
+    c.now_ns += 50 * MS;
+    let later = c.now_ns;
+    c.core_mut(1).transfer_leadership(later, n(3)).expect("another target");
+    let t = c.core(1).transfer.expect("pending");
+    assert_eq!(t.target, n(3), "the target is replaced");
+    assert_eq!(t.deadline_ns, later + test_config().election_timeout_min.as_nanos() as u64);
+    assert!(matches!(
+        c.core_mut(1).propose(later, vec![]),
+        Err(ProposeError::TransferInProgress { target }) if target == n(3)
+    ));
+    // Heal (well within the followers' election timeouts): only the current target is told
+    // to campaign.
+    c.heal();
+    c.run_for(300);
+    assert_eq!(c.core(3).role(), Role::Leader, "{}", c.render_state());
+    assert_ne!(c.core(2).role(), Role::Leader);
+}
+
+/// RAFT-6: a leader that steps down for a higher term drops its pending transfer; leading
+/// again later it accepts proposals.
+#[test]
+fn raft_6_a_pending_transfer_is_dropped_when_the_leader_steps_down() {
+    let mut c = elected_three();
+    c.isolate(n(3));
+    let now = c.now_ns;
+    c.core_mut(1).transfer_leadership(now, n(3)).expect("leader");
+    let higher = Message::AppendResponse {
+        term: Term(5),
+        success: false,
+        match_index: LogIndex(0),
+        reject_hint: None,
+        read_seq: 0,
+    };
+    let _ = c.core_mut(1).step(now, n(2), higher);
+    assert_eq!((c.core(1).role(), c.core(1).term()), (Role::Follower, Term(5)));
+    assert_eq!(c.core(1).transfer_target(), None);
+    c.stabilize(None);
+    // Past n2's leader lease, n1 campaigns and wins with n2.
+    c.now_ns += 1100 * MS;
+    let now = c.now_ns;
+    c.core_mut(1).campaign(now);
+    c.stabilize(None);
+    assert_eq!(c.core(1).role(), Role::Leader);
+    assert_eq!(c.core(1).transfer_target(), None);
+    c.propose(1, "accepted");
+}
+
+// ----- flow control: max_uncommitted_bytes -----
+
+/// Proposals of `bytes` bytes that `id` accepts until it refuses one; returns how many.
+fn accepted_until_refused(c: &mut Cluster, id: u64, bytes: usize) -> usize {
+    let now = c.now_ns;
+    let mut accepted = 0;
+    loop {
+        match c.core_mut(id).propose(now, vec![7; bytes]) {
+            Ok(_) => accepted += 1,
+            Err(ProposeError::TooManyUncommitted { .. }) => return accepted,
+            Err(e) => panic!("unexpected refusal {e}"),
+        }
+        assert!(accepted <= 1000, "flow control never refused");
+    }
+}
+
+/// With room for exactly N proposals, N are accepted and the next refused; once they
+/// commit, exactly N again. A single proposal larger than the limit is accepted when
+/// nothing awaits commit. A leader change neither underflows the count nor blocks the new
+/// leader, and the old leader leading again starts from nothing.
+#[test]
+fn raft_5_3_uncommitted_bytes_admit_exactly_the_limit_across_commits_and_leader_changes() {
+    const N: usize = 4;
+    const BYTES: usize = 10;
+    let mut config = test_config();
+    config.max_uncommitted_bytes = (N * BYTES) as u64;
+    let mut c = Cluster::new(3, config);
+    c.elect(1);
+    c.isolate(n(2));
+    c.isolate(n(3));
+    assert_eq!(accepted_until_refused(&mut c, 1, BYTES), N);
+    c.heal();
+    c.run_for(300);
+    assert_eq!(c.core(1).commit_index(), c.core(1).last_index());
+    c.isolate(n(2));
+    c.isolate(n(3));
+    assert_eq!(accepted_until_refused(&mut c, 1, BYTES), N, "exactly N again after commit");
+    c.heal();
+    c.run_for(300);
+    // One proposal over the limit: accepted alone, then nothing more.
+    c.isolate(n(2));
+    c.isolate(n(3));
+    let now = c.now_ns;
+    c.core_mut(1).propose(now, vec![1; N * BYTES + 1]).expect("alone it is accepted");
+    assert_eq!(accepted_until_refused(&mut c, 1, 1), 0);
+    // n1 is deposed with its uncommitted entries; n2 leads and has the full allowance.
+    c.heal();
+    c.isolate(n(1));
+    c.run_for(3000);
+    let leader = c.leader().filter(|&l| l != n(1)).expect("n2 or n3 leads").0;
+    c.isolate(n(1));
+    let other = if leader == 2 { 3 } else { 2 };
+    c.isolate(n(other));
+    assert_eq!(accepted_until_refused(&mut c, leader, BYTES), N, "the new leader is not blocked");
+    c.heal();
+    c.run_for(500);
+    assert_ne!(c.core(1).role(), Role::Leader);
+    assert_eq!(c.core(1).commit_index(), c.core(leader).commit_index());
+    // n1 leads again: its count starts from nothing.
+    let now = c.now_ns;
+    c.core_mut(leader).transfer_leadership(now, n(1)).expect("leader");
+    c.run_for(500);
+    assert_eq!(c.core(1).role(), Role::Leader);
+    c.isolate(n(2));
+    c.isolate(n(3));
+    assert_eq!(accepted_until_refused(&mut c, 1, BYTES), N);
+    c.check_election_safety();
+    c.check_log_invariants();
+}
+
+// ----- §5.2 liveness corners: split votes and quorum sizes -----
+
+/// §5.2: in a 4-voter group (pre-vote off) n1 and n2 campaign at once and split the vote
+/// 2-2: neither wins nor gives up (two refusals are no majority of four). Randomized
+/// timeouts resolve it in the next round: a leader of term 2 within one more election
+/// timeout.
+#[test]
+fn raft_5_2_a_split_vote_of_four_resolves_in_the_next_round() {
+    let config = RaftConfig { pre_vote: false, ..test_config() };
+    let mut c = Cluster::new(4, config);
+    let now = c.now_ns;
+    c.core_mut(1).campaign(now);
+    c.core_mut(2).campaign(now);
+    c.process_ready(n(1));
+    c.process_ready(n(2));
+    // n3 hears n1 first, n4 hears n2 first.
+    let first = |m: &InFlight| (m.from, m.to) == (n(1), n(3)) || (m.from, m.to) == (n(2), n(4));
+    let (early, late): (Vec<InFlight>, Vec<InFlight>) = c.net.drain(..).partition(first);
+    for m in early.into_iter().chain(late) {
+        c.deliver(m);
+    }
+    c.stabilize(None);
+    for id in [1, 2] {
+        assert_eq!((c.core(id).role(), c.core(id).term()), (Role::Candidate, Term(1)), "n{id}");
+    }
+    assert_eq!(c.leader(), None);
+    c.run_for(test_config().election_timeout_max.as_millis() as u64 + 100);
+    let leader = c.leader().expect("a leader in the next round");
+    assert_eq!(c.core(leader.0).term(), Term(2), "resolved in the next round");
+    c.check_election_safety();
+}
+
+/// §5.2 quorum sizes: a majority of 1, 2, 3, 4, 5 voters is 1, 2, 2, 3, 3. With 2 voters
+/// the leader needs its peer to commit; with 4 voters, two of them cannot commit (nor keep a
+/// leader under check-quorum) and three can.
+#[test]
+fn raft_5_2_quorum_of_two_and_four_voters() {
+    for (voters, quorum) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3)] {
+        assert_eq!(Cluster::new(voters, test_config()).core(1).quorum(), quorum, "{voters}");
+    }
+    let mut two = Cluster::new(2, test_config());
+    two.elect(1);
+    two.isolate(n(2));
+    let index = two.propose(1, "needs n2");
+    two.run_for(500);
+    assert!(two.core(1).commit_index() < index, "one of two voters is no majority");
+    two.heal();
+    two.run_for(300);
+    assert_eq!(two.core(1).commit_index(), index);
+
+    let mut four = Cluster::new(4, test_config());
+    four.elect(1);
+    four.isolate(n(3));
+    four.isolate(n(4));
+    let index = four.propose(1, "needs three");
+    four.run_for(500);
+    assert!(four.core(1).commit_index() < index, "two of four voters are no majority");
+    // The first check-quorum round still counts the acknowledgements of the election.
+    four.run_for(1600);
+    assert_ne!(four.core(1).role(), Role::Leader, "check-quorum: two of four step down");
+    four.heal();
+    four.isolate(n(4));
+    four.run_for(3000);
+    let leader = four.leader().expect("three of four elect a leader");
+    let index = four.propose(leader.0, "three suffice");
+    four.stabilize(None);
+    assert_eq!(four.core(leader.0).commit_index(), index);
+    four.check_election_safety();
+    four.check_log_invariants();
 }
