@@ -98,6 +98,8 @@ use std::sync::Arc;
 
 use decree_types::{DetRng, LogIndex, NodeId, Term};
 
+#[doc(hidden)]
+pub use self::config::Mutation;
 pub use self::config::{
     ConfigError, Ignored, ProposeError, RaftConfig, ReadIndexError, RestoreError, SnapshotError,
     TransferError,

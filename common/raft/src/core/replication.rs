@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use decree_types::{LogIndex, NodeId, Term};
 
-use super::{log, Ignored, RaftCore, ReplicationState, Role, Transfer, TransferError};
+use super::{log, Ignored, Mutation, RaftCore, ReplicationState, Role, Transfer, TransferError};
 use crate::msg::{Entry, EntryPayload, Message, RejectHint};
 
 impl RaftCore {
@@ -319,6 +319,9 @@ impl RaftCore {
                 return Err(Ignored::Malformed("would overwrite a committed entry"));
             }
             self.log.truncate_and_append(&entries[pos..]);
+        } else if self.config.mutation == Mutation::TruncateOnDuplicateAppend {
+            // (Entries at or below the commit index were skipped above.)
+            self.log.truncate_and_append(&entries);
         }
         self.log.commit_to(leader_commit.min(last_new));
         // RAFT-1: the acknowledgement leaves only after the appended entries are durable.
@@ -427,7 +430,9 @@ impl RaftCore {
         matches.push(self.log.persisted().min(self.log.last_index()));
         matches.sort_unstable_by(|a, b| b.cmp(a));
         let candidate = matches[self.quorum() - 1];
-        if candidate <= self.log.commit() || self.log.term_at(candidate) != Some(self.term) {
+        let counts = self.log.term_at(candidate) == Some(self.term)
+            || self.config.mutation == Mutation::CommitOldTermByCounting;
+        if candidate <= self.log.commit() || !counts {
             return;
         }
         let old_commit = self.log.commit();
