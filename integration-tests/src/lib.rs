@@ -19,15 +19,19 @@
 //! 3. Pop the earliest event and handle it; every node input (a delivered batch, a tick, a
 //!    proposal) schedules one `process` call shortly after, so inputs arriving meanwhile share
 //!    its single fsync. `process` sends through the seeded network (delay, loss, duplication,
-//!    reordering, partitions, clogging) and returns outputs: roles feed the election-safety and
-//!    leader-completeness checkers; applied entries feed the per-node state machine
+//!    reordering, partitions, clogging) and returns outputs: roles feed the election-safety,
+//!    leader-completeness and log-matching checkers; after each iteration a leader's log and
+//!    commit index feed the append-only, commit-rule and committed-entries checkers; applied entries feed the per-node state machine
 //!    ([`decree_raft::node::CommandList`]), state machine safety, and the client, which turns
 //!    "applied at the index I was given, with my command" into an acknowledgement.
 //! 4. Faulty phase: crashes (with or without a torn last write), fsync failures (the node must
 //!    stop), partitions of every shape, swizzle-clogging, clock jumps, network changes.
 //! 5. Healing phase: faults off, links healed, every node restarted. Each group must elect
 //!    exactly one leader that every replica follows, acknowledge a proposal made after the
-//!    heal, and every replica must apply every acknowledged entry — within a bound.
+//!    heal, and every replica must apply every acknowledged entry — within a bound; every read
+//!    issued before the last two election timeouts must have been served or failed (RAFT-3).
+//!    Then each group's leader hands leadership to a caught-up follower, which must lead
+//!    within an election timeout (RAFT-6).
 //! 6. Final checks: log matching across all replicas, and every acknowledged command present
 //!    at its index in every replica's state machine.
 //!

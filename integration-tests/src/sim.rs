@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use decree_raft::core::RaftConfig;
+use decree_raft::core::{Mutation, RaftConfig, ReplicationState, Role};
 use decree_raft::disk::MemDisk;
 use decree_raft::node::{
     Batch, CommandList, Fatal, Node, NodeConfig, Outbox, Output, SnapshotRequestError,
@@ -15,10 +15,15 @@ use decree_raft::EntryPayload;
 use decree_types::{DetRng, GroupId, LogIndex, NodeId};
 
 use crate::check::acked_not_lost::AckedNotLost;
+use crate::check::commit_rule::CommitRule;
 use crate::check::election_safety::ElectionSafety;
+use crate::check::leader_append_only::LeaderAppendOnly;
+use crate::check::leader_completeness::CommittedEntries;
 use crate::check::linearizable_reads::LinearizableReads;
 use crate::check::liveness::{self, ReplicaView};
+use crate::check::reads_resolve::ReadsResolve;
 use crate::check::state_machine_safety::StateMachineSafety;
+use crate::check::transfer_completes::TransferCompletes;
 use crate::check::{leader_completeness, log_matching, payload_digest, LogSummary, Violation};
 use crate::clock::SimClock;
 use crate::faults::{CrashKind, Fault, FaultPlan};
@@ -63,6 +68,9 @@ pub struct SimConfig {
     /// Keep the client proposing while healing, instead of quiescing each group once it
     /// acknowledged a post-heal proposal: lagging replicas must catch up under load.
     pub steady_load: bool,
+    /// Deliberately break one rule of the Raft core (see [`Mutation`]), to show that the
+    /// checkers catch it.
+    pub mutation: Mutation,
 }
 
 impl SimConfig {
@@ -78,6 +86,7 @@ impl SimConfig {
             verbose: false,
             amnesia: false,
             steady_load: false,
+            mutation: Mutation::None,
         }
     }
 
@@ -106,6 +115,9 @@ impl SimConfig {
         }
         if self.steady_load {
             cmd += " --steady-load";
+        }
+        if self.mutation != Mutation::None {
+            cmd += &format!(" --mutation {}", mutation_name(self.mutation));
         }
         cmd
     }
@@ -252,6 +264,11 @@ struct Sim {
     acked: AckedNotLost,
     reads: LinearizableReads,
     next_read_ctx: u64,
+    append_only: LeaderAppendOnly,
+    commit_rule: CommitRule,
+    committed: CommittedEntries,
+    reads_resolve: ReadsResolve,
+    transfers: TransferCompletes,
 }
 
 impl Sim {
@@ -286,6 +303,7 @@ impl Sim {
             snapshot_chunk_bytes: [32, 256, 1 << 20][shape_rng.range(0, 3) as usize],
             pre_vote: shape_rng.chance(3, 4),
             check_quorum: shape_rng.chance(3, 4),
+            mutation: config.mutation,
             ..RaftConfig::default()
         };
         let wal =
@@ -343,6 +361,11 @@ impl Sim {
             acked: AckedNotLost::default(),
             reads: LinearizableReads::default(),
             next_read_ctx: 1,
+            append_only: LeaderAppendOnly::default(),
+            commit_rule: CommitRule::default(),
+            committed: CommittedEntries::default(),
+            reads_resolve: ReadsResolve::default(),
+            transfers: TransferCompletes::default(),
             config,
         }
     }
@@ -444,6 +467,9 @@ impl Sim {
             Event::Client => self.client_step(),
             Event::LogCheck => {
                 self.check_logs()?;
+                for i in 0..self.slots.len() {
+                    self.observe_leader(i, true)?;
+                }
                 self.schedule(self.now_ns + LOG_CHECK_NS, Event::LogCheck);
                 Ok(())
             }
@@ -503,7 +529,8 @@ impl Sim {
         let jitter = self.sched_rng.range(0, TICK_NS);
         self.schedule(self.now_ns + jitter, Event::Tick { node: i, incarnation });
         self.want_process(i);
-        Ok(())
+        // INV-R3 with the log the node recovered from its WAL.
+        self.check_logs()
     }
 
     /// Node `i` goes down (see [`CrashKind`]) and restarts after `down_ns`.
@@ -524,6 +551,7 @@ impl Sim {
         let id = slot.id;
         self.client.node_down(id);
         self.reads.node_down(id);
+        self.reads_resolve.node_down(id);
         self.crashes += 1;
         self.schedule(self.now_ns + down_ns, Event::Restart { node: i });
     }
@@ -563,6 +591,7 @@ impl Sim {
             Ok(late) => {
                 outputs.extend(late);
                 self.handle_outputs(i, outputs)?;
+                self.observe_leader(i, false)?;
                 self.maybe_snapshot(i)
             }
             Err(fatal) => {
@@ -661,8 +690,16 @@ impl Sim {
                     if state.is_leader {
                         self.election_safety.on_leader(group, state.term, id)?;
                         let log = self.log_summary(i, group);
-                        leader_completeness::check_new_leader(group, state.term, &log, &self.sms)?;
+                        leader_completeness::check_new_leader(
+                            group,
+                            state.term,
+                            &log,
+                            &self.sms,
+                            &self.committed,
+                        )?;
+                        self.transfers.on_leader(group, id);
                     }
+                    self.check_group_logs(group)?;
                 }
                 Output::Restore { group, meta, data } => {
                     let ev = TraceEvent::Restore { node: id, group, index: meta.last_index };
@@ -726,8 +763,12 @@ impl Sim {
                     let applied =
                         self.slots[i].machines.get(&group).map(|m| m.applied()).unwrap_or_default();
                     self.reads.on_served(ctx, group, id, index, applied)?;
+                    self.reads_resolve.on_outcome(ctx);
                 }
-                Output::ReadFailed { ctx, .. } => self.reads.forget(ctx),
+                Output::ReadFailed { ctx, .. } => {
+                    self.reads.forget(ctx);
+                    self.reads_resolve.on_outcome(ctx);
+                }
             }
         }
         Ok(())
@@ -782,11 +823,30 @@ impl Sim {
 
     fn check_logs(&self) -> Result<(), Violation> {
         for (group, _) in &self.groups {
-            let logs: Vec<LogSummary> = (0..self.slots.len())
-                .filter(|&i| self.slots[i].node.is_some())
-                .map(|i| self.log_summary(i, *group))
-                .collect();
-            log_matching::check(*group, &logs)?;
+            self.check_group_logs(*group)?;
+        }
+        Ok(())
+    }
+
+    /// INV-R3 between the logs of `group` on every node that is up.
+    fn check_group_logs(&self, group: GroupId) -> Result<(), Violation> {
+        let logs: Vec<LogSummary> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].node.is_some())
+            .map(|i| self.log_summary(i, group))
+            .collect();
+        log_matching::check(group, &logs)
+    }
+
+    /// Shows node `i`'s replicas to the checkers that watch leaders (INV-R2, INV-R4 keyed
+    /// on commit, INV-R7); `full` compares a leader's whole log, not only its ends.
+    fn observe_leader(&mut self, i: usize, full: bool) -> Result<(), Violation> {
+        let slot = &self.slots[i];
+        let Some(node) = slot.node.as_ref() else { return Ok(()) };
+        for (group, _) in &self.groups {
+            let Some(core) = node.core(*group) else { continue };
+            self.append_only.observe(slot.id, *group, core, full)?;
+            self.commit_rule.observe(slot.id, *group, core)?;
+            self.committed.observe(slot.id, *group, core)?;
         }
         Ok(())
     }
@@ -800,7 +860,10 @@ impl Sim {
         let what = format!("{fault:?}");
         self.trace.record(self.now_ns, &TraceEvent::Fault { what: &what });
         match fault {
-            Fault::Crash { node, kind, down_ns } => self.crash(node, kind, down_ns),
+            Fault::Crash { node, kind, down_ns } => {
+                self.crash(node, kind, down_ns);
+                self.check_logs()?;
+            }
             Fault::CrashAll { kind, down_ns } => {
                 for i in 0..self.slots.len() {
                     self.crash(i, kind, down_ns);
@@ -901,6 +964,7 @@ impl Sim {
         if node.read_index(local, group, ctx).is_ok() {
             self.next_read_ctx += 1;
             self.reads.on_issue(ctx, group, id, floor);
+            self.reads_resolve.on_issue(ctx, group, id, self.now_ns);
             self.want_process(i);
         }
     }
@@ -957,20 +1021,81 @@ impl Sim {
                 break;
             }
         }
+        self.transfers.check(self.now_ns)?;
+        // RAFT-3: once converged, every read issued before the last two election timeouts
+        // must have been served or failed (`reads_resolve`) — before the transfers below,
+        // whose leader changes would fail the reads still waiting.
+        let read_bound_ns = 2 * duration_ns(self.node_config.raft.election_timeout_max);
+        let reads = self.reads_resolve.check(self.now_ns, read_bound_ns);
+        let out_of_time = self.now_ns - since_ns > self.config.heal_bound_ms * 1_000_000;
         match pending {
-            None => {
-                self.phase = Phase::Done;
-                self.trace.record(self.now_ns, &TraceEvent::Fault { what: "converged" });
+            None if !self.transfers.started() && reads.is_err() => {
+                if out_of_time {
+                    return reads;
+                }
+                self.schedule(self.now_ns + HEAL_CHECK_NS, Event::HealCheck);
                 Ok(())
             }
-            Some((group, why))
-                if self.now_ns - since_ns > self.config.heal_bound_ms * 1_000_000 =>
-            {
+            None if !self.transfers.started() => {
+                // RAFT-6: converged, so the targets are reachable and caught up.
+                self.trace.record(self.now_ns, &TraceEvent::Fault { what: "converged" });
+                self.start_transfers();
+                self.schedule(self.now_ns + HEAL_CHECK_NS, Event::HealCheck);
+                Ok(())
+            }
+            None if self.transfers.settled() => {
+                self.phase = Phase::Done;
+                self.trace.record(self.now_ns, &TraceEvent::Fault { what: "transferred" });
+                Ok(())
+            }
+            None if out_of_time => Err(Violation {
+                invariant: "liveness after heal",
+                detail: "leadership transfers did not settle".into(),
+            }),
+            None => {
+                // Converged, waiting for the transfers (bounded by their own deadlines).
+                self.schedule(self.now_ns + HEAL_CHECK_NS, Event::HealCheck);
+                Ok(())
+            }
+            Some((group, why)) if out_of_time => {
                 Err(liveness::timed_out(group, self.config.heal_bound_ms, why))
             }
             Some(_) => {
                 self.schedule(self.now_ns + HEAL_CHECK_NS, Event::HealCheck);
                 Ok(())
+            }
+        }
+    }
+
+    /// Asks each group's leader to hand leadership to a caught-up follower (the first after
+    /// it in node order whose log the leader replicates up to its commit index, not by
+    /// snapshot), which must lead within an election timeout (`transfer_completes`).
+    fn start_transfers(&mut self) {
+        self.transfers.mark_started();
+        let bound_ns = duration_ns(self.node_config.raft.election_timeout_max);
+        let n = self.slots.len();
+        for g in 0..self.groups.len() {
+            let group = self.groups[g].0;
+            let Some((leader, status)) = (0..n).find_map(|i| {
+                let status = self.slots[i].node.as_ref()?.status(group)?;
+                (status.role == Role::Leader).then_some((i, status))
+            }) else {
+                continue;
+            };
+            let caught_up = |i: usize| {
+                status.progress.get(&self.slots[i].id).is_some_and(|&(matched, state)| {
+                    state == ReplicationState::Replicate && matched >= status.commit
+                })
+            };
+            let Some(target) = (1..n).map(|k| (leader + k) % n).find(|&i| caught_up(i)) else {
+                continue;
+            };
+            let target_id = self.slots[target].id;
+            let local = self.local_ns(leader);
+            let Some(node) = self.slots[leader].node.as_mut() else { continue };
+            if node.transfer_leadership(local, group, target_id).is_ok() {
+                self.transfers.on_start(group, target_id, self.now_ns + bound_ns);
+                self.want_process(leader);
             }
         }
     }
@@ -989,6 +1114,32 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The command-line name of a mutation (`sim --mutation NAME`).
+pub fn mutation_name(m: Mutation) -> &'static str {
+    match m {
+        Mutation::None => "none",
+        Mutation::CommitOldTermByCounting => "commit-old-term",
+        Mutation::NoElectionRestriction => "no-election-restriction",
+        Mutation::TruncateOnDuplicateAppend => "truncate-on-duplicate-append",
+    }
+}
+
+/// The mutation named `name` by [`mutation_name`].
+pub fn mutation_by_name(name: &str) -> Option<Mutation> {
+    [
+        Mutation::None,
+        Mutation::CommitOldTermByCounting,
+        Mutation::NoElectionRestriction,
+        Mutation::TruncateOnDuplicateAppend,
+    ]
+    .into_iter()
+    .find(|&m| mutation_name(m) == name)
 }
 
 fn ev_node(id: NodeId) -> usize {
