@@ -197,25 +197,34 @@ fn raft_5_3_reordered_and_duplicated_appends_never_shrink_a_log_or_move_match_ba
     let mut last = BTreeMap::new();
     let mut matched = BTreeMap::new();
     let mut old: Vec<InFlight> = Vec::new();
+    let (mut rejections, mut stale_rejections) = (0, 0);
     for round in 0..300 {
-        if round % 3 == 0 && round < 240 {
-            c.propose(1, &format!("r{round}"));
-        }
         if round % 20 == 0 {
             c.now_ns += 100 * MS;
             c.tick_all();
         }
-        for id in [n(1), n(2), n(3)] {
-            if c.nodes[&id].core().has_ready() {
-                c.process_ready(id);
+        // Two proposals, each sent at once: two appends per follower in flight.
+        for k in 0..2 {
+            if round < 240 {
+                c.propose(1, &format!("r{round}.{k}"));
+            }
+            for id in [n(1), n(2), n(3)] {
+                if c.nodes[&id].core().has_ready() {
+                    c.process_ready(id);
+                }
             }
         }
-        // Keep copies of some messages to deliver much later; shuffle the rest, duplicate
-        // some and deliver them.
-        let mut batch = std::mem::take(&mut c.net);
-        for m in &batch {
-            if rng.chance(1, 5) {
-                old.push(m.clone());
+        // Hold some messages back to deliver much later and keep copies of others (late
+        // duplicates); shuffle the rest, duplicate some and deliver them.
+        let mut batch = Vec::new();
+        for m in std::mem::take(&mut c.net) {
+            match rng.range(0, 10) {
+                0 => old.push(m),
+                1 => {
+                    old.push(m.clone());
+                    batch.push(m);
+                }
+                _ => batch.push(m),
             }
         }
         if rng.chance(1, 4) && !old.is_empty() {
@@ -229,7 +238,12 @@ fn raft_5_3_reordered_and_duplicated_appends_never_shrink_a_log_or_move_match_ba
             batch.swap(i, j);
         }
         for m in batch {
-            c.deliver(m);
+            let rejection = matches!(m.msg, Message::AppendResponse { success: false, .. });
+            let ignored = c.deliver(m);
+            rejections += usize::from(rejection);
+            if rejection && ignored.contains("stale or duplicate") {
+                stale_rejections += 1;
+            }
             for id in [2, 3] {
                 let last_index = c.core(id).last_index();
                 let prev = last.insert(id, last_index).unwrap_or_default();
@@ -244,6 +258,10 @@ fn raft_5_3_reordered_and_duplicated_appends_never_shrink_a_log_or_move_match_ba
         }
         c.check_log_invariants();
     }
+    assert!(
+        stale_rejections > 0,
+        "the schedule delivered no stale rejection ({rejections} rejections)"
+    );
     c.run_for(1000);
     assert_eq!(c.core(1).role(), Role::Leader);
     assert_eq!(c.core(1).term(), Term(1), "one leader, one term throughout");
