@@ -100,7 +100,7 @@ impl RaftCore {
     /// Asks for a linearizable read index for the reader `ctx`. The answer comes in a later
     /// [`Ready`](crate::Ready): a `ReadState { ctx, index }` (serve once applied ≥ index) or
     /// `ctx` in `failed_reads` (retry). A follower forwards the request to its leader.
-    /// Either comes within an election timeout (the minimum).
+    /// One of the two comes within the minimum election timeout.
     pub fn read_index(&mut self, now_ns: u64, ctx: u64) -> Result<(), ReadIndexError> {
         let deadline_ns = now_ns.saturating_add(self.config.election_min_ns());
         match self.role {
