@@ -29,7 +29,8 @@
 //! 5. Healing phase: faults off, links healed, every node restarted. Each group must elect
 //!    exactly one leader that every replica follows, acknowledge a proposal made after the
 //!    heal, and every replica must apply every acknowledged entry — within a bound; every read
-//!    issued before the last two election timeouts must have been served or failed (RAFT-3).
+//!    issued before the last two election timeouts (under steady load: before the heal) must
+//!    have been served or failed (RAFT-3).
 //!    Then each group's leader hands leadership to a caught-up follower, which must lead
 //!    within an election timeout (RAFT-6).
 //! 6. Final checks: log matching across all replicas, and every acknowledged command present
