@@ -148,11 +148,11 @@ mod tests {
         let mut check = LeaderAppendOnly::default();
         check.observe(NodeId(1), g, &leader(&["a", "b"]), true).expect("first sight");
         let changed = check.observe(NodeId(1), g, &leader(&["a", "x"]), false).unwrap_err();
-        assert!(changed.detail.contains("entry 3"), "{changed}");
+        assert!(changed.detail.contains("entry i3"), "{changed}");
         let mut check = LeaderAppendOnly::default();
         check.observe(NodeId(1), g, &leader(&["a", "b", "c"]), true).expect("first sight");
         check.observe(NodeId(1), g, &leader(&["a", "y", "c"]), false).expect("ends unchanged");
         let full = check.observe(NodeId(1), g, &leader(&["a", "y", "c"]), true).unwrap_err();
-        assert!(full.detail.contains("entry 3"), "the full comparison: {full}");
+        assert!(full.detail.contains("entry i3"), "the full comparison: {full}");
     }
 }

@@ -175,7 +175,7 @@ mod tests {
         };
         let v = check_new_leader(GroupId(1), Term(2), &lacking, &nothing_applied, &committed)
             .unwrap_err();
-        assert!(v.detail.contains("committed entry 2"), "{v}");
+        assert!(v.detail.contains("committed entry i2"), "{v}");
         // The same entry committed in the leader's own term is not required of it.
         assert!(
             check_new_leader(GroupId(1), Term(1), &lacking, &nothing_applied, &committed).is_ok()

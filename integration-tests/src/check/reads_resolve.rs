@@ -33,10 +33,10 @@ impl ReadsResolve {
         self.pending.retain(|_, r| r.1 != node);
     }
 
-    /// Every read issued at or before `now_ns - bound_ns` has an outcome.
+    /// Every read issued more than `bound_ns` before `now_ns` has an outcome.
     pub fn check(&self, now_ns: u64, bound_ns: u64) -> Result<(), Violation> {
         let cutoff = now_ns.saturating_sub(bound_ns);
-        match self.pending.iter().find(|(_, r)| r.2 <= cutoff) {
+        match self.pending.iter().find(|(_, r)| r.2 < cutoff) {
             None => Ok(()),
             Some((ctx, (group, node, at_ns))) => Err(Violation {
                 invariant: "RAFT-3 every read is served or failed in time",
