@@ -14,7 +14,8 @@
 //! # World and workloads
 //!
 //! [`world`] is reusable: events, network, disks, clocks, faults, and the Raft-level checkers
-//! (election safety, log matching, leader completeness, state machine safety, liveness). A
+//! (election safety, leader append-only, log matching, leader completeness, the commit rule,
+//! state machine safety, liveness, leadership transfer after healing). A
 //! [`workload::Workload`] plugs into it: the machines the hosts run, the client, and the
 //! checkers of what answers promise. [`replicated_log`] is the first plug-in: command-log
 //! groups (and register groups beside them, a second kind of machine on the same hosts).
@@ -30,15 +31,21 @@
 //!    client request) schedules one `process` call shortly after, so inputs arriving
 //!    meanwhile share its single fsync. `process` sends envelopes through the seeded network
 //!    (delay, loss, duplication, reordering, partitions, clogging) and hands the world every
-//!    node output (roles feed election safety and leader completeness; applied entries feed
-//!    state machine safety) and the client its answers: "applied at index i" is an
-//!    acknowledgement, checked against the entry committed at i.
+//!    node output (roles feed election safety, leader completeness and log matching; applied
+//!    entries feed state machine safety) and the client its answers: "applied at index i" is
+//!    an acknowledgement, checked against the entry committed at i. After each iteration a
+//!    leader's log and commit index feed the append-only, commit-rule and committed-entries
+//!    checkers; logs are also compared after every crash and restart (with the recovered WAL).
 //! 4. Faulty phase: crashes (with or without a torn last write), fsync failures (the node must
 //!    stop), partitions of every shape, swizzle-clogging, clock jumps, physical clocks out of
 //!    bound (HLC-3 refusals; HLC-6 stops the nodes that are off), network changes.
 //! 5. Healing phase: faults off, links healed, clocks right, every node restarted. Each group
 //!    must elect exactly one leader that every replica follows, acknowledge a command sent
-//!    after the heal, and every replica must apply every acknowledged entry — within a bound.
+//!    after the heal, and every replica must apply every acknowledged entry — within a bound;
+//!    the workload's pending answers must be in too (every read issued before the last two
+//!    election timeouts, under steady load before the heal, served or failed: RAFT-3). Then
+//!    each group's leader hands leadership to a caught-up follower, which must lead within an
+//!    election timeout (RAFT-6).
 //! 6. Final checks: log matching, replicas that applied the same entries have equal machine
 //!    digests, and every acknowledged command is at its index in every replica's log.
 //!

@@ -8,6 +8,8 @@
 //! - `acked_not_lost`: an acknowledged command is the entry committed at its index, and every
 //!   replica holds it at the end;
 //! - `linearizable_reads`: a read observes every write acknowledged before it began (RAFT-3);
+//! - `reads_resolve`: once healing converged, every read issued before the last two election
+//!   timeouts (under steady load: before the heal) was served or failed (RAFT-3);
 //! - after healing, each group acknowledges a command sent after the heal, and every replica
 //!   reaches everything acknowledged (the world's liveness check, with this target).
 
@@ -22,6 +24,7 @@ use decree_types::{DetRng, GroupId, HlcTimestamp, LogIndex};
 
 use crate::check::acked_not_lost::AckedNotLost;
 use crate::check::linearizable_reads::LinearizableReads;
+use crate::check::reads_resolve::ReadsResolve;
 use crate::check::{command_digest, Violation};
 use crate::trace::TraceEvent;
 use crate::workload::{Answer, Client, GroupKind, Workload};
@@ -53,6 +56,8 @@ pub struct ReplicatedLog {
     steady_load: bool,
     acked: AckedNotLost,
     reads: LinearizableReads,
+    /// Reads waiting for an answer (served or failed).
+    unanswered: ReadsResolve,
 }
 
 impl ReplicatedLog {
@@ -80,6 +85,7 @@ impl ReplicatedLog {
             steady_load,
             acked: AckedNotLost::default(),
             reads: LinearizableReads::default(),
+            unanswered: ReadsResolve::default(),
         }
     }
 
@@ -124,6 +130,7 @@ impl ReplicatedLog {
             return;
         }
         self.reads.on_issue(tag, group, id, floor);
+        self.unanswered.on_issue(tag, group, id, world.now_ns());
         world.record(&TraceEvent::Request { node: id, group, tag, read: true });
         world.client_request(i, ClientTag(tag), self.client_clock, group, request);
     }
@@ -139,6 +146,7 @@ impl ReplicatedLog {
     ) -> Result<(), Violation> {
         self.client_clock = self.client_clock.max(clock);
         let id = world.node_id(i);
+        self.unanswered.on_outcome(tag.0);
         match self.client.answered(tag.0, response) {
             Answer::Ack(ack) => {
                 world.record(&TraceEvent::Reply { node: id, tag: tag.0, ok: true });
@@ -230,6 +238,7 @@ impl Workload for ReplicatedLog {
                 world.record(&TraceEvent::Reply { node: id, tag: tag.0, ok: false });
                 self.client.refused(tag.0, matches!(error, ErrorResponse::Busy { .. }));
                 self.reads.forget(tag.0);
+                self.unanswered.on_outcome(tag.0);
                 Ok(())
             }
             Note::LeaderSeen { group, leader } => {
@@ -239,6 +248,7 @@ impl Workload for ReplicatedLog {
             Note::NodeDown(node) => {
                 self.client.node_down(node);
                 self.reads.node_down(world.node_id(node));
+                self.unanswered.node_down(world.node_id(node));
                 Ok(())
             }
             // The driver runs the heal check.
@@ -254,6 +264,20 @@ impl Workload for ReplicatedLog {
             Some(&p) => Some(p.max(self.acked.max_index(group))),
             None => None,
         }
+    }
+
+    fn heal_settled(&self, world: &World<SimMachine>) -> Result<(), Violation> {
+        let Phase::Healing { since_ns } = world.phase() else { return Ok(()) };
+        // RAFT-3: a read is served or failed within an election timeout of its leader's
+        // trouble; two leave room for the answer. Under steady load a replica may stay
+        // behind the head of the log, and a read it was given an index for waits until it
+        // applied that far: there only the reads issued before the heal count.
+        let bound_ns = if self.steady_load {
+            world.now_ns() - since_ns
+        } else {
+            2 * world.election_timeout_max_ns()
+        };
+        self.unanswered.check(world.now_ns(), bound_ns)
     }
 
     fn final_checks(&self, world: &World<SimMachine>) -> Result<(), Violation> {

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use decree_raft::core::RaftConfig;
+use decree_raft::core::{Mutation, RaftConfig};
 use decree_raft::node::NodeConfig;
 use decree_raft::wal::WalConfig;
 use decree_types::DetRng;
@@ -44,6 +44,9 @@ pub struct SimConfig {
     pub steady_load: bool,
     /// Register groups hosted beside the command-log groups (the second kind of machine).
     pub register_groups: usize,
+    /// Deliberately break one rule of the Raft core (see [`Mutation`]), to show that the
+    /// checkers catch it.
+    pub mutation: Mutation,
 }
 
 impl SimConfig {
@@ -60,6 +63,7 @@ impl SimConfig {
             amnesia: false,
             steady_load: false,
             register_groups: 0,
+            mutation: Mutation::None,
         }
     }
 
@@ -92,6 +96,9 @@ impl SimConfig {
         if self.register_groups > 0 {
             cmd += &format!(" --register-groups {}", self.register_groups);
         }
+        if self.mutation != Mutation::None {
+            cmd += &format!(" --mutation {}", mutation_name(self.mutation));
+        }
         cmd
     }
 }
@@ -123,6 +130,8 @@ pub struct Outcome {
     pub wall_violations: usize,
     /// Nodes that stopped because their clock was off from a majority (HLC-6).
     pub clock_stops: usize,
+    /// Leadership transfers to a caught-up follower that completed after healing (RAFT-6).
+    pub transfers: usize,
     /// The first broken invariant, if any.
     pub violation: Option<Violation>,
 }
@@ -188,6 +197,7 @@ pub fn run(config: &SimConfig) -> Outcome {
         snapshot_chunk_bytes: [32, 256, 1 << 20][shape_rng.range(0, 3) as usize],
         pre_vote: shape_rng.chance(3, 4),
         check_quorum: shape_rng.chance(3, 4),
+        mutation: config.mutation,
         ..RaftConfig::default()
     };
     let wal = WalConfig { segment_bytes: [512, 4096, 64 << 20][shape_rng.range(0, 3) as usize] };
@@ -236,6 +246,7 @@ pub fn run(config: &SimConfig) -> Outcome {
         refused_starts: world.refused_starts,
         wall_violations: world.wall_violations,
         clock_stops: world.clock_stops,
+        transfers: world.transfers_completed(),
         violation,
     }
 }
@@ -251,7 +262,10 @@ where
     loop {
         for note in world.take_notes() {
             match note {
-                Note::HealCheckDue => world.heal_check(|g| workload.heal_target(g))?,
+                Note::HealCheckDue => {
+                    let settled = workload.heal_settled(world);
+                    world.heal_check(|g| workload.heal_target(g), settled)?;
+                }
                 other => workload.on_note(world, other)?,
             }
         }
@@ -261,4 +275,26 @@ where
     }
     world.final_checks()?;
     workload.final_checks(world)
+}
+
+/// The command-line name of a mutation (`sim --mutation NAME`).
+pub fn mutation_name(m: Mutation) -> &'static str {
+    match m {
+        Mutation::None => "none",
+        Mutation::CommitOldTermByCounting => "commit-old-term",
+        Mutation::NoElectionRestriction => "no-election-restriction",
+        Mutation::TruncateOnDuplicateAppend => "truncate-on-duplicate-append",
+    }
+}
+
+/// The mutation named `name` by [`mutation_name`].
+pub fn mutation_by_name(name: &str) -> Option<Mutation> {
+    [
+        Mutation::None,
+        Mutation::CommitOldTermByCounting,
+        Mutation::NoElectionRestriction,
+        Mutation::TruncateOnDuplicateAppend,
+    ]
+    .into_iter()
+    .find(|&m| mutation_name(m) == name)
 }

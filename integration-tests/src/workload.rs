@@ -56,6 +56,11 @@ pub trait Workload {
     /// While healing: the index every replica of `group` must reach, once known.
     fn heal_target(&self, group: GroupId) -> Option<LogIndex>;
 
+    /// While healing, once the world converged: are the answers the workload waits for in
+    /// (`Err` says which is missing)? The world waits for this before it moves leaderships,
+    /// and fails the run with it when the healing bound passed.
+    fn heal_settled(&self, world: &World<Self::Machine>) -> Result<(), Violation>;
+
     /// End of run: what the answers promised holds on every replica.
     fn final_checks(&self, world: &World<Self::Machine>) -> Result<(), Violation>;
 

@@ -1,7 +1,8 @@
 //! The world of a simulation: N real [`Host`]s (each with its Raft node, WAL and machines),
 //! the seeded network, disks, per-node monotonic and physical clocks, the fault schedule, the
-//! event queue, and the Raft-level checkers (election safety, log matching, leader
-//! completeness, state machine safety, liveness after healing). It knows nothing of what the
+//! event queue, and the Raft-level checkers (election safety, leader append-only, log
+//! matching, leader completeness, the commit rule, state machine safety, liveness after
+//! healing, and leadership transfer once healed). It knows nothing of what the
 //! machines do: a [`Workload`](crate::workload::Workload) sends the client requests, reads the
 //! answers and checks what they promise.
 //!
@@ -16,15 +17,20 @@ use decree_host::{
     ReplicatedMachine,
 };
 use decree_proto::ErrorResponse;
+use decree_raft::core::{ReplicationState, Role};
 use decree_raft::disk::MemDisk;
 use decree_raft::node::{NodeConfig, Output};
 use decree_raft::EntryPayload;
 use decree_types::{ClientId, DetRng, GroupId, HlcTimestamp, LogIndex, NodeId};
 use serde::Serialize;
 
+use crate::check::commit_rule::CommitRule;
 use crate::check::election_safety::ElectionSafety;
+use crate::check::leader_append_only::LeaderAppendOnly;
+use crate::check::leader_completeness::CommittedEntries;
 use crate::check::liveness::{self, ReplicaView};
 use crate::check::state_machine_safety::StateMachineSafety;
+use crate::check::transfer_completes::TransferCompletes;
 use crate::check::{leader_completeness, log_matching, LogSummary, Violation};
 use crate::clock::SimClock;
 use crate::faults::{CrashKind, Fault, FaultPlan};
@@ -185,6 +191,11 @@ pub struct World<M: ReplicatedMachine> {
     pub(crate) trace: Trace,
     pub(crate) election_safety: ElectionSafety,
     sms: StateMachineSafety,
+    append_only: LeaderAppendOnly,
+    commit_rule: CommitRule,
+    /// What leaders declared committed (INV-R4 keyed on commit).
+    leader_commits: CommittedEntries,
+    transfers: TransferCompletes,
     /// The identity of an entry's payload for the Raft checkers (the workload's encoding).
     entry_digest: fn(&EntryPayload) -> u64,
     /// The `(index, digest)` of every command a snapshot holds (the workload's encoding).
@@ -261,6 +272,10 @@ where
             trace: Trace::new(verbose),
             election_safety: ElectionSafety::default(),
             sms: StateMachineSafety::default(),
+            append_only: LeaderAppendOnly::default(),
+            commit_rule: CommitRule::default(),
+            leader_commits: CommittedEntries::default(),
+            transfers: TransferCompletes::default(),
             entry_digest,
             snapshot_contents,
             notes: Vec::new(),
@@ -330,6 +345,16 @@ where
     /// The run's settings.
     pub fn config(&self) -> &SimConfig {
         &self.config
+    }
+
+    /// The longest election timeout of the run's Raft settings, ns.
+    pub fn election_timeout_max_ns(&self) -> u64 {
+        duration_ns(self.node_config.raft.election_timeout_max)
+    }
+
+    /// Leadership transfers that completed after healing (RAFT-6).
+    pub fn transfers_completed(&self) -> usize {
+        self.transfers.completed()
     }
 
     /// The scheduling stream (client gaps, read choices share it with process delays).
@@ -466,6 +491,9 @@ where
             }
             Event::LogCheck => {
                 self.check_logs()?;
+                for i in 0..self.slots.len() {
+                    self.observe_leader(i, true)?;
+                }
                 self.schedule(self.now_ns + LOG_CHECK_NS, Event::LogCheck);
                 Ok(())
             }
@@ -575,7 +603,8 @@ where
         let jitter = self.sched_rng.range(0, TICK_NS);
         self.schedule(self.now_ns + jitter, Event::Tick { node: i, incarnation });
         self.want_process(i);
-        Ok(())
+        // INV-R3 with the log the node recovered from its WAL.
+        self.check_logs()
     }
 
     /// Node `i` goes down (see [`CrashKind`]) and restarts after `down_ns`.
@@ -649,6 +678,7 @@ where
         }
         match result {
             Ok(()) => {
+                self.observe_leader(i, false)?;
                 if more {
                     self.want_process(i);
                 }
@@ -761,8 +791,16 @@ where
                     if state.is_leader {
                         self.election_safety.on_leader(group, state.term, id)?;
                         let log = self.log_summary(i, group);
-                        leader_completeness::check_new_leader(group, state.term, &log, &self.sms)?;
+                        leader_completeness::check_new_leader(
+                            group,
+                            state.term,
+                            &log,
+                            &self.sms,
+                            &self.leader_commits,
+                        )?;
+                        self.transfers.on_leader(group, id);
                     }
+                    self.check_group_logs(group)?;
                 }
                 Output::Restore { group, meta, data } => {
                     let ev = TraceEvent::Restore { node: id, group, index: meta.last_index };
@@ -810,11 +848,30 @@ where
 
     fn check_logs(&self) -> Result<(), Violation> {
         for (group, _) in &self.groups {
-            let logs: Vec<LogSummary> = (0..self.slots.len())
-                .filter(|&i| self.slots[i].node.is_some())
-                .map(|i| self.log_summary(i, *group))
-                .collect();
-            log_matching::check(*group, &logs)?;
+            self.check_group_logs(*group)?;
+        }
+        Ok(())
+    }
+
+    /// INV-R3 between the logs of `group` on every node that is up.
+    fn check_group_logs(&self, group: GroupId) -> Result<(), Violation> {
+        let logs: Vec<LogSummary> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].node.is_some())
+            .map(|i| self.log_summary(i, group))
+            .collect();
+        log_matching::check(group, &logs)
+    }
+
+    /// Shows node `i`'s replicas to the checkers that watch leaders (INV-R2, INV-R4 keyed
+    /// on commit, INV-R7); `full` compares a leader's whole log, not only its ends.
+    fn observe_leader(&mut self, i: usize, full: bool) -> Result<(), Violation> {
+        let slot = &self.slots[i];
+        let Some(host) = slot.node.as_ref() else { return Ok(()) };
+        for (group, _) in &self.groups {
+            let Some(core) = host.node().core(*group) else { continue };
+            self.append_only.observe(slot.id, *group, core, full, self.entry_digest)?;
+            self.commit_rule.observe(slot.id, *group, core)?;
+            self.leader_commits.observe(slot.id, *group, core, self.entry_digest)?;
         }
         Ok(())
     }
@@ -828,7 +885,10 @@ where
         let what = format!("{fault:?}");
         self.trace.record(self.now_ns, &TraceEvent::Fault { what: &what });
         match fault {
-            Fault::Crash { node, kind, down_ns } => self.crash(node, kind, down_ns),
+            Fault::Crash { node, kind, down_ns } => {
+                self.crash(node, kind, down_ns);
+                self.check_logs()?;
+            }
             Fault::CrashAll { kind, down_ns } => {
                 for i in 0..self.slots.len() {
                     self.crash(i, kind, down_ns);
@@ -898,11 +958,15 @@ where
         Ok(())
     }
 
-    /// Is every group converged (one leader, every replica at `required(group)`)? Ends the
-    /// run when it is; fails when the bound passed.
+    /// Is every group converged (one leader, every replica at `required(group)`) and has the
+    /// workload `settled` what it checks while healing (its pending answers came)? Then each
+    /// group's leader hands leadership to a caught-up follower, which must lead within an
+    /// election timeout (RAFT-6); the run ends once every transfer completed. Fails when the
+    /// bound passed.
     pub(crate) fn heal_check(
         &mut self,
         required: impl Fn(GroupId) -> Option<LogIndex>,
+        settled: Result<(), Violation>,
     ) -> Result<(), Violation> {
         let Phase::Healing { since_ns } = self.phase else { return Ok(()) };
         let mut pending = None;
@@ -917,7 +981,7 @@ where
                         node: s.id,
                         term: st.term,
                         leader: st.leader,
-                        is_leader: st.role == decree_raft::core::Role::Leader,
+                        is_leader: st.role == Role::Leader,
                         applied: host.applied(*group).unwrap_or_default(),
                     })
                 })
@@ -931,20 +995,78 @@ where
                 break;
             }
         }
+        self.transfers.check(self.now_ns)?;
+        let out_of_time = self.now_ns - since_ns > self.config.heal_bound_ms * 1_000_000;
         match pending {
-            None => {
-                self.phase = Phase::Done;
-                self.trace.record(self.now_ns, &TraceEvent::Fault { what: "converged" });
+            // The workload's check comes before the transfers, whose leader changes would
+            // fail what is still waiting.
+            None if !self.transfers.started() && settled.is_err() => {
+                if out_of_time {
+                    return settled;
+                }
+                self.schedule(self.now_ns + HEAL_CHECK_NS, Event::HealCheck);
                 Ok(())
             }
-            Some((group, why))
-                if self.now_ns - since_ns > self.config.heal_bound_ms * 1_000_000 =>
-            {
+            None if !self.transfers.started() => {
+                // RAFT-6: converged, so the targets are reachable and caught up.
+                self.trace.record(self.now_ns, &TraceEvent::Fault { what: "converged" });
+                self.start_transfers();
+                self.schedule(self.now_ns + HEAL_CHECK_NS, Event::HealCheck);
+                Ok(())
+            }
+            None if self.transfers.settled() => {
+                self.phase = Phase::Done;
+                self.trace.record(self.now_ns, &TraceEvent::Fault { what: "transferred" });
+                Ok(())
+            }
+            None if out_of_time => Err(Violation {
+                invariant: "liveness after heal",
+                detail: "leadership transfers did not settle".into(),
+            }),
+            None => {
+                // Converged, waiting for the transfers (bounded by their own deadlines).
+                self.schedule(self.now_ns + HEAL_CHECK_NS, Event::HealCheck);
+                Ok(())
+            }
+            Some((group, why)) if out_of_time => {
                 Err(liveness::timed_out(group, self.config.heal_bound_ms, why))
             }
             Some(_) => {
                 self.schedule(self.now_ns + HEAL_CHECK_NS, Event::HealCheck);
                 Ok(())
+            }
+        }
+    }
+
+    /// Asks each group's leader to hand leadership to a caught-up follower (the first after
+    /// it in node order whose log the leader replicates up to its commit index, not by
+    /// snapshot), which must lead within an election timeout (`transfer_completes`).
+    fn start_transfers(&mut self) {
+        self.transfers.mark_started();
+        let bound_ns = self.election_timeout_max_ns();
+        let n = self.slots.len();
+        for g in 0..self.groups.len() {
+            let group = self.groups[g].0;
+            let Some((leader, status)) = (0..n).find_map(|i| {
+                let status = self.slots[i].node.as_ref()?.node().status(group)?;
+                (status.role == Role::Leader).then_some((i, status))
+            }) else {
+                continue;
+            };
+            let caught_up = |i: usize| {
+                status.progress.get(&self.slots[i].id).is_some_and(|&(matched, state)| {
+                    state == ReplicationState::Replicate && matched >= status.commit
+                })
+            };
+            let Some(target) = (1..n).map(|k| (leader + k) % n).find(|&i| caught_up(i)) else {
+                continue;
+            };
+            let target_id = self.slots[target].id;
+            let local = self.local_ns(leader);
+            let Some(host) = self.slots[leader].node.as_mut() else { continue };
+            if host.transfer_leadership(local, group, target_id).is_ok() {
+                self.transfers.on_start(group, target_id, self.now_ns + bound_ns);
+                self.want_process(leader);
             }
         }
     }
@@ -1025,4 +1147,8 @@ impl<M: ReplicatedMachine> HostIo<M> for WorldIo<M> {
     fn observe(&mut self, output: &Output) {
         self.observed.push(output.clone());
     }
+}
+
+fn duration_ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

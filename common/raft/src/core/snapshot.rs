@@ -218,6 +218,8 @@ impl RaftCore {
                 p.become_probe(next);
             }
             self.maybe_commit();
+            // RAFT-6: a snapshot of the leader's whole log catches a transfer target up.
+            self.maybe_send_timeout_now();
             return Ok(());
         }
         let Some(send) = p.snapshot.as_mut().filter(|s| s.meta.last_index == last_index) else {
