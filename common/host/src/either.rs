@@ -2,9 +2,10 @@
 //! machines speaking the same requests and responses (a participant group or a coordinator
 //! group of the server: both speak `decree_proto::Request`, and the group a request names
 //! decides which machine sees it). Kinds with different request types use
-//! [`crate::machines::Either`], which tags every request with its kind. The host is generic over one machine type, so a process that hosts
-//! several kinds uses this enum: static dispatch, no `dyn` on the hot path, and every group of
-//! every kind shares the node's WAL and its fsyncs.
+//! [`crate::machines::Either`], which tags every request with its kind. The host is generic
+//! over one machine type, so a process that hosts several kinds uses this enum: static
+//! dispatch, no `dyn` on the hot path, and every group of every kind shares the node's WAL and
+//! its fsyncs.
 //!
 //! A group's log only ever holds commands of its own kind; each command and snapshot carries
 //! its kind's tag, and a tag of the other kind is corruption (apply stops the node, restore
