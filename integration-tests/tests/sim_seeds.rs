@@ -4,6 +4,7 @@
 //! The sweep's seeds start at `DECREE_SIM_SEED_START` (default 0), so CI can run fresh seeds
 //! while any failure still prints the one command that replays it.
 
+use decree_raft::core::Mutation;
 use decree_sim::{run, SimConfig, REGRESSION_SEEDS, STEADY_LOAD_REGRESSION_SEEDS};
 
 /// Seeds per sweep test: four tests, 2000 seeds, run in parallel on the harness threads.
@@ -51,6 +52,34 @@ fn regression_seeds_pass() {
         let outcome = run(&SimConfig::new(seed));
         assert!(outcome.passed(), "regression seed {seed} ({found}) fails again:\n{outcome}");
     }
+    // The recovery-fsync seeds still reach the path they were kept for.
+    for seed in [387, 625, 713] {
+        let outcome = run(&SimConfig::new(seed));
+        assert!(
+            outcome.refused_starts > 0,
+            "seed {seed} no longer hits a recovery fsync: {outcome}"
+        );
+    }
+}
+
+#[test]
+fn two_kinds_of_machine_share_each_host() {
+    // Register groups beside the command-log groups, on the same nodes and WALs: both kinds
+    // acknowledge writes and serve linearizable reads under faults.
+    for seed in [1, 7, 42, 100, 387] {
+        let outcome = run(&SimConfig { register_groups: 2, ..SimConfig::new(seed) });
+        assert!(outcome.passed(), "{outcome}");
+        assert!(outcome.acked > 0 && outcome.reads > 0, "{outcome}");
+    }
+}
+
+#[test]
+fn physical_clock_violations_stop_the_node_that_is_off() {
+    // Seeds that step a physical clock out of its bound see HLC-6 stop nodes, and pass.
+    let outcomes: Vec<_> = (0..60).map(|s| run(&SimConfig::new(s))).collect();
+    assert!(outcomes.iter().all(|o| o.passed()));
+    assert!(outcomes.iter().map(|o| o.wall_violations).sum::<usize>() > 5);
+    assert!(outcomes.iter().map(|o| o.clock_stops).sum::<usize>() > 0);
 }
 
 #[test]
@@ -88,6 +117,8 @@ fn sweeps_exercise_faults_and_elections() {
     assert!(outcomes.iter().map(|o| o.crashes).sum::<usize>() > 0);
     assert!(outcomes.iter().any(|o| o.elections > 2 * 3));
     assert!(outcomes.iter().all(|o| o.acked > 0));
+    // RAFT-6: every healed run hands each group's leadership to a caught-up follower.
+    assert!(outcomes.iter().all(|o| o.transfers > 0), "a run without a transfer after healing");
 }
 
 #[test]
@@ -107,6 +138,41 @@ fn checkers_catch_a_cluster_that_forgets_acknowledged_writes() {
         .filter_map(|o| o.violation.map(|v| v.invariant.to_string()))
         .collect();
     assert!(caught.len() >= 3, "only {} of 40 broken runs were caught: {caught:?}", caught.len());
+}
+
+/// Runs 30 seeds with `mutation` and returns the invariants the checkers reported.
+fn caught(mutation: Mutation) -> Vec<&'static str> {
+    (0..30)
+        .map(|seed| run(&SimConfig { mutation, ..SimConfig::new(seed) }))
+        .filter_map(|o| o.violation.map(|v| v.invariant))
+        .collect()
+}
+
+#[test]
+fn checkers_catch_a_leader_that_commits_an_old_term_entry_by_counting() {
+    // RAFT-2 / Figure 8: the commit-rule checker (INV-R7) sees the commit index land on an
+    // entry of an earlier term.
+    let caught = caught(Mutation::CommitOldTermByCounting);
+    let by_rule = caught.iter().filter(|i| i.starts_with("INV-R7")).count();
+    assert!(by_rule >= 3, "only {by_rule} of 30 broken runs were caught by INV-R7: {caught:?}");
+}
+
+#[test]
+fn checkers_catch_votes_without_the_election_restriction() {
+    // §5.4.1: a leader elected without a committed entry (INV-R4).
+    let caught = caught(Mutation::NoElectionRestriction);
+    let by_completeness = caught.iter().filter(|i| i.starts_with("INV-R4")).count();
+    assert!(by_completeness >= 3, "only {by_completeness} of 30 caught by INV-R4: {caught:?}");
+}
+
+#[test]
+fn checkers_catch_a_follower_that_truncates_on_a_duplicate_append() {
+    // §5.3: a shortened follower log loses acknowledged entries: a leader elected without a
+    // committed entry (INV-R4), or a follower that never catches up (the leader believes it
+    // holds what it dropped).
+    let caught = caught(Mutation::TruncateOnDuplicateAppend);
+    assert!(caught.len() >= 3, "only {} of 30 broken runs were caught: {caught:?}", caught.len());
+    assert!(caught.iter().any(|i| i.starts_with("INV-R4")), "{caught:?}");
 }
 
 #[test]

@@ -1,8 +1,11 @@
 //! Two kinds of machine on one host: [`Either`] is a [`ReplicatedMachine`] that is one of two
 //! machines speaking the same requests and responses (a participant group or a coordinator
-//! group of the server). The host is generic over one machine type, so a process that hosts
-//! several kinds uses this enum: static dispatch, no `dyn` on the hot path, and every group of
-//! every kind shares the node's WAL and its fsyncs.
+//! group of the server: both speak `decree_proto::Request`, and the group a request names
+//! decides which machine sees it). Kinds with different request types use
+//! [`crate::machines::Either`], which tags every request with its kind. The host is generic
+//! over one machine type, so a process that hosts several kinds uses this enum: static
+//! dispatch, no `dyn` on the hot path, and every group of every kind shares the node's WAL and
+//! its fsyncs.
 //!
 //! A group's log only ever holds commands of its own kind; each command and snapshot carries
 //! its kind's tag, and a tag of the other kind is corruption (apply stops the node, restore
@@ -256,6 +259,7 @@ where
         Admission::Propose { command, on_lost } => {
             Admission::Propose { command: wrap(command), on_lost }
         }
+        Admission::Read(request) => Admission::Read(request),
         Admission::Later => Admission::Later,
     }
 }

@@ -7,7 +7,7 @@
 //! # Inputs
 //!
 //! - [`RaftCore::step`]: a message from a peer of this group.
-//! - [`RaftCore::tick`]: time passed; elections, heartbeats, check-quorum and transfer
+//! - [`RaftCore::tick`]: time passed; elections, heartbeats, check-quorum, transfer and read
 //!   deadlines are compared with `now_ns` (call it at least every heartbeat interval, or at
 //!   [`RaftCore::next_deadline_ns`]).
 //! - [`RaftCore::propose`], [`RaftCore::read_index`], [`RaftCore::transfer_leadership`],
@@ -98,6 +98,8 @@ use std::sync::Arc;
 
 use decree_types::{DetRng, LogIndex, NodeId, Term};
 
+#[doc(hidden)]
+pub use self::config::Mutation;
 pub use self::config::{
     ConfigError, Ignored, ProposeError, RaftConfig, ReadIndexError, RestoreError, SnapshotError,
     TransferError,
@@ -105,7 +107,7 @@ pub use self::config::{
 use self::log::RaftLog;
 use self::progress::Progress;
 pub use self::progress::ReplicationState;
-use self::read::{PendingRead, Reader};
+use self::read::{EarlyRead, ForwardedReads, PendingRead};
 use self::snapshot::IncomingSnapshot;
 use crate::msg::{Entry, EntryPayload, HardState, Message, SnapshotMeta};
 use crate::ready::{AfterSync, ReadState, Ready, SoftState};
@@ -195,7 +197,7 @@ pub struct RaftCore {
     /// Reads waiting for a heartbeat round, oldest first.
     pending_reads: VecDeque<PendingRead>,
     /// Reads waiting for the leader's first commit in its term.
-    reads_before_term_commit: Vec<(Reader, u64)>,
+    reads_before_term_commit: Vec<EarlyRead>,
     /// A heartbeat round must go out for new reads.
     read_round_needed: bool,
     /// The commit index moved: followers with nothing new to receive get an empty append.
@@ -205,7 +207,7 @@ pub struct RaftCore {
 
     // Follower state.
     /// Reads forwarded to the leader, by context.
-    forwarded_reads: BTreeSet<u64>,
+    forwarded_reads: ForwardedReads,
     incoming_snapshot: Option<IncomingSnapshot>,
 
     /// The latest snapshot (ours or installed from a leader), to send to lagging followers.
@@ -352,7 +354,7 @@ impl RaftCore {
             read_round_needed: false,
             commit_broadcast_needed: false,
             uncommitted_bytes: 0,
-            forwarded_reads: BTreeSet::new(),
+            forwarded_reads: ForwardedReads::default(),
             incoming_snapshot: None,
             snapshot: snapshot.map(|(meta, data)| (meta, Arc::from(data))),
             msgs: Vec::new(),
@@ -446,7 +448,7 @@ impl RaftCore {
 
     /// The earliest time at which `tick` has something to do.
     pub fn next_deadline_ns(&self) -> u64 {
-        match self.role {
+        let deadline = match self.role {
             Role::Leader => {
                 let mut d = self.heartbeat_deadline_ns;
                 if self.config.check_quorum {
@@ -458,7 +460,8 @@ impl RaftCore {
                 d
             }
             _ => self.election_deadline_ns,
-        }
+        };
+        self.next_read_deadline_ns().map_or(deadline, |r| r.min(deadline))
     }
 
     /// A summary for status output.
@@ -549,16 +552,19 @@ impl RaftCore {
                 self.handle_snapshot_response(from, last_index, next_offset, done)
             }
             Message::TimeoutNow { .. } => self.handle_timeout_now(now_ns, from),
-            Message::ReadIndexRequest { ctx, .. } => self.handle_read_index_request(from, ctx),
+            Message::ReadIndexRequest { ctx, .. } => {
+                self.handle_read_index_request(now_ns, from, ctx)
+            }
             Message::ReadIndexResponse { ctx, index, .. } => {
                 self.handle_read_index_response(ctx, index)
             }
         }
     }
 
-    /// Time passed: fires the election, heartbeat, check-quorum and transfer deadlines that
-    /// are due at `now_ns`.
+    /// Time passed: fires the election, heartbeat, check-quorum, transfer and read deadlines
+    /// that are due at `now_ns`.
     pub fn tick(&mut self, now_ns: u64) {
+        self.expire_reads(now_ns);
         match self.role {
             Role::Leader => self.tick_leader(now_ns),
             Role::Follower | Role::PreCandidate | Role::Candidate => {

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
+use decree_sim::sim::mutation_by_name;
 use decree_sim::{run, SimConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -53,10 +54,21 @@ struct Args {
     /// Keep proposing while healing: lagging replicas must catch up under load.
     #[arg(long)]
     steady_load: bool,
+    /// Register groups hosted beside the command-log groups (a second kind of machine).
+    #[arg(long, default_value_t = 0)]
+    register_groups: usize,
+    /// Deliberately break one rule of the Raft core to check that the checkers catch it:
+    /// commit-old-term, no-election-restriction or truncate-on-duplicate-append.
+    #[arg(long, default_value = "none")]
+    mutation: String,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let Some(mutation) = mutation_by_name(&args.mutation) else {
+        eprintln!("unknown --mutation {}", args.mutation);
+        return ExitCode::FAILURE;
+    };
     let config = |seed| SimConfig {
         seed,
         nodes: args.nodes,
@@ -67,6 +79,8 @@ fn main() -> ExitCode {
         verbose: args.verbose && args.seeds.is_none(),
         amnesia: args.amnesia,
         steady_load: args.steady_load,
+        register_groups: args.register_groups,
+        mutation,
     };
     if args.nodes < 1 {
         eprintln!("--nodes must be at least 1");

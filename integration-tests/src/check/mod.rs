@@ -5,20 +5,28 @@
 //! | file | invariant | when |
 //! | --- | --- | --- |
 //! | `election_safety` | INV-R1: at most one leader per term | on every role change |
-//! | `log_matching` | INV-R3: same (index, term) => same prefix | periodically and at the end |
-//! | `leader_completeness` | INV-R4: a leader holds every committed entry | on every election |
+//! | `leader_append_only` | INV-R2: a leader's log only extends in its term (but for compaction) | after every leader iteration; every entry periodically |
+//! | `log_matching` | INV-R3: same (index, term) => same prefix | periodically, on every role change, after every crash and restart (with the recovered WAL), at the end |
+//! | `leader_completeness` | INV-R4: a leader holds every entry committed in an earlier term (keyed on the leaders' commit index, and on apply) | on every election; commits after every leader iteration |
+//! | `commit_rule` | INV-R7: a leader's commit index moves only onto an entry of its term | after every leader iteration |
 //! | `state_machine_safety` | INV-R5 (+ INV-R9): same index => same entry applied; applied index never goes back | on every apply |
 //! | `acked_not_lost` | no acknowledged proposal is lost | on every ack and at the end |
 //! | `linearizable_reads` | RAFT-3: a ReadIndex read observes every earlier acknowledged write | on every served read |
+//! | `reads_resolve` | RAFT-3: every read is served or failed within a bound | when healing ends |
+//! | `transfer_completes` | RAFT-6: a transfer to a caught-up target completes within an election timeout | after healing converged |
 //! | `liveness` | after healing: one leader per group, a new proposal committed, replicas converge | during the healing phase |
 
 pub mod acked_not_lost;
+pub mod commit_rule;
 pub mod election_safety;
+pub mod leader_append_only;
 pub mod leader_completeness;
 pub mod linearizable_reads;
 pub mod liveness;
 pub mod log_matching;
+pub mod reads_resolve;
 pub mod state_machine_safety;
+pub mod transfer_completes;
 
 use std::fmt;
 
@@ -39,17 +47,13 @@ impl fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
-/// A compact identity of an entry's payload, for comparisons without keeping copies.
-pub fn payload_digest(payload: &decree_raft::EntryPayload) -> u64 {
-    match payload {
-        decree_raft::EntryPayload::Noop => 0,
-        decree_raft::EntryPayload::Command(bytes) => {
-            // FNV-1a; never 0 in practice for a command, and a collision only weakens a check.
-            bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            }) | 1
-        }
-    }
+/// A compact identity of a client's command (the bytes it asked to append, or the value it
+/// asked to write), for comparisons without keeping copies. Never 0 (0 is the no-op's).
+pub fn command_digest(bytes: &[u8]) -> u64 {
+    // FNV-1a; a collision only weakens a check.
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    }) | 1
 }
 
 /// What a checker may see of one replica's log: the snapshot it starts after, and the entries

@@ -37,6 +37,28 @@ pub struct RaftConfig {
     pub check_quorum: bool,
     /// RAFT-5: a node asks for pre-votes before it increments its term.
     pub pre_vote: bool,
+    /// A deliberate bug, for showing that the simulator's checkers catch it. Only tests and
+    /// the simulator set it; it is always [`Mutation::None`] otherwise.
+    #[doc(hidden)]
+    pub mutation: Mutation,
+}
+
+/// A deliberately broken rule of the protocol (see [`RaftConfig::mutation`]). Each one is
+/// a known way to lose committed entries, which a checker must report.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mutation {
+    /// The protocol as written.
+    #[default]
+    None,
+    /// RAFT-2 / INV-R7 broken (Figure 8): a leader commits an entry of an earlier term by
+    /// counting the replicas that hold it.
+    CommitOldTermByCounting,
+    /// §5.4.1 broken: votes and pre-votes are granted whatever the candidate's log.
+    NoElectionRestriction,
+    /// §5.3 broken: a follower truncates its log after the last entry of every append, even
+    /// one whose entries it already holds (a delayed or duplicated append shortens its log).
+    TruncateOnDuplicateAppend,
 }
 
 impl Default for RaftConfig {
@@ -55,6 +77,7 @@ impl Default for RaftConfig {
             max_pending_reads: 4096,
             check_quorum: true,
             pre_vote: true,
+            mutation: Mutation::None,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use decree_types::{LogIndex, NodeId, Term};
 
-use super::{Ignored, Progress, RaftCore, Role};
+use super::{Ignored, Mutation, Progress, RaftCore, Role};
 use crate::msg::{EntryPayload, Message};
 
 impl RaftCore {
@@ -112,6 +112,13 @@ impl RaftCore {
         self.append_own(EntryPayload::Noop);
     }
 
+    /// §5.4.1: is a candidate's log ending at `(last_log_term, last_log_index)` at least as
+    /// up to date as ours?
+    fn log_is_up_to_date(&self, last_log_term: Term, last_log_index: LogIndex) -> bool {
+        self.config.mutation == Mutation::NoElectionRestriction
+            || self.log.is_up_to_date(last_log_term, last_log_index)
+    }
+
     fn votes_granted(&self) -> usize {
         self.votes.values().filter(|&&g| g).count()
     }
@@ -131,7 +138,7 @@ impl RaftCore {
         // RAFT-5: grant only for a future term, an up-to-date log (§5.4.1), and when no live
         // leader is known (we have not heard from one within the minimum election timeout).
         let granted = term > self.term
-            && self.log.is_up_to_date(last_log_term, last_log_index)
+            && self.log_is_up_to_date(last_log_term, last_log_index)
             && !self.in_lease(now_ns);
         let reply_term = if granted { term } else { self.term };
         self.send(from, Message::PreVoteResponse { term: reply_term, granted });
@@ -170,7 +177,7 @@ impl RaftCore {
         // §5.2: one vote per term (a repeated request from the same candidate gets the same
         // answer); §5.4.1: only for a log at least as up to date as ours.
         let can_vote = self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
-        let granted = can_vote && self.log.is_up_to_date(last_log_term, last_log_index);
+        let granted = can_vote && self.log_is_up_to_date(last_log_term, last_log_index);
         if granted {
             self.vote = Some(from);
             self.reset_election_deadline(now_ns);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use decree_types::{LogIndex, NodeId, Term};
 
-use super::{log, Ignored, RaftCore, ReplicationState, Role, Transfer, TransferError};
+use super::{log, Ignored, Mutation, RaftCore, ReplicationState, Role, Transfer, TransferError};
 use crate::msg::{Entry, EntryPayload, Message, RejectHint};
 
 impl RaftCore {
@@ -105,6 +105,12 @@ impl RaftCore {
     /// appends (no progress for a whole heartbeat interval).
     pub(super) fn broadcast_heartbeat(&mut self) {
         self.read_round_needed = false;
+        if let Some(t) = self.transfer.as_mut() {
+            // RAFT-6: a lost TimeoutNow is sent again on the target's next acknowledgement.
+            // A target that got it campaigns in a higher term, which ends our leadership (a
+            // copy arriving after that is ignored), so at most one goes out per interval.
+            t.timeout_now_sent = false;
+        }
         for peer in self.peers() {
             let last_index = self.log.last_index();
             let Some(p) = self.progress.get_mut(&peer) else { continue };
@@ -313,6 +319,9 @@ impl RaftCore {
                 return Err(Ignored::Malformed("would overwrite a committed entry"));
             }
             self.log.truncate_and_append(&entries[pos..]);
+        } else if self.config.mutation == Mutation::TruncateOnDuplicateAppend {
+            // (Entries at or below the commit index were skipped above.)
+            self.log.truncate_and_append(&entries);
         }
         self.log.commit_to(leader_commit.min(last_new));
         // RAFT-1: the acknowledgement leaves only after the appended entries are durable.
@@ -374,8 +383,10 @@ impl RaftCore {
             }
             if moved {
                 self.maybe_commit();
-                self.maybe_send_timeout_now();
             }
+            // RAFT-6: any acknowledgement may show the target caught up, also one that does
+            // not move its match index (it may have moved with a snapshot acknowledgement).
+            self.maybe_send_timeout_now();
         } else {
             // `match_index` of a rejection is the `prev_log_index` that did not match.
             let rejected = match_index;
@@ -419,7 +430,9 @@ impl RaftCore {
         matches.push(self.log.persisted().min(self.log.last_index()));
         matches.sort_unstable_by(|a, b| b.cmp(a));
         let candidate = matches[self.quorum() - 1];
-        if candidate <= self.log.commit() || self.log.term_at(candidate) != Some(self.term) {
+        let counts = self.log.term_at(candidate) == Some(self.term)
+            || self.config.mutation == Mutation::CommitOldTermByCounting;
+        if candidate <= self.log.commit() || !counts {
             return;
         }
         let old_commit = self.log.commit();
@@ -438,7 +451,7 @@ impl RaftCore {
     }
 
     /// RAFT-6: once the target's log matches ours, tell it to campaign.
-    fn maybe_send_timeout_now(&mut self) {
+    pub(super) fn maybe_send_timeout_now(&mut self) {
         let Some(t) = self.transfer else { return };
         if t.timeout_now_sent {
             return;

@@ -35,10 +35,11 @@ impl RaftCore {
     /// The application saved its state as of `index` (≤ applied) as `data`. The core drops
     /// the log up to `index` and keeps `data` to send to followers that need those entries.
     /// Returns the snapshot's metadata, which the driver stores with the data.
+    /// The bytes are shared, not copied: pass an `Arc<[u8]>` and the core keeps a reference.
     pub fn snapshot_created(
         &mut self,
         index: LogIndex,
-        data: Vec<u8>,
+        data: impl Into<Arc<[u8]>>,
     ) -> Result<SnapshotMeta, SnapshotError> {
         let applied = self.log.applied();
         if index > applied {
@@ -57,7 +58,7 @@ impl RaftCore {
             voters: self.voters.iter().copied().collect(),
         };
         self.log.compact_to(index);
-        self.snapshot = Some((meta.clone(), Arc::from(data)));
+        self.snapshot = Some((meta.clone(), data.into()));
         Ok(meta)
     }
 
@@ -217,6 +218,8 @@ impl RaftCore {
                 p.become_probe(next);
             }
             self.maybe_commit();
+            // RAFT-6: a snapshot of the leader's whole log catches a transfer target up.
+            self.maybe_send_timeout_now();
             return Ok(());
         }
         let Some(send) = p.snapshot.as_mut().filter(|s| s.meta.last_index == last_index) else {

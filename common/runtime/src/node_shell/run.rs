@@ -359,11 +359,8 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
         }
         let now = self.now_ns();
         match self.node.propose(now, group, command) {
-            Ok(index) => {
+            Ok((index, term)) => {
                 self.counters.proposals += 1;
-                // Invariant: propose succeeded, so the node hosts `group` and leads it now;
-                // the entry carries the leader's current term.
-                let term = self.node.core(group).map(|c| c.term()).unwrap_or_default();
                 self.waiters.add_proposal(group, index, term, reply)
             }
             Err(ProposeError::NotLeader { group, leader_hint }) => {
@@ -417,6 +414,13 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
         }
         if let Some(e) = applier.failed.take() {
             return Err(e);
+        }
+        // Report what is applied: reads waiting for it are served by the next iteration.
+        let groups: Vec<GroupId> = self.node.groups().collect();
+        for group in groups {
+            if let Some(log) = self.state.group(group) {
+                self.node.on_applied(group, log.applied);
+            }
         }
         self.counters.iterations += 1;
         self.counters.fsyncs += self.node.wal().stats().fsyncs - fsyncs_before;

@@ -182,6 +182,33 @@ impl Cluster {
         self.start(id);
     }
 
+    /// Replaces `id`'s durable state — hard state `(term, commit)`, no vote, and `entries`,
+    /// of which those up to `snapshot_at` (if any) are compacted into a snapshot — and
+    /// restarts it from there: a replica whose log a test chose.
+    pub(crate) fn preload(
+        &mut self,
+        id: NodeId,
+        term: Term,
+        commit: LogIndex,
+        entries: Vec<Entry>,
+        snapshot_at: Option<LogIndex>,
+    ) {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let (compacted, kept): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| snapshot_at.is_some_and(|s| e.index <= s));
+        node.storage = Storage {
+            hard_state: HardState { term, vote: None, commit },
+            snapshot: snapshot_at.map(|index| {
+                let last_term = compacted.last().map_or(Term(0), |e| e.term);
+                let meta =
+                    SnapshotMeta { last_index: index, last_term, voters: self.voters.clone() };
+                (meta, encode_state(&compacted))
+            }),
+            entries: kept,
+        };
+        self.restart(id);
+    }
+
     /// The application snapshots `id`'s state at its applied index; the driver stores the
     /// snapshot and drops the log it covers.
     pub(crate) fn snapshot(
@@ -293,7 +320,7 @@ impl Cluster {
             self.net.push(InFlight { from: id, to: *to, msg: msg.clone() });
         }
         node.storage.persist(&ready);
-        let token = SyncToken::after_fsync();
+        let token = SyncToken::after_fsync(crate::ready::WalPosition(0));
         let mark = ready.persist_mark();
         let Ready {
             persisted_messages,

@@ -7,3 +7,4 @@ mod harness;
 mod hostile;
 mod paper;
 mod random;
+mod scenarios;

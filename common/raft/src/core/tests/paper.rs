@@ -15,11 +15,11 @@ use crate::core::{
 use crate::msg::{Entry, EntryPayload, HardState, Message, RejectHint, SnapshotMeta};
 use crate::ready::Ready;
 
-fn n(id: u64) -> NodeId {
+pub(super) fn n(id: u64) -> NodeId {
     NodeId(id)
 }
 
-fn entry(term: u64, index: u64) -> Entry {
+pub(super) fn entry(term: u64, index: u64) -> Entry {
     Entry {
         term: Term(term),
         index: LogIndex(index),
@@ -28,7 +28,7 @@ fn entry(term: u64, index: u64) -> Entry {
 }
 
 /// A replica of a three-voter group restored with entries of the given terms.
-fn replica(id: u64, term: u64, terms: &[u64], commit: u64) -> RaftCore {
+pub(super) fn replica(id: u64, term: u64, terms: &[u64], commit: u64) -> RaftCore {
     let entries = terms.iter().enumerate().map(|(i, &t)| entry(t, i as u64 + 1)).collect();
     let restored = Restored {
         hard_state: HardState { term: Term(term), vote: None, commit: LogIndex(commit) },
@@ -40,11 +40,11 @@ fn replica(id: u64, term: u64, terms: &[u64], commit: u64) -> RaftCore {
         .expect("valid state")
 }
 
-fn msgs_to(ready: &Ready, to: u64) -> Vec<Message> {
+pub(super) fn msgs_to(ready: &Ready, to: u64) -> Vec<Message> {
     ready.messages.iter().filter(|(t, _)| *t == n(to)).map(|(_, m)| m.clone()).collect()
 }
 
-fn after_sync_to(ready: &Ready, to: u64) -> Vec<Message> {
+pub(super) fn after_sync_to(ready: &Ready, to: u64) -> Vec<Message> {
     ready
         .persisted_messages
         .peek()
@@ -54,7 +54,7 @@ fn after_sync_to(ready: &Ready, to: u64) -> Vec<Message> {
         .collect()
 }
 
-fn append(term: u64, prev: (u64, u64), entries: Vec<Entry>, commit: u64) -> Message {
+pub(super) fn append(term: u64, prev: (u64, u64), entries: Vec<Entry>, commit: u64) -> Message {
     Message::AppendEntries {
         term: Term(term),
         prev_log_index: LogIndex(prev.1),
@@ -65,7 +65,7 @@ fn append(term: u64, prev: (u64, u64), entries: Vec<Entry>, commit: u64) -> Mess
     }
 }
 
-fn elected_three() -> Cluster {
+pub(super) fn elected_three() -> Cluster {
     let mut c = Cluster::new(3, test_config());
     c.elect(1);
     c
@@ -861,7 +861,13 @@ fn raft_8_snapshot_conflicting_with_the_log_replaces_it() {
     ));
 }
 
-fn snapshot_chunk(term: u64, index: u64, offset: u64, data: &[u8], done: bool) -> Message {
+pub(super) fn snapshot_chunk(
+    term: u64,
+    index: u64,
+    offset: u64,
+    data: &[u8],
+    done: bool,
+) -> Message {
     Message::InstallSnapshot {
         term: Term(term),
         meta: SnapshotMeta {
@@ -876,7 +882,7 @@ fn snapshot_chunk(term: u64, index: u64, offset: u64, data: &[u8], done: bool) -
 }
 
 /// The follower's answers to snapshot chunks in one Ready: `(snapshot index, next offset)`.
-fn chunk_answers(core: &mut RaftCore) -> Vec<(u64, u64)> {
+pub(super) fn chunk_answers(core: &mut RaftCore) -> Vec<(u64, u64)> {
     msgs_to(&core.ready(), 1)
         .into_iter()
         .filter_map(|m| match m {
@@ -938,16 +944,16 @@ fn raft_8_restart_from_a_snapshot() {
 
 /// One chunk of a snapshot transfer as it left the leader.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Chunk {
-    snapshot: LogIndex,
-    offset: u64,
-    len: u64,
-    done: bool,
+pub(super) struct Chunk {
+    pub(super) snapshot: LogIndex,
+    pub(super) offset: u64,
+    pub(super) len: u64,
+    pub(super) done: bool,
 }
 
 /// One round of a lossless network: every node that has a `Ready` processes it, then every
 /// message in flight is delivered. Returns the snapshot chunks sent to `to` in this round.
-fn round(c: &mut Cluster, to: NodeId) -> Vec<Chunk> {
+pub(super) fn round(c: &mut Cluster, to: NodeId) -> Vec<Chunk> {
     let ids: Vec<NodeId> = c.nodes.keys().copied().collect();
     for id in ids {
         if c.is_up(id) && c.nodes[&id].core().has_ready() {
@@ -974,7 +980,7 @@ fn round(c: &mut Cluster, to: NodeId) -> Vec<Chunk> {
 
 /// Splits the chunks sent to one follower into transfers (runs of one snapshot) and checks
 /// that each transfer is contiguous from offset 0: it never starts over.
-fn transfers(chunks: &[Chunk]) -> Vec<(LogIndex, Vec<Chunk>)> {
+pub(super) fn transfers(chunks: &[Chunk]) -> Vec<(LogIndex, Vec<Chunk>)> {
     let mut out: Vec<(LogIndex, Vec<Chunk>)> = Vec::new();
     for &chunk in chunks {
         match out.last_mut() {
@@ -997,7 +1003,7 @@ fn transfers(chunks: &[Chunk]) -> Vec<(LogIndex, Vec<Chunk>)> {
 
 /// A follower cut off while the leader commits `entries` commands and compacts; returns the
 /// cluster (leader 1, follower 3 behind the compaction point) and the snapshot's metadata.
-fn follower_behind_a_snapshot(entries: usize) -> (Cluster, SnapshotMeta) {
+pub(super) fn follower_behind_a_snapshot(entries: usize) -> (Cluster, SnapshotMeta) {
     let mut config = test_config();
     config.snapshot_chunk_bytes = 16;
     let mut c = Cluster::new(3, config);
