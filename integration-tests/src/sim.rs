@@ -123,6 +123,8 @@ pub struct Outcome {
     pub wall_violations: usize,
     /// Nodes that stopped because their clock was off from a majority (HLC-6).
     pub clock_stops: usize,
+    /// Batches an impostor replayed under another node's name (all refused).
+    pub forgeries: usize,
     /// The first broken invariant, if any.
     pub violation: Option<Violation>,
 }
@@ -236,6 +238,7 @@ pub fn run(config: &SimConfig) -> Outcome {
         refused_starts: world.refused_starts,
         wall_violations: world.wall_violations,
         clock_stops: world.clock_stops,
+        forgeries: world.forgeries,
         violation,
     }
 }
