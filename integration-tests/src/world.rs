@@ -625,7 +625,7 @@ where
         // it is retried).
         for (to, batch) in io.sent {
             for envelope in &batch {
-                if let Err(e) = decree_proto::encode_body_of(envelope) {
+                if let Err(e) = envelope.payload.validate_transport() {
                     return Err(Violation {
                         invariant: "every message a node sends is one the wire accepts",
                         detail: format!("{} to {to}: {e}", self.slots[i].id),
