@@ -132,6 +132,8 @@ pub struct Outcome {
     pub clock_stops: usize,
     /// Leadership transfers to a caught-up follower that completed after healing (RAFT-6).
     pub transfers: usize,
+    /// Batches an impostor replayed under another node's name (all refused).
+    pub forgeries: usize,
     /// The first broken invariant, if any.
     pub violation: Option<Violation>,
 }
@@ -247,6 +249,7 @@ pub fn run(config: &SimConfig) -> Outcome {
         wall_violations: world.wall_violations,
         clock_stops: world.clock_stops,
         transfers: world.transfers_completed(),
+        forgeries: world.forgeries,
         violation,
     }
 }

@@ -53,6 +53,8 @@ const PROCESS_DELAY_MAX_NS: u64 = 300_000;
 const CLOCK_PROBE_INTERVAL_NS: u64 = 100_000_000;
 /// How long an offset measurement counts (ten probe rounds), plus a round of slack, ns.
 const MEASUREMENT_LIFE_NS: u64 = 11 * CLOCK_PROBE_INTERVAL_NS;
+/// One delivery in this many is replayed by an impostor during the faulty phase.
+const FORGERY_ONE_IN: u64 = 500;
 /// How long a physical clock stays out of its bound, ns (range).
 const WALL_VIOLATION_NS: (u64, u64) = (500_000_000, 4_000_000_000);
 
@@ -182,6 +184,8 @@ pub struct World<M: ReplicatedMachine> {
     pub(crate) refused_starts: usize,
     pub(crate) wall_violations: usize,
     pub(crate) clock_stops: usize,
+    /// Batches replayed by an impostor (and refused).
+    pub(crate) forgeries: usize,
     fault_rng: DetRng,
     wall_rng: DetRng,
     /// Until when an HLC-6 stop is expected: the end of the last physical clock violation,
@@ -265,6 +269,7 @@ where
             refused_starts: 0,
             wall_violations: 0,
             clock_stops: 0,
+            forgeries: 0,
             fault_rng,
             wall_rng,
             wall_suspect_until_ns: 0,
@@ -649,7 +654,7 @@ where
         // it is retried).
         for (to, batch) in io.sent {
             for envelope in &batch {
-                if let Err(e) = decree_proto::encode_body_of(envelope) {
+                if let Err(e) = envelope.payload.validate_transport() {
                     return Err(Violation {
                         invariant: "every message a node sends is one the wire accepts",
                         detail: format!("{} to {to}: {e}", self.slots[i].id),
@@ -761,7 +766,30 @@ where
         self.trace.record(self.now_ns, &ev);
         let (local, wall) = (self.local_ns(to), self.wall_ns(to));
         let from_id = self.slots[from].id;
+        // Now and then in the faulty phase, a peer with a valid certificate replays the
+        // batch claiming to be another node: the host must refuse every envelope of it.
+        let forge = self.config.faults
+            && self.phase == Phase::Faulty
+            && self.slots.len() > 2
+            && self.wall_rng.chance(1, FORGERY_ONE_IN);
+        let n_nodes = self.slots.len() as u64;
         if let Some(n) = self.slots[to].node.as_mut() {
+            if forge {
+                let impostor = NodeId(from_id.0 % n_nodes + 1);
+                let impostor =
+                    if impostor == n.id() { NodeId(impostor.0 % n_nodes + 1) } else { impostor };
+                let before = n.stats().refused;
+                for envelope in &batch {
+                    n.handle_envelope(local, wall, impostor, envelope.clone());
+                }
+                if n.stats().refused != before + batch.len() as u64 {
+                    return Err(Violation {
+                        invariant: "an envelope is taken only from the node its certificate names",
+                        detail: format!("{to} took envelopes of {from_id} from {impostor}"),
+                    });
+                }
+                self.forgeries += 1;
+            }
             for envelope in batch {
                 n.handle_envelope(local, wall, from_id, envelope);
             }

@@ -80,6 +80,8 @@ fn physical_clock_violations_stop_the_node_that_is_off() {
     assert!(outcomes.iter().all(|o| o.passed()));
     assert!(outcomes.iter().map(|o| o.wall_violations).sum::<usize>() > 5);
     assert!(outcomes.iter().map(|o| o.clock_stops).sum::<usize>() > 0);
+    // Batches replayed under another node's name were refused (the run fails otherwise).
+    assert!(outcomes.iter().map(|o| o.forgeries).sum::<usize>() > 0);
 }
 
 #[test]

@@ -6,7 +6,25 @@
 //! client requests and time; outputs are per-peer batches of envelopes and client replies.
 //! The QUIC shell (`decree-runtime`) and the simulator (`decree-sim`) drive the same code.
 //!
-//! [`machine`] is the interface a state machine implements ([`ReplicatedMachine`]).
+//! - [`machine`]: the interface a state machine implements ([`ReplicatedMachine`]).
+//! - [`host`]: [`Host`], which runs the node and the machines: envelope checks and the HLC
+//!   (HLC-1..6), admission, the `(index, term)` proposal table, role events, linearizable
+//!   reads, machine-to-machine requests, the snapshot policy. Its module docs walk through
+//!   one [`Host::process`] iteration.
+//! - [`machines`]: small machines ([`machines::CommandLog`], [`machines::Register`]) and
+//!   [`machines::Either`], which runs two kinds of machine on one host without `dyn`.
+//! - [`testing`]: a one-replica harness for machine unit tests.
+//!
+//! # Driving a host (the shell's loop, the simulator's events)
+//!
+//! ```text
+//! host = Host::open(id, config, groups, directory, disk, rng, now_ns, wall_ns)?
+//! loop:
+//!     host.handle_envelope(now, wall, peer_from_certificate, envelope)   // peers
+//!     host.handle_client_request(now, wall, client, tag, clock, group, request)
+//!     host.handle_timeout(now, wall)             // when now >= host.poll_timeout()
+//!     if host.has_work(): host.process(now, wall, &mut io)?   // sends, replies; Err: stop
+//! ```
 
 #![warn(missing_docs, unreachable_pub)]
 
