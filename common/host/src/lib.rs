@@ -10,11 +10,13 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod either;
 pub mod host;
 pub mod machine;
 pub mod machines;
 pub mod testing;
 
+pub use either::{Either, EitherCommand};
 pub use host::{
     is_bulk, ClientTag, Directory, Fatal, GroupSpec, Host, HostConfig, HostEnvelope, HostIo,
     HostStats,

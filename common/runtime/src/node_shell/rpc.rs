@@ -4,7 +4,8 @@
 //! These messages are the shell's own (the replicated-log node is a test and benchmark vehicle,
 //! not a product API), so they live beside the shell rather than in `decree-proto`. They travel
 //! as postcard bodies inside the transport's frames; [`decode_request`] and [`decode_response`]
-//! are total: any byte string yields a value or a typed error, never a panic.
+//! are total: any byte string yields a value or a typed error, never a panic. A body is exactly
+//! one message: bytes left over after it are refused, as the envelope decoder refuses them.
 
 use decree_types::{GroupId, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
@@ -134,9 +135,18 @@ pub struct ShellCounters {
 }
 
 /// A message that could not be decoded.
-#[derive(Debug, thiserror::Error)]
-#[error("undecodable log-node message: {0}")]
-pub struct DecodeError(#[from] postcard::Error);
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The body does not start with a message.
+    #[error("undecodable log-node message: {0}")]
+    Body(#[from] postcard::Error),
+    /// The body holds a message and then more bytes.
+    #[error("log-node message followed by {count} trailing bytes")]
+    TrailingBytes {
+        /// Bytes left over after the message.
+        count: usize,
+    },
+}
 
 /// Encodes a request body.
 pub fn encode_request(request: &LogRequest) -> Vec<u8> {
@@ -144,9 +154,9 @@ pub fn encode_request(request: &LogRequest) -> Vec<u8> {
     postcard::to_stdvec(request).expect("postcard encodes plain data into a Vec")
 }
 
-/// Decodes a request body. Total.
+/// Decodes a request body that holds exactly one request. Total.
 pub fn decode_request(bytes: &[u8]) -> Result<LogRequest, DecodeError> {
-    Ok(postcard::from_bytes(bytes)?)
+    decode_exact(bytes)
 }
 
 /// Encodes a response body.
@@ -155,9 +165,17 @@ pub fn encode_response(response: &LogResponse) -> Vec<u8> {
     postcard::to_stdvec(response).expect("postcard encodes plain data into a Vec")
 }
 
-/// Decodes a response body. Total.
+/// Decodes a response body that holds exactly one response. Total.
 pub fn decode_response(bytes: &[u8]) -> Result<LogResponse, DecodeError> {
-    Ok(postcard::from_bytes(bytes)?)
+    decode_exact(bytes)
+}
+
+/// Decodes one value that must use every byte of `bytes`.
+fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    match postcard::take_from_bytes::<T>(bytes)? {
+        (value, []) => Ok(value),
+        (_, rest) => Err(DecodeError::TrailingBytes { count: rest.len() }),
+    }
 }
 
 #[cfg(test)]
@@ -193,5 +211,15 @@ mod tests {
             let _ = decode_response(bytes);
         }
         assert!(decode_request(&[0xff]).is_err());
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut request = encode_request(&LogRequest::Status);
+        request.extend_from_slice(&[0, 0]);
+        assert_eq!(decode_request(&request), Err(DecodeError::TrailingBytes { count: 2 }));
+        let mut response = encode_response(&LogResponse::Refused(Refusal::Overloaded));
+        response.push(7);
+        assert_eq!(decode_response(&response), Err(DecodeError::TrailingBytes { count: 1 }));
     }
 }
