@@ -11,7 +11,7 @@
 //! fails).
 
 use decree_proto::RequestId;
-use decree_types::{GroupId, LogIndex, NodeId};
+use decree_types::{GroupId, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::machine::{
@@ -143,13 +143,6 @@ where
         A::redirect(group, leader)
     }
 
-    fn read(&self, group: GroupId, read_index: LogIndex, request: Self::Request) -> Self::Response {
-        match self {
-            Either::Left(a) => a.read(group, read_index, request),
-            Either::Right(b) => b.read(group, read_index, request),
-        }
-    }
-
     fn snapshot(&self) -> Self::Snapshot {
         match self {
             Either::Left(a) => Either::Left(a.snapshot()),
@@ -208,6 +201,7 @@ where
             clock: &mut *cx.clock,
             effects: &mut effects,
             next_request_id: &mut *cx.next_request_id,
+            read_index: cx.read_index,
         };
         f(&mut inner)
     };
@@ -248,6 +242,9 @@ where
         Effect::Reply(to, r) => Effect::Reply(to, r),
         Effect::Propose { command, waiter } => Effect::Propose { command: wrap(command), waiter },
         Effect::Send { request_id, to, request } => Effect::Send { request_id, to, request },
+        Effect::Readmit { requester, reply_to, request } => {
+            Effect::Readmit { requester, reply_to, request }
+        }
         Effect::LeaderHint { group, leader } => Effect::LeaderHint { group, leader },
     }
 }
