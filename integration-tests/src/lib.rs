@@ -54,6 +54,7 @@
 //! scripts/bench.sh replication                  # throughput and latency, three processes
 //! ```
 
+pub mod bank;
 pub mod check;
 pub mod clock;
 pub mod faults;

@@ -12,8 +12,12 @@
 //! | `linearizable_reads` | RAFT-3: a ReadIndex read observes every earlier acknowledged write | on every served read |
 //! | `liveness` | after healing: one leader per group, a new proposal committed, replicas converge | during the healing phase |
 
+pub mod acked_commits;
 pub mod acked_not_lost;
+pub mod atomicity;
+pub mod bank_conservation;
 pub mod election_safety;
+pub mod healed;
 pub mod leader_completeness;
 pub mod linearizable_reads;
 pub mod liveness;

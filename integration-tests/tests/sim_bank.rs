@@ -1,0 +1,52 @@
+//! The bank workload in the simulator (TESTING.md "The bank check"): participant and
+//! coordinator groups on every node, transfers and audits under faults, the transaction
+//! checkers. A fixed regression set plus fresh seeds; `scripts/sim.sh --workload bank` sweeps.
+
+use decree_sim::bank::{self, BankConfig};
+
+/// Fresh seeds run by default (`DECREE_BANK_SEEDS` overrides), from `DECREE_BANK_SEED_START`.
+const FRESH_SEEDS: u64 = 6;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn run_all(configs: Vec<BankConfig>) {
+    let mut failed = Vec::new();
+    for config in configs {
+        let outcome = bank::run(&config);
+        if !outcome.passed() {
+            failed.push(outcome.to_string());
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+#[test]
+fn bank_regression_and_fresh_seeds_pass_every_checker() {
+    let start = env("DECREE_BANK_SEED_START", 1);
+    let n = env("DECREE_BANK_SEEDS", FRESH_SEEDS);
+    let mut configs: Vec<BankConfig> =
+        bank::REGRESSION_SEEDS.iter().map(|(s, _)| BankConfig::new(*s)).collect();
+    configs.extend((start..start + n).map(BankConfig::new));
+    run_all(configs);
+}
+
+#[test]
+fn bank_variants_two_coordinator_groups_and_five_nodes() {
+    let mut two = BankConfig::new(7);
+    two.coordinator_groups = 2;
+    let mut five = BankConfig::new(8);
+    five.nodes = 5;
+    run_all(vec![two, five]);
+}
+
+#[test]
+fn bank_quiet_run_commits_transfers_and_audits() {
+    let mut config = BankConfig::new(1);
+    config.faults = false;
+    let outcome = bank::run(&config);
+    assert!(outcome.passed(), "{outcome}");
+    assert!(outcome.committed > 20, "{outcome}");
+    assert!(outcome.audits > 3, "{outcome}");
+}
