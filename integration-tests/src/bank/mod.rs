@@ -82,6 +82,13 @@ pub struct BankConfig {
     pub faults: bool,
     /// Print every event.
     pub verbose: bool,
+    /// Recovery-time mode: no other fault; once, mid-load, the coordinator leader crashes
+    /// right after a `StartCommit` applied with its prepares out, and the time until its group
+    /// has no transaction in doubt is measured (issue 11 §8).
+    pub recovery: bool,
+    /// Raft timeouts other than the product's defaults: `(heartbeat, election minimum)` in
+    /// ms (the election timeout is drawn from `[min, 2·min)`), to compare settings.
+    pub timeouts_ms: Option<(u64, u64)>,
 }
 
 impl BankConfig {
@@ -96,6 +103,8 @@ impl BankConfig {
             heal_bound_ms: 60_000,
             faults: true,
             verbose: false,
+            recovery: false,
+            timeouts_ms: None,
         }
     }
 
@@ -109,7 +118,7 @@ impl BankConfig {
             self.participant_groups,
             self.coordinator_groups,
             if self.faults { "" } else { " --no-faults" }
-        )
+        ) + if self.recovery { " --recovery" } else { "" }
     }
 }
 
@@ -339,8 +348,9 @@ impl BankSim {
             self.start_node(i)?;
         }
         self.schedule(100_000_000, Event::Client);
-        if self.config.faults {
-            self.schedule(500_000_000, Event::Fault);
+        if self.config.faults || self.config.recovery {
+            let at = 500_000_000 + self.fault_rng.range(0, 1_500_000_000);
+            self.schedule(at, Event::Fault);
         }
         self.schedule(self.config.faulty_ms * 1_000_000, Event::Heal);
         while self.phase != Phase::Done {
@@ -387,7 +397,9 @@ impl BankSim {
                 Ok(())
             }
             Event::Fault => {
-                if self.phase == Phase::Faulty {
+                if self.phase == Phase::Faulty && self.config.recovery {
+                    self.arm_coordinator_crash();
+                } else if self.phase == Phase::Faulty {
                     self.inject_fault();
                     let next = self.fault_rng.range(200_000_000, 1_500_000_000);
                     self.schedule(self.now_ns + next, Event::Fault);
@@ -437,17 +449,20 @@ impl BankSim {
         (c.local_ns(self.now_ns), c.wall_ns(self.now_ns))
     }
 
-    fn host_config() -> HostConfig {
+    fn host_config(&self) -> HostConfig {
         // The product's defaults, except snapshots: often, so restores are exercised.
-        HostConfig {
-            node: NodeConfig::default(),
-            snapshot_every_entries: 200,
-            ..HostConfig::default()
+        let mut node = NodeConfig::default();
+        if let Some((heartbeat, election)) = self.config.timeouts_ms {
+            node.raft.heartbeat_interval = std::time::Duration::from_millis(heartbeat);
+            node.raft.election_timeout_min = std::time::Duration::from_millis(election);
+            node.raft.election_timeout_max = std::time::Duration::from_millis(2 * election);
         }
+        HostConfig { node, snapshot_every_entries: 200, ..HostConfig::default() }
     }
 
     fn start_node(&mut self, i: usize) -> Result<(), Violation> {
         let (local, wall) = self.times(i);
+        let host_config = self.host_config();
         let slot = &mut self.slots[i];
         slot.incarnation += 1;
         slot.process_scheduled = false;
@@ -481,7 +496,7 @@ impl BankSim {
             .collect();
         let opened = Host::open(
             slot.id,
-            Self::host_config(),
+            host_config,
             specs,
             Directory::new(self.groups.clone()),
             slot.disk.clone(),

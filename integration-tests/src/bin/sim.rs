@@ -60,6 +60,13 @@ struct Args {
     /// coordinator groups, transfers and audits; `--groups` participant groups).
     #[arg(long, default_value = "log")]
     workload: String,
+    /// Bank workload: measure recovery after one coordinator leader crash, no other fault.
+    #[arg(long)]
+    recovery: bool,
+    /// Bank workload: Raft heartbeat and minimum election timeout, ms (`50,300`), instead of
+    /// the product's defaults.
+    #[arg(long, value_delimiter = ',')]
+    timeouts_ms: Vec<u64>,
     /// Coordinator groups of the bank workload.
     #[arg(long, default_value_t = 1)]
     coordinator_groups: usize,
@@ -78,7 +85,11 @@ fn bank_main(args: &Args, start: u64, count: u64) -> ExitCode {
         config.nodes = args.nodes;
         config.participant_groups = args.groups.unwrap_or(3);
         config.coordinator_groups = args.coordinator_groups;
-        config.faults = !args.no_faults;
+        config.faults = !args.no_faults && !args.recovery;
+        config.recovery = args.recovery;
+        if let [heartbeat, election] = args.timeouts_ms[..] {
+            config.timeouts_ms = Some((heartbeat, election));
+        }
         config.verbose = args.verbose && count == 1;
         if let Some(ms) = args.faulty_ms {
             config.faulty_ms = ms;
