@@ -263,7 +263,7 @@ struct State<M: ReplicatedMachine> {
     reads: BTreeMap<u64, PendingRead<M>>,
     next_read_ctx: u64,
     /// Proposals machines asked for while the node was busy.
-    deferred: Vec<(GroupId, M::Command, Option<(ReplyTo, M::Response)>)>,
+    deferred: Vec<Deferred<M>>,
     /// Kept requests machines handed back ([`Context::readmit`]), to admit again.
     readmits: Vec<(GroupId, Requester, ReplyTo, M::Request)>,
     /// Responses to machines' own requests that could not be routed (no replica known).
@@ -275,6 +275,14 @@ struct State<M: ReplicatedMachine> {
     clock_stop: Option<OffsetError>,
     stats: HostStats,
 }
+
+/// A proposal a machine asked for while the node was busy: its group, the command, and the
+/// request waiting for it with its `on_lost` answer.
+type Deferred<M> = (
+    GroupId,
+    <M as ReplicatedMachine>::Command,
+    Option<(ReplyTo, <M as ReplicatedMachine>::Response)>,
+);
 
 #[derive(Debug)]
 struct Group<M> {
