@@ -2,24 +2,31 @@
 //! coordinator groups on every node, transfers and audits under faults, the transaction
 //! checkers. A fixed regression set plus fresh seeds; `scripts/sim.sh --workload bank` sweeps.
 
+use std::collections::BTreeSet;
+
 use decree_sim::bank::{self, BankConfig};
 
 /// Fresh seeds run by default (`DECREE_BANK_SEEDS` overrides), from `DECREE_BANK_SEED_START`.
-const FRESH_SEEDS: u64 = 6;
+const FRESH_SEEDS: u64 = 300;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn run_all(configs: Vec<BankConfig>) {
+/// Runs every config; fails with every failure's replay command. Returns the crash points
+/// reached.
+fn run_all(configs: Vec<BankConfig>) -> BTreeSet<&'static str> {
     let mut failed = Vec::new();
+    let mut reached = BTreeSet::new();
     for config in configs {
         let outcome = bank::run(&config);
+        reached.extend(outcome.crash_points.iter().copied());
         if !outcome.passed() {
             failed.push(outcome.to_string());
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
+    reached
 }
 
 #[test]
@@ -29,7 +36,11 @@ fn bank_regression_and_fresh_seeds_pass_every_checker() {
     let mut configs: Vec<BankConfig> =
         bank::REGRESSION_SEEDS.iter().map(|(s, _)| BankConfig::new(*s)).collect();
     configs.extend((start..start + n).map(BankConfig::new));
-    run_all(configs);
+    let reached = run_all(configs);
+    // Every crash point is hit by at least one seed of the set.
+    for point in bank::CRASH_POINTS {
+        assert!(reached.contains(point), "no seed reached the crash point: {point}");
+    }
 }
 
 #[test]

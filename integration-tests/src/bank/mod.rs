@@ -25,7 +25,7 @@
 
 mod client;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use decree_client::bank::{decode_balance, Bank};
@@ -142,9 +142,22 @@ pub struct BankOutcome {
     /// Recovery times after a coordinator leader crash (ns): (election, last in-doubt
     /// transaction of its group resolved), both from the crash.
     pub recoveries: Vec<(u64, u64)>,
+    /// The crash points this run reached ([`CRASH_POINTS`]).
+    pub crash_points: BTreeSet<&'static str>,
     /// The first broken invariant, if any.
     pub violation: Option<Violation>,
 }
+
+/// Crash point: the coordinator leader, right after a `StartCommit` applied on it and its
+/// prepares left (2PC crash point (a)).
+pub const CRASH_AFTER_START_COMMIT: &str = "coordinator leader after StartCommit, prepares out";
+/// Crash point: the node leading a coordinator group and a participant group at once.
+pub const CRASH_LEADER_OF_BOTH: &str = "the node leading a coordinator and a participant group";
+/// Crash point: the coordinator leader at a random moment.
+pub const CRASH_COORDINATOR_LEADER: &str = "coordinator leader, any moment";
+/// Every crash point the bank workload aims at.
+pub const CRASH_POINTS: &[&str] =
+    &[CRASH_AFTER_START_COMMIT, CRASH_LEADER_OF_BOTH, CRASH_COORDINATOR_LEADER];
 
 impl BankOutcome {
     /// Did every checker pass?
@@ -188,6 +201,7 @@ pub fn run(config: &BankConfig) -> BankOutcome {
         crashes: sim.crashes,
         coordinator_crashes: sim.coordinator_crashes,
         recoveries: sim.recoveries.clone(),
+        crash_points: sim.crash_points.clone(),
         violation,
     }
 }
@@ -254,6 +268,7 @@ struct BankSim {
     recovery: Option<Recovery>,
     recoveries: Vec<(u64, u64)>,
     heal_started_ns: u64,
+    crash_points: BTreeSet<&'static str>,
 }
 
 impl BankSim {
@@ -333,6 +348,7 @@ impl BankSim {
             recovery: None,
             recoveries: Vec::new(),
             heal_started_ns: 0,
+            crash_points: BTreeSet::new(),
             config,
         }
     }
@@ -662,9 +678,13 @@ impl BankSim {
             6..=7 => {
                 // Crash the leader of the node leading both a coordinator and a participant
                 // group, if one does: else the coordinator leader.
-                if let Some(i) =
-                    self.leader_of_both().or_else(|| self.leader_index(self.coordinators[0]))
-                {
+                let both = self.leader_of_both();
+                if let Some(i) = both.or_else(|| self.leader_index(self.coordinators[0])) {
+                    self.crash_points.insert(if both.is_some() {
+                        CRASH_LEADER_OF_BOTH
+                    } else {
+                        CRASH_COORDINATOR_LEADER
+                    });
                     let down = self.fault_rng.range(100_000_000, 2_000_000_000);
                     self.crash(i, CrashKind::Kill, down);
                 }
@@ -712,6 +732,7 @@ impl BankSim {
         }
         self.clients.armed_coordinator_crash = false;
         self.coordinator_crashes += 1;
+        self.crash_points.insert(CRASH_AFTER_START_COMMIT);
         let old_leader = self.slots[i].id;
         let down = self.fault_rng.range(500_000_000, 3_000_000_000);
         self.crash(i, CrashKind::Kill, down);
