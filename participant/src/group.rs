@@ -416,7 +416,13 @@ impl ParticipantGroup {
                     )),
                 }
             }
-            // A Commit this group never voted for (INV-A2) or with a second C (INV-A1) is a
+            // D-10: no entry at all. A PREPARED entry never expires and a correct coordinator
+            // sends Commit only to a group that voted Yes (its vote left after the prepare
+            // applied, P-6; this leader applied everything before serving), so the entry was
+            // COMMITTED here and expired (D-3): the commit is applied. Acknowledging lets the
+            // coordinator record the ack and compact its record (REC-7(a)).
+            None => Admission::Reply(Ok(Response::Ack(Ack { txn_id }))),
+            // A Commit this group voted no for or aborted (INV-A1), or with a second C, is a
             // protocol violation; apply would stop the replica, so it is refused here, as bad
             // input from the network, and never proposed.
             other => Admission::Reply(Err(ErrorResponse::invalid_argument(format!(
