@@ -61,3 +61,15 @@ fn bank_quiet_run_commits_transfers_and_audits() {
     assert!(outcome.committed > 20, "{outcome}");
     assert!(outcome.audits > 3, "{outcome}");
 }
+
+#[test]
+fn the_checkers_catch_a_cluster_that_forgets_its_disk() {
+    // A checker that cannot fail proves nothing: with crashed nodes coming back empty,
+    // committed transfers and votes are lost and some seed must fail a checker.
+    let caught = (1..=40).any(|seed| {
+        let mut config = BankConfig::new(seed);
+        config.amnesia = true;
+        !bank::run(&config).passed()
+    });
+    assert!(caught, "no checker caught a cluster that forgets its disk");
+}

@@ -89,6 +89,9 @@ pub struct BankConfig {
     /// Raft timeouts other than the product's defaults: `(heartbeat, election minimum)` in
     /// ms (the election timeout is drawn from `[min, 2·min)`), to compare settings.
     pub timeouts_ms: Option<(u64, u64)>,
+    /// Deliberately break durability: a crashed node comes back with an empty disk. Only to
+    /// show that the checkers catch lost transactions.
+    pub amnesia: bool,
 }
 
 impl BankConfig {
@@ -105,6 +108,7 @@ impl BankConfig {
             verbose: false,
             recovery: false,
             timeouts_ms: None,
+            amnesia: false,
         }
     }
 
@@ -119,6 +123,7 @@ impl BankConfig {
             self.coordinator_groups,
             if self.faults { "" } else { " --no-faults" }
         ) + if self.recovery { " --recovery" } else { "" }
+            + if self.amnesia { " --amnesia" } else { "" }
     }
 }
 
@@ -546,6 +551,9 @@ impl BankSim {
             CrashKind::Kill => {}
             CrashKind::PowerLoss => slot.disk.crash(),
             CrashKind::TornWrite => slot.disk.crash_torn(&mut slot.rng),
+        }
+        if self.config.amnesia {
+            slot.disk = MemDisk::new();
         }
         slot.incarnation += 1;
         self.crashes += 1;

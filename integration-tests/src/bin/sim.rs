@@ -87,6 +87,7 @@ fn bank_main(args: &Args, start: u64, count: u64) -> ExitCode {
         config.coordinator_groups = args.coordinator_groups;
         config.faults = !args.no_faults && !args.recovery;
         config.recovery = args.recovery;
+        config.amnesia = args.amnesia;
         if let [heartbeat, election] = args.timeouts_ms[..] {
             config.timeouts_ms = Some((heartbeat, election));
         }
