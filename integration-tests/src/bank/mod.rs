@@ -574,10 +574,14 @@ impl BankSim {
 
     fn process(&mut self, i: usize) -> Result<(), Violation> {
         let (local, wall) = self.times(i);
+        let id = self.slots[i].id;
         let Some(host) = self.slots[i].host.as_mut() else { return Ok(()) };
         let mut io = BankIo::default();
         let result = host.process(local, wall, &mut io);
         let more = host.has_work();
+        for (_, batch) in &io.sent {
+            crate::check::p6_vote_after_apply::check(id, batch, |g| host.machine(g))?;
+        }
         for (to, batch) in io.sent {
             self.send(i, to, batch);
         }

@@ -22,6 +22,7 @@ pub mod leader_completeness;
 pub mod linearizable_reads;
 pub mod liveness;
 pub mod log_matching;
+pub mod p6_vote_after_apply;
 pub mod state_machine_safety;
 
 use std::fmt;
