@@ -29,7 +29,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use decree_client::bank::{decode_balance, Bank};
-use decree_coordinator::{ClusterMap, CoordinatorConfig, CoordinatorGroup, Record};
+use decree_coordinator::{
+    ClusterMap, CoordinatorCommand, CoordinatorConfig, CoordinatorGroup, Record,
+};
+use decree_host::ReplicatedMachine;
 use decree_host::{ClientTag, Directory, Either, Fatal, GroupSpec, Host, HostConfig, HostEnvelope};
 use decree_host::{HostIo, Role};
 use decree_participant::{ParticipantConfig, ParticipantGroup, TxnState};
@@ -160,9 +163,34 @@ pub const CRASH_AFTER_START_COMMIT: &str = "coordinator leader after StartCommit
 pub const CRASH_LEADER_OF_BOTH: &str = "the node leading a coordinator and a participant group";
 /// Crash point: the coordinator leader at a random moment.
 pub const CRASH_COORDINATOR_LEADER: &str = "coordinator leader, any moment";
+/// Crash point (b): the coordinator leader applied `Decide`; neither the client's answer nor
+/// phase two left.
+pub const CRASH_AFTER_DECIDE: &str = "coordinator leader after Decide applied, before the reply";
+/// Crash point (c): the client's answer left, phase two did not.
+pub const CRASH_AFTER_REPLY: &str = "coordinator leader after the reply, before phase two";
+/// Crash point (d): part of phase two left.
+pub const CRASH_DURING_PHASE_TWO: &str = "coordinator leader during phase two";
+/// Crash point: a participant leader right after its `Yes` vote left.
+pub const CRASH_PARTICIPANT_AFTER_YES: &str = "participant leader after voting yes";
 /// Every crash point the bank workload aims at.
-pub const CRASH_POINTS: &[&str] =
-    &[CRASH_AFTER_START_COMMIT, CRASH_LEADER_OF_BOTH, CRASH_COORDINATOR_LEADER];
+pub const CRASH_POINTS: &[&str] = &[
+    CRASH_AFTER_START_COMMIT,
+    CRASH_AFTER_DECIDE,
+    CRASH_AFTER_REPLY,
+    CRASH_DURING_PHASE_TWO,
+    CRASH_PARTICIPANT_AFTER_YES,
+    CRASH_LEADER_OF_BOTH,
+    CRASH_COORDINATOR_LEADER,
+];
+
+/// The crash points armed by the fault plan (the others are reached directly).
+const ARMED_POINTS: &[&str] = &[
+    CRASH_AFTER_START_COMMIT,
+    CRASH_AFTER_DECIDE,
+    CRASH_AFTER_REPLY,
+    CRASH_DURING_PHASE_TWO,
+    CRASH_PARTICIPANT_AFTER_YES,
+];
 
 impl BankOutcome {
     /// Did every checker pass?
@@ -274,6 +302,8 @@ struct BankSim {
     recoveries: Vec<(u64, u64)>,
     heal_started_ns: u64,
     crash_points: BTreeSet<&'static str>,
+    /// A crash point armed by the fault plan, waiting to be reached.
+    armed: Option<&'static str>,
 }
 
 impl BankSim {
@@ -354,6 +384,7 @@ impl BankSim {
             recoveries: Vec::new(),
             heal_started_ns: 0,
             crash_points: BTreeSet::new(),
+            armed: None,
             config,
         }
     }
@@ -582,11 +613,30 @@ impl BankSim {
         for (_, batch) in &io.sent {
             crate::check::p6_vote_after_apply::check(id, batch, |g| host.machine(g))?;
         }
-        for (to, batch) in io.sent {
+        // A crash point armed for this iteration decides how much of its output leaves.
+        let point = self.crash_point_reached(i, &io);
+        let (keep_sends, keep_replies) = match point {
+            Some(CRASH_AFTER_DECIDE) => (0, false),
+            Some(CRASH_AFTER_REPLY) => (0, true),
+            Some(CRASH_DURING_PHASE_TWO) => (1, true),
+            _ => (usize::MAX, true),
+        };
+        let replies = if keep_replies { io.replies } else { Vec::new() };
+        for (to, batch) in io.sent.into_iter().take(keep_sends) {
             self.send(i, to, batch);
         }
-        for (tag, clock, response) in io.replies {
+        for (tag, clock, response) in replies {
             self.clients.on_reply(self.now_ns, tag.0, clock, Ok(response))?;
+        }
+        if let Some(point) = point {
+            self.armed = None;
+            self.crash_points.insert(point);
+            let down = self.fault_rng.range(300_000_000, 3_000_000_000);
+            self.crash(i, CrashKind::Kill, down);
+            for (tag, clock, error) in io.refusals {
+                self.clients.on_reply(self.now_ns, tag.0, clock, Err(error))?;
+            }
+            return Ok(());
         }
         for (tag, clock, error) in io.refusals {
             self.clients.on_reply(self.now_ns, tag.0, clock, Err(error))?;
@@ -701,7 +751,7 @@ impl BankSim {
                     self.crash(i, CrashKind::Kill, down);
                 }
             }
-            _ => self.arm_coordinator_crash(),
+            _ => self.arm_crash_point(),
         }
     }
 
@@ -719,6 +769,43 @@ impl BankSim {
 
     fn arm_coordinator_crash(&mut self) {
         self.clients.armed_coordinator_crash = true;
+    }
+
+    /// Arms one of the crash points at random (recovery mode arms (a) only).
+    fn arm_crash_point(&mut self) {
+        let point = ARMED_POINTS[self.fault_rng.range(0, ARMED_POINTS.len() as u64) as usize];
+        if point == CRASH_AFTER_START_COMMIT {
+            self.arm_coordinator_crash();
+        } else {
+            self.armed = Some(point);
+        }
+    }
+
+    /// Has node `i`, in the iteration that produced `io`, reached the armed crash point?
+    fn crash_point_reached(&self, i: usize, io: &BankIo) -> Option<&'static str> {
+        let point = self.armed?;
+        if self.phase != Phase::Faulty {
+            return None;
+        }
+        if point == CRASH_PARTICIPANT_AFTER_YES {
+            let voted = io.sent.iter().flat_map(|(_, b)| b).any(|e| {
+                self.participants.contains(&e.group)
+                    && matches!(
+                        &e.payload,
+                        decree_proto::envelope::Payload::Response {
+                            response: Ok(Response::Vote(decree_proto::txn::VoteReply {
+                                vote: decree_proto::txn::Vote::Yes { .. },
+                                ..
+                            })),
+                            ..
+                        }
+                    )
+            });
+            return voted.then_some(point);
+        }
+        // (b), (c), (d): this node leads a coordinator group and applied a Decide of it.
+        let decided = io.decides.iter().any(|g| self.leader_index(*g) == Some(i));
+        (decided && !io.sent.is_empty()).then_some(point)
     }
 
     /// Crash point (a): the coordinator leader applied a `StartCommit` and sent prepares.
@@ -922,6 +1009,8 @@ struct BankIo {
     refusals: Vec<(ClientTag, HlcTimestamp, ErrorResponse)>,
     /// Some entry was applied (a crash point may have been reached).
     prepares_applied: bool,
+    /// Coordinator groups that applied a `Decide` entry in this iteration.
+    decides: Vec<GroupId>,
 }
 
 impl HostIo<BankMachine> for BankIo {
@@ -938,8 +1027,16 @@ impl HostIo<BankMachine> for BankIo {
     }
 
     fn observe(&mut self, output: &Output) {
-        if matches!(output, Output::Apply { .. }) {
-            self.prepares_applied = true;
+        let Output::Apply { group, entries } = output else { return };
+        self.prepares_applied = true;
+        for entry in entries {
+            let decree_raft::EntryPayload::Command(bytes) = &entry.payload else { continue };
+            type Stamped = (HlcTimestamp, <BankMachine as ReplicatedMachine>::Command);
+            if let Ok((_, decree_host::EitherCommand::Right(CoordinatorCommand::Decide { .. }))) =
+                postcard::from_bytes::<Stamped>(bytes)
+            {
+                self.decides.push(*group);
+            }
         }
     }
 }

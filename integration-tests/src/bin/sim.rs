@@ -79,6 +79,7 @@ fn bank_main(args: &Args, start: u64, count: u64) -> ExitCode {
     let started = Instant::now();
     let mut failures = Vec::new();
     let mut recoveries = Vec::new();
+    let mut points = std::collections::BTreeMap::new();
     let (mut committed, mut audits, mut crashes) = (0, 0, 0);
     for seed in start..start.saturating_add(count) {
         let mut config = BankConfig::new(seed);
@@ -103,6 +104,9 @@ fn bank_main(args: &Args, start: u64, count: u64) -> ExitCode {
         audits += outcome.audits;
         crashes += outcome.coordinator_crashes;
         recoveries.extend(outcome.recoveries.iter().copied());
+        for point in &outcome.crash_points {
+            *points.entry(*point).or_insert(0u64) += 1;
+        }
         if !outcome.passed() {
             failures.push(outcome);
         }
@@ -118,6 +122,9 @@ fn bank_main(args: &Args, start: u64, count: u64) -> ExitCode {
         failures.len(),
         started.elapsed().as_secs_f64()
     );
+    for (point, seeds) in &points {
+        println!("crash point reached in {seeds} seeds: {point}");
+    }
     if !recoveries.is_empty() {
         let pct = |v: &mut Vec<u64>, p: usize| {
             v.sort_unstable();
