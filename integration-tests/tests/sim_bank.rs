@@ -73,3 +73,14 @@ fn the_checkers_catch_a_cluster_that_forgets_its_disk() {
     });
     assert!(caught, "no checker caught a cluster that forgets its disk");
 }
+
+#[test]
+fn a_bank_seed_replays_exactly() {
+    let config = BankConfig::new(42);
+    let (a, b) = (bank::run(&config), bank::run(&config));
+    let shape = |o: &bank::BankOutcome| {
+        (o.sim_ms, o.committed, o.aborted, o.audits, o.crashes, o.recoveries.clone())
+    };
+    assert_eq!(shape(&a), shape(&b));
+    assert!(a.passed(), "{a}");
+}
