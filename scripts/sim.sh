@@ -3,6 +3,7 @@
 # the command that replays each one.
 #
 #   scripts/sim.sh --seeds 1000 [--start 5000] [any other `sim` flag]
+#   scripts/sim.sh --workload bank --seeds 1000   # transactions: transfers, audits, 2PC crashes
 #
 # Exit status is non-zero if any seed failed.
 set -euo pipefail

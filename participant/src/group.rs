@@ -18,9 +18,11 @@
 //! in-doubt queries, periodic tasks) is dropped on every role event but `LeaderReady` and is
 //! never in a snapshot.
 //!
-//! R-2 (ReadIndex or lease) is the host's: it calls `admit` only on a leader whose leadership
-//! is confirmed. This machine refuses reads and everything else until its no-op is applied
-//! (`LeaderReady`, commit-protocol.md §5.3, §6 step 4).
+//! R-2 (ReadIndex) is the host's: a `Get` or `Scan` is first answered `Admission::Read`, and
+//! served only when the host admits it again with `Context::read_confirmed` (a heartbeat
+//! round after its arrival confirmed the leadership, and the read index is applied). This
+//! machine refuses reads and everything else until its no-op is applied (`LeaderReady`,
+//! commit-protocol.md §5.3, §6 step 4).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -414,7 +416,13 @@ impl ParticipantGroup {
                     )),
                 }
             }
-            // A Commit this group never voted for (INV-A2) or with a second C (INV-A1) is a
+            // D-10: no entry at all. A PREPARED entry never expires and a correct coordinator
+            // sends Commit only to a group that voted Yes (its vote left after the prepare
+            // applied, P-6; this leader applied everything before serving), so the entry was
+            // COMMITTED here and expired (D-3): the commit is applied. Acknowledging lets the
+            // coordinator record the ack and compact its record (REC-7(a)).
+            None => Admission::Reply(Ok(Response::Ack(Ack { txn_id }))),
+            // A Commit this group voted no for or aborted (INV-A1), or with a second C, is a
             // protocol violation; apply would stop the replica, so it is refused here, as bad
             // input from the network, and never proposed.
             other => Admission::Reply(Err(ErrorResponse::invalid_argument(format!(
@@ -642,17 +650,12 @@ impl ParticipantGroup {
         query.next_ns = query.next_ns.min(at_ns);
     }
 
-    /// Re-admits the requests the LC-2 gate held, in arrival order.
+    /// Hands the requests the LC-2 gate held back to the host, in arrival order, to be
+    /// admitted again.
     fn open_gate(&mut self, cx: &mut Context<'_, Self>) {
         let gated = std::mem::take(&mut self.v.gated);
         for (requester, reply_to, request) in gated {
-            match self.admit(cx, requester, reply_to, request) {
-                Admission::Reply(response) => cx.reply(reply_to, response),
-                Admission::Propose { command, on_lost } => {
-                    cx.propose(command, Some((reply_to, on_lost)))
-                }
-                Admission::Later => {}
-            }
+            cx.readmit(requester, reply_to, request);
         }
     }
 
@@ -809,6 +812,15 @@ impl ReplicatedMachine for ParticipantGroup {
             }));
         }
         match request {
+            // R-2 / LC-2 (commit-protocol.md §6 step 1): a snapshot read is served only once a
+            // ReadIndex round confirmed this leadership (RAFT-3); the host then admits it
+            // again with `read_confirmed`, and it may still wait on an intent.
+            Request::Get(get) if cx.read_confirmed().is_none() => {
+                Admission::Read(Request::Get(get))
+            }
+            Request::Scan(scan) if cx.read_confirmed().is_none() => {
+                Admission::Read(Request::Scan(scan))
+            }
             Request::Get(get) => self.admit_get(cx, reply_to, get),
             Request::Scan(scan) => self.admit_scan(cx, reply_to, scan),
             Request::Prepare(prepare) => self.admit_prepare(cx, requester, reply_to, prepare),

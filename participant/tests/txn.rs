@@ -196,10 +196,11 @@ fn assert_stops(rule: &str, f: impl FnOnce()) {
 fn inv_a2_commit_without_a_yes_stops_the_replica_at_apply_and_is_refused_at_admission() {
     let mut h = leader();
     let t = now(&mut h);
-    // Admission refuses it as bad input: nothing is proposed.
+    // No entry: admission cannot tell it from a commit applied and expired here, so it
+    // acknowledges it (D-10) and proposes nothing.
     let (_, admission) = h.admit(COORD_NODE, commit_req(9, t));
-    assert!(matches!(admission, Admission::Reply(Err(ErrorResponse::InvalidArgument { .. }))));
-    // A rejected txn too.
+    assert!(matches!(admission, Admission::Reply(Ok(Response::Ack(_)))), "{admission:?}");
+    // A rejected txn is refused as bad input: nothing is proposed.
     yes(prepare(&mut h, 1, t, vec![put("k", "v")], vec![]));
     let t2 = now(&mut h);
     prepare(&mut h, 2, t2, vec![put("k", "w")], vec![]);
@@ -361,6 +362,30 @@ fn d3_expire_removes_final_entries_and_sessions_after_max_txn_lifetime_only() {
     let left: Vec<TxnId> = h.machine.state().txns().map(|(id, _)| *id).collect();
     assert_eq!(left, vec![TxnId(1)]);
     assert!(h.machine.state().session(ClientId(40)).is_none());
+}
+
+#[test]
+fn d10_a_late_commit_after_the_committed_entry_expired_is_acknowledged() {
+    let mut h = leader();
+    let lifetime_ns = h.machine.config().max_txn_lifetime_ns();
+    let t = now(&mut h);
+    yes(prepare(&mut h, 1, t, vec![put("k", "v")], vec![]));
+    let c = commit(&mut h, 1);
+    let created = h.machine.state().txn(TxnId(1)).unwrap().created_at;
+    let late = created.add_wall_ns(lifetime_ns + 1_000_000_000);
+    h.apply(late, ParticipantCommand::Expire { txn_ids: vec![TxnId(1)], client_ids: vec![] });
+    assert!(h.machine.state().txn(TxnId(1)).is_none());
+    // The coordinator's retransmission (its ack was lost) is acknowledged, nothing proposed.
+    let (_, admission) = h.admit(COORD_NODE, commit_req(1, c));
+    let Admission::Reply(reply) = admission else { panic!("answered at once: {admission:?}") };
+    assert_eq!(reply, Ok(Response::Ack(decree_proto::txn::Ack { txn_id: TxnId(1) })));
+    // A Commit of an aborted transaction stays refused (INV-A1).
+    abort(&mut h, 2);
+    let (_, admission) = h.admit(COORD_NODE, commit_req(2, c));
+    assert!(
+        matches!(admission, Admission::Reply(Err(ErrorResponse::InvalidArgument { .. }))),
+        "{admission:?}"
+    );
 }
 
 #[test]

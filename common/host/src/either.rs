@@ -202,6 +202,7 @@ where
             clock: &mut *cx.clock,
             effects: &mut effects,
             next_request_id: &mut *cx.next_request_id,
+            read_index: cx.read_index,
         };
         f(&mut inner)
     };
@@ -242,6 +243,9 @@ where
         Effect::Reply(to, r) => Effect::Reply(to, r),
         Effect::Propose { command, waiter } => Effect::Propose { command: wrap(command), waiter },
         Effect::Send { request_id, to, request } => Effect::Send { request_id, to, request },
+        Effect::Readmit { requester, reply_to, request } => {
+            Effect::Readmit { requester, reply_to, request }
+        }
         Effect::LeaderHint { group, leader } => Effect::LeaderHint { group, leader },
     }
 }

@@ -264,6 +264,8 @@ struct State<M: ReplicatedMachine> {
     next_read_ctx: u64,
     /// Proposals machines asked for while the node was busy.
     deferred: Vec<Deferred<M>>,
+    /// Kept requests machines handed back ([`Context::readmit`]), to admit again.
+    readmits: Vec<(GroupId, Requester, ReplyTo, M::Request)>,
     /// Responses to machines' own requests that could not be routed (no replica known).
     no_route: Vec<(GroupId, RequestId, GroupId)>,
     outbox: BTreeMap<NodeId, Vec<HostEnvelope<M>>>,
@@ -274,7 +276,8 @@ struct State<M: ReplicatedMachine> {
     stats: HostStats,
 }
 
-/// A proposal a machine asked for while the node was busy: group, command, waiter.
+/// A proposal a machine asked for while the node was busy: its group, the command, and the
+/// request waiting for it with its `on_lost` answer.
 type Deferred<M> = (
     GroupId,
     <M as ReplicatedMachine>::Command,
@@ -304,6 +307,7 @@ struct Waiter<M: ReplicatedMachine> {
 
 #[derive(Debug)]
 struct PendingRead<M: ReplicatedMachine> {
+    requester: Requester,
     reply_to: ReplyTo,
     request: M::Request,
 }
@@ -375,6 +379,7 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
             reads: BTreeMap::new(),
             next_read_ctx: 1,
             deferred: Vec::new(),
+            readmits: Vec::new(),
             no_route: Vec::new(),
             outbox: BTreeMap::new(),
             client_out: Vec::new(),
@@ -579,6 +584,7 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
             || !self.st.outbox.is_empty()
             || !self.st.client_out.is_empty()
             || !self.st.deferred.is_empty()
+            || !self.st.readmits.is_empty()
     }
 
     /// The Raft node (status, inspection).
@@ -691,21 +697,31 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
             return;
         }
         let reply_to = st.new_reply_to(origin);
-        let admission =
-            st.with_context(group, |machine, cx| machine.admit(cx, requester, reply_to, request));
-        // Invariant: `group` is hosted (checked above).
+        self.admit_as(group, term, requester, reply_to, request);
+    }
+
+    /// Admission of a request already named `reply_to`, on the leader of `term`.
+    fn admit_as(
+        &mut self,
+        group: GroupId,
+        term: Term,
+        requester: Requester,
+        reply_to: ReplyTo,
+        request: M::Request,
+    ) {
+        let st = &mut self.st;
+        let admission = st.with_context_read(group, None, |machine, cx| {
+            machine.admit(cx, requester, reply_to, request)
+        });
+        // Invariant: `group` is hosted (the callers checked).
         let Some(admission) = admission else { return };
         match admission {
-            Admission::Reply(response) => st.answer(reply_to, response),
-            Admission::Propose { command, on_lost } => {
-                st.deferred.push((group, command, Some((reply_to, on_lost))));
-            }
             Admission::Read(request) => {
                 let ctx = st.next_read_ctx;
                 st.next_read_ctx += 1;
                 match self.node.read_index(st.now_ns, group, ctx) {
                     Ok(()) => {
-                        st.reads.insert(ctx, PendingRead { reply_to, request });
+                        st.reads.insert(ctx, PendingRead { requester, reply_to, request });
                     }
                     Err(e) => {
                         tracing::debug!(%group, %term, "read refused: {e}");
@@ -713,10 +729,25 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
                     }
                 }
             }
-            Admission::Later => {
-                if let Some(g) = st.groups.get_mut(&group) {
-                    g.kept.insert(reply_to);
+            other => st.settle(group, reply_to, other),
+        }
+    }
+
+    /// Admits again the kept requests machines handed back, while their group's replica
+    /// still leads; otherwise they are redirected.
+    fn run_readmits(&mut self) {
+        for (group, requester, reply_to, request) in std::mem::take(&mut self.st.readmits) {
+            if !self.st.origins.contains_key(&reply_to) {
+                continue; // answered meanwhile
+            }
+            match self.st.groups.get(&group).map(|g| g.role) {
+                Some(Role::Leader { term, .. }) => {
+                    self.admit_as(group, term, requester, reply_to, request)
                 }
+                Some(Role::Follower { leader, .. }) => {
+                    self.st.answer(reply_to, M::redirect(group, leader))
+                }
+                None => self.st.answer(reply_to, M::redirect(group, None)),
             }
         }
     }
@@ -724,7 +755,11 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
     /// Proposes what machines asked for, and reports sends that found no route.
     fn run_deferred(&mut self) {
         // A proposal's effects may ask for more; each round drains what the last produced.
-        while !self.st.deferred.is_empty() || !self.st.no_route.is_empty() {
+        while !self.st.deferred.is_empty()
+            || !self.st.no_route.is_empty()
+            || !self.st.readmits.is_empty()
+        {
+            self.run_readmits();
             for (group, command, waiter) in std::mem::take(&mut self.st.deferred) {
                 self.propose(group, command, waiter);
             }
@@ -965,6 +1000,26 @@ impl<M: ReplicatedMachine> State<M> {
         }
     }
 
+    /// Carries out an admission that needs no read confirmation (or one after it: a second
+    /// `Read` is answered with a redirect, see [`Admission::Read`]).
+    fn settle(&mut self, group: GroupId, reply_to: ReplyTo, admission: Admission<M>) {
+        match admission {
+            Admission::Reply(response) => self.answer(reply_to, response),
+            Admission::Propose { command, on_lost } => {
+                self.deferred.push((group, command, Some((reply_to, on_lost))));
+            }
+            Admission::Read(_) => {
+                tracing::warn!(%group, "a confirmed read asked for confirmation again");
+                self.answer(reply_to, M::redirect(group, None));
+            }
+            Admission::Later => {
+                if let Some(g) = self.groups.get_mut(&group) {
+                    g.kept.insert(reply_to);
+                }
+            }
+        }
+    }
+
     /// Answers the waiting request `reply_to` (once: a second answer is dropped).
     fn answer(&mut self, reply_to: ReplyTo, response: M::Response) {
         if let Some(origin) = self.origins.remove(&reply_to) {
@@ -978,6 +1033,17 @@ impl<M: ReplicatedMachine> State<M> {
         group: GroupId,
         f: impl FnOnce(&mut M, &mut Context<'_, M>) -> R,
     ) -> Option<R> {
+        self.with_context_read(group, None, f)
+    }
+
+    /// [`Self::with_context`] with the read index of a confirmed read
+    /// ([`Context::read_confirmed`]).
+    fn with_context_read<R>(
+        &mut self,
+        group: GroupId,
+        read_index: Option<LogIndex>,
+        f: impl FnOnce(&mut M, &mut Context<'_, M>) -> R,
+    ) -> Option<R> {
         let g = self.groups.get_mut(&group)?;
         let mut effects = Vec::new();
         let result = {
@@ -989,6 +1055,7 @@ impl<M: ReplicatedMachine> State<M> {
                 clock: &mut self.clock,
                 effects: &mut effects,
                 next_request_id: &mut self.next_request_id,
+                read_index,
             };
             f(&mut g.machine, &mut cx)
         };
@@ -1009,6 +1076,12 @@ impl<M: ReplicatedMachine> State<M> {
                 Effect::Propose { command, waiter } => self.deferred.push((group, command, waiter)),
                 Effect::Send { request_id, to, request } => {
                     self.send(group, request_id, to, request)
+                }
+                Effect::Readmit { requester, reply_to, request } => {
+                    if let Some(g) = self.groups.get_mut(&group) {
+                        g.kept.remove(&reply_to);
+                    }
+                    self.readmits.push((group, requester, reply_to, request));
                 }
                 Effect::LeaderHint { group, leader } => {
                     self.hints.insert(group, leader);
@@ -1095,8 +1168,21 @@ impl<M: ReplicatedMachine> State<M> {
                 let Some(g) = self.groups.get(&group) else { return Ok(()) };
                 // Invariant: the node reports a read only once its index is applied here.
                 assert!(g.applied >= index, "RAFT-3: a read is served only once applied");
-                let response = g.machine.read(group, index, read.request);
-                self.answer(read.reply_to, response);
+                if !g.role.is_leader() {
+                    let leader = match g.role {
+                        Role::Follower { leader, .. } => leader,
+                        Role::Leader { .. } => None,
+                    };
+                    self.answer(read.reply_to, M::redirect(group, leader));
+                    return Ok(());
+                }
+                let PendingRead { requester, reply_to, request } = read;
+                let admission = self.with_context_read(group, Some(index), |machine, cx| {
+                    machine.admit(cx, requester, reply_to, request)
+                });
+                if let Some(admission) = admission {
+                    self.settle(group, reply_to, admission);
+                }
             }
             Output::ReadFailed { group, ctx } => {
                 let Some(read) = self.reads.remove(&ctx) else { return Ok(()) };

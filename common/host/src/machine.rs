@@ -29,7 +29,14 @@
 //!    `LeaderReady` the machine drops all of its leader-only volatile state.
 //! 4. `admit` is called only while this replica is the leader of the current term; elsewhere
 //!    the host answers [`ReplicatedMachine::redirect`] without asking the machine.
-//! 5. [`ReplicatedMachine::handle_timeout`] is called once `now_ns` reaches the deadline
+//! 5. A request answered with [`Admission::Read`] is admitted a second time, with
+//!    [`Context::read_confirmed`] `= Some(read_index)`, once a heartbeat round begun after it
+//!    arrived confirmed the leadership and this replica applied `read_index` (RAFT-3); a
+//!    leader deposed meanwhile never gets that call (the host redirects). Only that second
+//!    admission may reveal replicated state to a reader. A kept request handed back with
+//!    [`Context::readmit`] is admitted again from the start (a read again needs
+//!    confirmation).
+//! 6. [`ReplicatedMachine::handle_timeout`] is called once `now_ns` reaches the deadline
 //!    `poll_timeout` last returned; the host asks `poll_timeout` again after every call into
 //!    the machine.
 //!
@@ -114,15 +121,6 @@ pub trait ReplicatedMachine: Debug {
     /// The answer for a request that reached a replica that does not lead the group.
     fn redirect(group: GroupId, leader: Option<NodeId>) -> Self::Response;
 
-    /// Serves a read admitted with [`Admission::Read`], once this replica has applied
-    /// everything committed when the read arrived (`read_index`, RAFT-3). Reads replicated
-    /// state only. Machines that never answer [`Admission::Read`] keep this default, which
-    /// redirects.
-    fn read(&self, group: GroupId, read_index: LogIndex, request: Self::Request) -> Self::Response {
-        let _ = (read_index, request);
-        Self::redirect(group, None)
-    }
-
     /// A view of the whole replicated state (never leader-only state).
     fn snapshot(&self) -> Self::Snapshot;
 
@@ -151,10 +149,12 @@ pub enum Admission<M: ReplicatedMachine + ?Sized> {
         /// The answer if the entry never applies here under this leader.
         on_lost: M::Response,
     },
-    /// A linearizable read without a log entry (RAFT-3, ReadIndex): the host confirms the
+    /// A read that needs confirmed leadership (RAFT-3, ReadIndex): the host confirms the
     /// leadership with a heartbeat round, waits until this replica applied the read index,
-    /// then answers with [`ReplicatedMachine::read`]. If leadership is lost first, the host
-    /// answers [`ReplicatedMachine::redirect`].
+    /// then calls [`ReplicatedMachine::admit`] again with the request given here and
+    /// [`Context::read_confirmed`] set; that second admission answers, proposes or keeps it
+    /// as usual (it must not answer `Read` again: the host would redirect). If leadership is
+    /// lost first, the host answers [`ReplicatedMachine::redirect`] without asking.
     Read(M::Request),
     /// The machine keeps `reply_to` and answers later, with [`Context::reply`] or by
     /// proposing for it with [`Context::propose`]. If the replica loses leadership first,
@@ -297,6 +297,15 @@ pub enum Effect<M: ReplicatedMachine + ?Sized> {
         /// What.
         request: M::Request,
     },
+    /// Admit a kept request again ([`Context::readmit`]).
+    Readmit {
+        /// Who sent it.
+        requester: Requester,
+        /// The request, as the host named it.
+        reply_to: ReplyTo,
+        /// The request.
+        request: M::Request,
+    },
     /// Who leads a group, as a machine learned it.
     LeaderHint {
         /// The group.
@@ -317,6 +326,8 @@ pub struct Context<'a, M: ReplicatedMachine + ?Sized> {
     pub(crate) clock: &'a mut HostClock,
     pub(crate) effects: &'a mut Vec<Effect<M>>,
     pub(crate) next_request_id: &'a mut u64,
+    /// Set while the host re-admits a read it confirmed ([`Admission::Read`]).
+    pub(crate) read_index: Option<LogIndex>,
 }
 
 /// The HLC as the host keeps it, with the physical time (ns since the Unix epoch) of the
@@ -368,6 +379,23 @@ impl<M: ReplicatedMachine + ?Sized> Context<'_, M> {
     /// Monotonic time of this call, ns (for the machine's deadlines; never for timestamps).
     pub fn now_ns(&self) -> u64 {
         self.now_ns
+    }
+
+    /// `Some(read_index)` when this [`ReplicatedMachine::admit`] call is the second admission
+    /// of a request the machine answered with [`Admission::Read`]: a heartbeat round since
+    /// the request arrived confirmed that this replica leads (RAFT-3), and it has applied
+    /// everything committed at `read_index`. The machine may serve replicated state now.
+    /// `None` on every other call.
+    pub fn read_confirmed(&self) -> Option<LogIndex> {
+        self.read_index
+    }
+
+    /// Hands a request the machine kept ([`Admission::Later`]) back to the host, which
+    /// admits it again (a fresh [`ReplicatedMachine::admit`] call, after this call returns)
+    /// if this replica still leads; otherwise it answers [`ReplicatedMachine::redirect`].
+    /// A read re-admitted this way goes through read confirmation like a new one.
+    pub fn readmit(&mut self, requester: Requester, reply_to: ReplyTo, request: M::Request) {
+        self.effects.push(Effect::Readmit { requester, reply_to, request });
     }
 
     /// A fresh HLC timestamp, above every timestamp this node has issued or observed (HLC-1).

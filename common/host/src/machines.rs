@@ -90,16 +90,21 @@ impl ReplicatedMachine for CommandLog {
 
     fn admit(
         &mut self,
-        _cx: &mut Context<'_, Self>,
+        cx: &mut Context<'_, Self>,
         _requester: Requester,
         _reply_to: ReplyTo,
         request: LogRequest,
     ) -> Admission<Self> {
-        match request {
-            LogRequest::Append(bytes) => {
+        match (request, cx.read_confirmed()) {
+            (LogRequest::Append(bytes), _) => {
                 Admission::Propose { command: bytes, on_lost: LogResponse::Unknown }
             }
-            LogRequest::Read => Admission::Read(LogRequest::Read),
+            (LogRequest::Read, None) => Admission::Read(LogRequest::Read),
+            (LogRequest::Read, Some(read_index)) => Admission::Reply(LogResponse::Contents {
+                read_index,
+                count: self.commands.len() as u64,
+                last: self.commands.last().map_or(LogIndex(0), |c| c.0),
+            }),
         }
     }
 
@@ -135,14 +140,6 @@ impl ReplicatedMachine for CommandLog {
 
     fn redirect(_group: GroupId, leader: Option<NodeId>) -> LogResponse {
         LogResponse::NotLeader { leader }
-    }
-
-    fn read(&self, _group: GroupId, read_index: LogIndex, _request: LogRequest) -> LogResponse {
-        LogResponse::Contents {
-            read_index,
-            count: self.commands.len() as u64,
-            last: self.commands.last().map_or(LogIndex(0), |c| c.0),
-        }
     }
 
     fn snapshot(&self) -> CommandLog {
@@ -227,16 +224,21 @@ impl ReplicatedMachine for Register {
 
     fn admit(
         &mut self,
-        _cx: &mut Context<'_, Self>,
+        cx: &mut Context<'_, Self>,
         _requester: Requester,
         _reply_to: ReplyTo,
         request: RegisterRequest,
     ) -> Admission<Self> {
-        match request {
-            RegisterRequest::Set(v) => {
+        match (request, cx.read_confirmed()) {
+            (RegisterRequest::Set(v), _) => {
                 Admission::Propose { command: v, on_lost: RegisterResponse::Unknown }
             }
-            RegisterRequest::Get => Admission::Read(RegisterRequest::Get),
+            (RegisterRequest::Get, None) => Admission::Read(RegisterRequest::Get),
+            (RegisterRequest::Get, Some(read_index)) => Admission::Reply(RegisterResponse::Value {
+                value: self.value,
+                writes: self.writes,
+                read_index,
+            }),
         }
     }
 
@@ -269,15 +271,6 @@ impl ReplicatedMachine for Register {
 
     fn redirect(_group: GroupId, leader: Option<NodeId>) -> RegisterResponse {
         RegisterResponse::NotLeader { leader }
-    }
-
-    fn read(
-        &self,
-        _group: GroupId,
-        read_index: LogIndex,
-        _request: RegisterRequest,
-    ) -> RegisterResponse {
-        RegisterResponse::Value { value: self.value, writes: self.writes, read_index }
     }
 
     fn snapshot(&self) -> Register {
@@ -464,14 +457,6 @@ impl<A: ReplicatedMachine, B: ReplicatedMachine> ReplicatedMachine for Either<A,
         Tagged::NotLeader { group, leader }
     }
 
-    fn read(&self, group: GroupId, read_index: LogIndex, request: Self::Request) -> Self::Response {
-        match (self, request) {
-            (Either::A(a), Tagged::A(r)) => Tagged::A(a.read(group, read_index, r)),
-            (Either::B(b), Tagged::B(r)) => Tagged::B(b.read(group, read_index, r)),
-            _ => Tagged::Mismatch,
-        }
-    }
-
     fn snapshot(&self) -> Self::Snapshot {
         match self {
             Either::A(a) => Tagged::A(a.snapshot()),
@@ -518,6 +503,9 @@ fn map_a<A: ReplicatedMachine, B: ReplicatedMachine>(
         Effect::Send { request_id, to, request } => {
             Effect::Send { request_id, to, request: Tagged::A(request) }
         }
+        Effect::Readmit { requester, reply_to, request } => {
+            Effect::Readmit { requester, reply_to, request: Tagged::A(request) }
+        }
         Effect::LeaderHint { group, leader } => Effect::LeaderHint { group, leader },
     }
 }
@@ -534,6 +522,9 @@ fn map_b<A: ReplicatedMachine, B: ReplicatedMachine>(
         },
         Effect::Send { request_id, to, request } => {
             Effect::Send { request_id, to, request: Tagged::B(request) }
+        }
+        Effect::Readmit { requester, reply_to, request } => {
+            Effect::Readmit { requester, reply_to, request: Tagged::B(request) }
         }
         Effect::LeaderHint { group, leader } => Effect::LeaderHint { group, leader },
     }
@@ -555,6 +546,7 @@ fn with_side_a<A: ReplicatedMachine, B: ReplicatedMachine, R>(
             clock: &mut *cx.clock,
             effects: &mut effects,
             next_request_id: &mut *cx.next_request_id,
+            read_index: cx.read_index,
         };
         f(a, &mut c)
     };
@@ -578,6 +570,7 @@ fn with_side_b<A: ReplicatedMachine, B: ReplicatedMachine, R>(
             clock: &mut *cx.clock,
             effects: &mut effects,
             next_request_id: &mut *cx.next_request_id,
+            read_index: cx.read_index,
         };
         f(b, &mut c)
     };

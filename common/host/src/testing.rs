@@ -77,12 +77,55 @@ impl<M: ReplicatedMachine> Harness<M> {
     }
 
     /// Admission of `request`; returns the `ReplyTo` the request was given and the decision.
+    /// A read ([`Admission::Read`]) is confirmed at once (one replica leads for sure, and has
+    /// applied everything) and admitted again: the decision returned is the second one's.
     pub fn admit(&mut self, requester: Requester, request: M::Request) -> (ReplyTo, Admission<M>) {
         self.next_reply_to += 1;
         let reply_to = ReplyTo(self.next_reply_to);
-        let admission =
-            self.with_context(|machine, cx| machine.admit(cx, requester, reply_to, request));
-        (reply_to, admission)
+        (reply_to, self.admit_as(requester, reply_to, request))
+    }
+
+    /// Admission of `request` named `reply_to`, reads confirmed at once.
+    fn admit_as(
+        &mut self,
+        requester: Requester,
+        reply_to: ReplyTo,
+        request: M::Request,
+    ) -> Admission<M> {
+        match self.with_context(|machine, cx| machine.admit(cx, requester, reply_to, request)) {
+            Admission::Read(request) => {
+                let read_index = Some(self.last_index);
+                self.with_context_read(read_index, |machine, cx| {
+                    machine.admit(cx, requester, reply_to, request)
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// Admits again, in order, the requests the machine handed back ([`Context::readmit`]);
+    /// their decisions become effects (a reply, or a proposal with its waiter).
+    fn run_readmits(&mut self) {
+        loop {
+            let Some(at) = self.effects.iter().position(|e| matches!(e, Effect::Readmit { .. }))
+            else {
+                return;
+            };
+            let Effect::Readmit { requester, reply_to, request } = self.effects.remove(at) else {
+                return;
+            };
+            let mut before = std::mem::take(&mut self.effects);
+            let admission = self.admit_as(requester, reply_to, request);
+            match admission {
+                Admission::Reply(r) => before.push(Effect::Reply(reply_to, r)),
+                Admission::Propose { command, on_lost } => {
+                    before.push(Effect::Propose { command, waiter: Some((reply_to, on_lost)) })
+                }
+                Admission::Read(_) | Admission::Later => {}
+            }
+            before.append(&mut self.effects);
+            self.effects = before;
+        }
     }
 
     /// Applies `command` as the next entry, stamped `proposed_at`, in the current term.
@@ -143,10 +186,8 @@ impl<M: ReplicatedMachine> Harness<M> {
         let mut replies = Vec::new();
         match admission {
             Admission::Reply(r) => return Some(r),
-            // One replica: everything committed is applied, so the read index is here.
-            Admission::Read(request) => {
-                return Some(self.machine.read(self.group, self.last_index, request))
-            }
+            // Confirmed inside `admit`; a second `Read` is not answered.
+            Admission::Read(_) => return None,
             Admission::Later => {}
             Admission::Propose { command, on_lost } => {
                 self.effects
@@ -184,15 +225,29 @@ impl<M: ReplicatedMachine> Harness<M> {
 
     /// Calls `f` with the machine and a context over the harness's clock and effects.
     fn with_context<R>(&mut self, f: impl FnOnce(&mut M, &mut Context<'_, M>) -> R) -> R {
-        let mut cx = Context {
-            group: self.group,
-            node: self.node,
-            role: self.role,
-            now_ns: self.now_ns,
-            clock: &mut self.clock,
-            effects: &mut self.effects,
-            next_request_id: &mut self.next_request_id,
+        self.with_context_read(None, f)
+    }
+
+    /// [`Self::with_context`] for the confirmed admission of a read.
+    fn with_context_read<R>(
+        &mut self,
+        read_index: Option<LogIndex>,
+        f: impl FnOnce(&mut M, &mut Context<'_, M>) -> R,
+    ) -> R {
+        let result = {
+            let mut cx = Context {
+                group: self.group,
+                node: self.node,
+                role: self.role,
+                now_ns: self.now_ns,
+                clock: &mut self.clock,
+                effects: &mut self.effects,
+                next_request_id: &mut self.next_request_id,
+                read_index,
+            };
+            f(&mut self.machine, &mut cx)
         };
-        f(&mut self.machine, &mut cx)
+        self.run_readmits();
+        result
     }
 }

@@ -399,3 +399,33 @@ fn bad_envelopes_are_refused_and_counted_and_the_host_keeps_serving() {
         assert!(io.sent.iter().any(|(to, _)| *to == NodeId(1)), "{name}: answered");
     }
 }
+
+#[test]
+fn raft_3_a_deposed_leader_never_serves_a_read_a_new_leaders_write_overtook() {
+    let mut c = Cluster::new(3, &[1]);
+    c.elect(1);
+    c.request(1, 1, 1, LogRequest::Append(b"a".to_vec()));
+    c.settle(10);
+    // n1 is cut off; n2 is elected in term 2 and commits a write n1 never sees.
+    c.cut = vec![NodeId(1)];
+    c.advance(10_000, Some(2));
+    assert!(c.hosts[1].role(G).unwrap().is_leader());
+    c.request(2, 2, 1, LogRequest::Append(b"b".to_vec()));
+    c.settle(10);
+    assert!(c.io[1].replies.iter().any(|r| r.0 == ClientTag(2)));
+    // n1 still believes it leads term 1 and is asked to read: its confirmation round cannot
+    // complete, so it serves nothing while cut off.
+    assert!(c.hosts[0].role(G).unwrap().is_leader());
+    c.request(1, 3, 1, LogRequest::Read);
+    c.settle(10);
+    assert!(c.io[0].replies.iter().all(|r| r.0 != ClientTag(3)), "served unconfirmed");
+    // Healed, n1 learns of term 2 and steps down: the read is redirected, never answered
+    // with contents that miss "b".
+    c.cut.clear();
+    c.advance(200, None);
+    c.advance(200, None);
+    let answers: Vec<_> =
+        c.io[0].replies.iter().filter(|r| r.0 == ClientTag(3)).map(|r| r.2.clone()).collect();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(matches!(answers[0], LogResponse::NotLeader { .. }), "{answers:?}");
+}

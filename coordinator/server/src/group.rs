@@ -321,14 +321,9 @@ impl ReplicatedMachine for CoordinatorGroup {
                 self.driver.ready = true;
                 self.driver.now_ns = cx.now_ns();
                 self.recover(cx);
-                for (_, reply_to, request) in std::mem::take(&mut self.driver.held) {
-                    match self.admit_ready(cx, reply_to, request) {
-                        Admission::Reply(r) => cx.reply(reply_to, r),
-                        Admission::Propose { command, on_lost } => {
-                            cx.propose(command, Some((reply_to, on_lost)))
-                        }
-                        Admission::Later => {}
-                    }
+                // The held requests are admitted again by the host, in arrival order.
+                for (requester, reply_to, request) in std::mem::take(&mut self.driver.held) {
+                    cx.readmit(requester, reply_to, request);
                 }
             }
         }

@@ -195,6 +195,7 @@ impl Sim {
                 Effect::Send { to, .. } => panic!("unexpected destination {to:?}"),
                 Effect::Reply(to, reply) => self.answer(to, reply),
                 Effect::LeaderHint { .. } => {}
+                Effect::Readmit { .. } => panic!("the harness admits handed-back requests itself"),
             }
         }
     }
@@ -209,7 +210,7 @@ impl Sim {
             Admission::Propose { command, on_lost } => {
                 self.log.push((command, Some((to, on_lost))))
             }
-            Admission::Later => {}
+            Admission::Read(_) | Admission::Later => {}
         }
         self.drain_effects();
     }

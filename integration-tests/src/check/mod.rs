@@ -16,14 +16,19 @@
 //! | `transfer_completes` | RAFT-6: a transfer to a caught-up target completes within an election timeout | after healing converged |
 //! | `liveness` | after healing: one leader per group, a new proposal committed, replicas converge | during the healing phase |
 
+pub mod acked_commits;
 pub mod acked_not_lost;
+pub mod atomicity;
+pub mod bank_conservation;
 pub mod commit_rule;
 pub mod election_safety;
+pub mod healed;
 pub mod leader_append_only;
 pub mod leader_completeness;
 pub mod linearizable_reads;
 pub mod liveness;
 pub mod log_matching;
+pub mod p6_vote_after_apply;
 pub mod reads_resolve;
 pub mod state_machine_safety;
 pub mod transfer_completes;

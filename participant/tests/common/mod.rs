@@ -282,7 +282,7 @@ pub fn request_all(
     let (reply_to, admission) = h.admit(requester, request);
     let replies = match admission {
         Admission::Reply(r) => vec![(reply_to, r)],
-        Admission::Later => h.commit_proposals(),
+        Admission::Read(_) | Admission::Later => h.commit_proposals(),
         Admission::Propose { command, on_lost } => {
             h.effects.insert(0, Effect::Propose { command, waiter: Some((reply_to, on_lost)) });
             h.commit_proposals()

@@ -121,6 +121,7 @@ pub fn take(h: &mut H) -> Out {
             }
             Effect::Reply(to, r) => out.replies.push((to, r)),
             Effect::LeaderHint { group, leader } => out.hints.push((group, leader)),
+            Effect::Readmit { .. } => panic!("the harness admits handed-back requests itself"),
         }
     }
     out
