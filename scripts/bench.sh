@@ -13,6 +13,7 @@
 # Both build in release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 usage() {
     sed -n '2,13p' "$0" >&2
@@ -33,7 +34,7 @@ transport)
 replication)
     cargo build --release --locked -q -p decree-sim --bin decree-lognode --bin decree-logctl
     echo "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15-minute load average before the run)"
-    target/release/decree-logctl bench "$@"
+    "$(release_bin decree-logctl)" bench "$@"
     ;;
 *)
     usage

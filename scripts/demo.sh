@@ -9,9 +9,11 @@
 #   scripts/demo.sh [--kills N]        about a minute; ctrl-c stops it and cleans up
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 echo "==> building (release)"
 cargo build --release --locked -q -p decree-sim --bin decree-lognode --bin decree-logctl
+logctl=$(release_bin decree-logctl)
 
 tmp=$(mktemp -d -t decree-demo.XXXXXX)
 cleanup() {
@@ -25,7 +27,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "==> ephemeral CA and certificates in $tmp/certs"
-target/release/decree-logctl certs --out "$tmp/certs" --nodes 3
+"$logctl" certs --out "$tmp/certs" --nodes 3
 
 echo "==> 3-node cluster, 2 groups; proposing while the leader is killed and restarted"
-target/release/decree-logctl demo --root "$tmp" "$@"
+"$logctl" demo --root "$tmp" "$@"

@@ -7,11 +7,13 @@
 #   scripts/local-cluster.sh clean     stop and delete the data and certificates
 #
 # State lives in $DECREE_CLUSTER_DIR (default /tmp/decree-local-cluster); nodes listen on
-# 127.0.0.1:7001..7003 (UDP). Logs: $DECREE_CLUSTER_DIR/n<id>.log. Then, for example:
+# 127.0.0.1:7001..7003 (UDP). Logs: $DECREE_CLUSTER_DIR/n<id>.log. Then, for example (the
+# binaries are in cargo's target directory: target/ unless CARGO_TARGET_DIR moves it):
 #   target/release/decree-logctl --certs $DECREE_CLUSTER_DIR/certs \
 #       --node 1=127.0.0.1:7001 --node 2=127.0.0.1:7002 --node 3=127.0.0.1:7003 propose 1 hello
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 dir="${DECREE_CLUSTER_DIR:-/tmp/decree-local-cluster}"
 groups="${DECREE_GROUPS:-2}"
@@ -24,12 +26,12 @@ case "${1:-}" in
   start)
     cargo build --release --locked -q -p decree-sim --bin decree-lognode --bin decree-logctl
     mkdir -p "$dir"
-    [ -d "$dir/certs" ] || target/release/decree-logctl certs --out "$dir/certs" --nodes 3
+    [ -d "$dir/certs" ] || "$(release_bin decree-logctl)" certs --out "$dir/certs" --nodes 3
     for i in "${ids[@]}"; do
       if running "$i"; then echo "n$i already running (pid $(cat "$dir/n$i.pid"))"; continue; fi
       peers=()
       for j in "${ids[@]}"; do [ "$j" = "$i" ] || peers+=(--peer "$j=$(addr "$j")"); done
-      RUST_LOG="${RUST_LOG:-info}" nohup target/release/decree-lognode --id "$i" \
+      RUST_LOG="${RUST_LOG:-info}" nohup "$(release_bin decree-lognode)" --id "$i" \
         --listen "$(addr "$i")" "${peers[@]}" --data "$dir/n$i" --certs "$dir/certs" \
         --groups "$groups" >>"$dir/n$i.log" 2>&1 &
       echo $! >"$dir/n$i.pid"
@@ -38,7 +40,7 @@ case "${1:-}" in
     ;;
   status)
     # shellcheck disable=SC2046
-    target/release/decree-logctl --certs "$dir/certs" $(nodes_args) status
+    "$(release_bin decree-logctl)" --certs "$dir/certs" $(nodes_args) status
     ;;
   stop|clean)
     for i in "${ids[@]}"; do
@@ -53,7 +55,7 @@ case "${1:-}" in
     if [ "$1" = clean ]; then rm -rf "$dir" && echo "removed $dir"; fi
     ;;
   *)
-    sed -n '2,14p' "$0" >&2
+    sed -n '2,15p' "$0" >&2
     exit 2
     ;;
 esac
