@@ -42,9 +42,12 @@ use crate::txn::{
 /// groups ([`Payload::RaftBatch`]). No Raft group has this id.
 pub const NODE_GROUP: GroupId = GroupId(u64::MAX);
 
-/// Every frame body.
+/// Every frame body. Generic over the request and response types so that a host whose
+/// machines speak their own requests (a test machine, the replicated-log node) uses the same
+/// envelope; the defaults are the product's [`Request`] and [`Response`], whose encodings the
+/// golden files freeze.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
+pub struct Envelope<Rq = Request, Rs = Response> {
     /// The sending node.
     pub from: NodeId,
     /// The Raft group the payload is for.
@@ -52,7 +55,7 @@ pub struct Envelope {
     /// The sender's HLC reading, at least every timestamp in `payload` (HLC-4).
     pub sender_clock: HlcTimestamp,
     /// The message.
-    pub payload: Payload,
+    pub payload: Payload<Rq, Rs>,
 }
 
 /// Matches a reply to its request; chosen by the requester.
@@ -65,7 +68,7 @@ pub struct RequestId(pub u64);
 /// What an envelope carries: one of the four families. New variants go at the end, so the
 /// encodings of the existing ones never change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Payload {
+pub enum Payload<Rq = Request, Rs = Response> {
     /// Raft traffic between replicas of `group` (RAFT-*).
     Raft(RaftMessage),
     /// A request that expects exactly one [`Payload::Response`] or [`Payload::Error`].
@@ -73,14 +76,14 @@ pub enum Payload {
         /// Echoed by the reply.
         request_id: RequestId,
         /// The request.
-        request: Request,
+        request: Rq,
     },
     /// The answer to a request.
     Response {
         /// The request's id.
         request_id: RequestId,
         /// The answer.
-        response: Response,
+        response: Rs,
     },
     /// A refusal, with the reason.
     Error {
@@ -189,7 +192,7 @@ impl Envelope {
     }
 }
 
-impl Payload {
+impl<Rq, Rs> Payload<Rq, Rs> {
     /// The id a reply to this payload must carry: `Some` for a request, `None` otherwise.
     /// A node refusing a frame puts this in [`Payload::Error::in_reply_to`].
     pub fn request_id(&self) -> Option<RequestId> {
@@ -203,6 +206,23 @@ impl Payload {
             | Payload::ClockEcho { .. } => None,
         }
     }
+
+    /// Checks the parts of the payload whose bounds this crate knows (Raft traffic and
+    /// errors); a request or response of another type is bounded by the frame size alone.
+    pub fn validate_transport(&self) -> Result<(), LimitError> {
+        match self {
+            Payload::Raft(msg) => raft::validate(msg),
+            Payload::Error { error, .. } => error.validate(),
+            Payload::RaftBatch(batch) => raft::validate_batch(batch),
+            Payload::Request { .. }
+            | Payload::Response { .. }
+            | Payload::ClockProbe { .. }
+            | Payload::ClockEcho { .. } => Ok(()),
+        }
+    }
+}
+
+impl Payload {
 
     /// A short name for the variant, e.g. `"Response::Vote"` (for logs, metrics and the golden
     /// file). [`all_kinds`] lists every name.

@@ -23,7 +23,10 @@ pub mod limits;
 pub mod raft;
 pub mod txn;
 
-pub use codec::{decode_body, decode_frame, encode_body, encode_frame, DecodeError, EncodeError};
+pub use codec::{
+    decode_body, decode_body_of, decode_frame, encode_body, encode_body_of, encode_frame,
+    DecodeError, EncodeError,
+};
 pub use envelope::{Envelope, Payload, Request, RequestId, Response};
 pub use error::ErrorResponse;
 pub use frame::{FrameError, FRAME_BYTES_MAX, PROTOCOL_VERSION};
