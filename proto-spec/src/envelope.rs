@@ -223,7 +223,6 @@ impl<Rq, Rs> Payload<Rq, Rs> {
 }
 
 impl Payload {
-
     /// A short name for the variant, e.g. `"Response::Vote"` (for logs, metrics and the golden
     /// file). [`all_kinds`] lists every name.
     pub fn kind(&self) -> &'static str {

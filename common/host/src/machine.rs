@@ -114,6 +114,15 @@ pub trait ReplicatedMachine: Debug {
     /// The answer for a request that reached a replica that does not lead the group.
     fn redirect(group: GroupId, leader: Option<NodeId>) -> Self::Response;
 
+    /// Serves a read admitted with [`Admission::Read`], once this replica has applied
+    /// everything committed when the read arrived (`read_index`, RAFT-3). Reads replicated
+    /// state only. Machines that never answer [`Admission::Read`] keep this default, which
+    /// redirects.
+    fn read(&self, group: GroupId, read_index: LogIndex, request: Self::Request) -> Self::Response {
+        let _ = (read_index, request);
+        Self::redirect(group, None)
+    }
+
     /// A view of the whole replicated state (never leader-only state).
     fn snapshot(&self) -> Self::Snapshot;
 
@@ -142,6 +151,11 @@ pub enum Admission<M: ReplicatedMachine + ?Sized> {
         /// The answer if the entry never applies here under this leader.
         on_lost: M::Response,
     },
+    /// A linearizable read without a log entry (RAFT-3, ReadIndex): the host confirms the
+    /// leadership with a heartbeat round, waits until this replica applied the read index,
+    /// then answers with [`ReplicatedMachine::read`]. If leadership is lost first, the host
+    /// answers [`ReplicatedMachine::redirect`].
+    Read(M::Request),
     /// The machine keeps `reply_to` and answers later, with [`Context::reply`] or by
     /// proposing for it with [`Context::propose`]. If the replica loses leadership first,
     /// the host answers [`ReplicatedMachine::redirect`].

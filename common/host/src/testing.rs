@@ -143,6 +143,10 @@ impl<M: ReplicatedMachine> Harness<M> {
         let mut replies = Vec::new();
         match admission {
             Admission::Reply(r) => return Some(r),
+            // One replica: everything committed is applied, so the read index is here.
+            Admission::Read(request) => {
+                return Some(self.machine.read(self.group, self.last_index, request))
+            }
             Admission::Later => {}
             Admission::Propose { command, on_lost } => {
                 self.effects

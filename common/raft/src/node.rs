@@ -73,7 +73,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use decree_types::{DetRng, GroupId, LogIndex, NodeId};
+use decree_types::{DetRng, GroupId, LogIndex, NodeId, Term};
 
 pub use self::command_list::{CommandList, SnapshotDecodeError};
 use crate::core::{
@@ -98,6 +98,14 @@ pub trait Transport {
     /// Sends every message of this iteration for peer `to`, of all groups, in order.
     /// Delivery is best effort: Raft retries whatever is lost.
     fn send(&mut self, to: NodeId, batch: Batch);
+}
+
+/// Where [`Node::process_io`] hands the outputs that need no fsync of the iteration (step 2½
+/// in the module docs), while the iteration is under way. The host implements it together
+/// with [`Transport`] on one value, so applying an entry may send at once.
+pub trait EarlyOutputs {
+    /// An output of this iteration that may be acted on before its fsync.
+    fn early(&mut self, output: Output);
 }
 
 /// A `Transport` that keeps what was sent, for tests and simple drivers.
@@ -365,15 +373,15 @@ impl<D: Disk> Node<D> {
         }
     }
 
-    /// Appends `data` to `group`'s log if this replica leads it. The entry is committed and
-    /// applied when an [`Output::Apply`] carries an entry with this index *and* the term the
-    /// leader had now (a new leader may have replaced it).
+    /// Appends `data` to `group`'s log if this replica leads it, and returns the entry's
+    /// `(index, term)`. The entry is committed and applied when an [`Output::Apply`] carries
+    /// an entry with this index *and* this term (a new leader may have replaced it).
     pub fn propose(
         &mut self,
         now_ns: u64,
         group: GroupId,
         data: Vec<u8>,
-    ) -> Result<LogIndex, ProposeError> {
+    ) -> Result<(LogIndex, Term), ProposeError> {
         if let Some(cause) = &self.stopped {
             return Err(ProposeError::Stopped(cause.clone()));
         }
@@ -381,7 +389,7 @@ impl<D: Disk> Node<D> {
             return Err(ProposeError::TooLarge { bytes: data.len() });
         }
         let r = self.groups.get_mut(&group).ok_or(ProposeError::UnknownGroup(group))?;
-        r.core.propose(now_ns, data).map_err(|e| match e {
+        let index = r.core.propose(now_ns, data).map_err(|e| match e {
             core::ProposeError::NotLeader { leader_hint } => {
                 ProposeError::NotLeader { group, leader_hint }
             }
@@ -391,7 +399,9 @@ impl<D: Disk> Node<D> {
             core::ProposeError::TooManyUncommitted { uncommitted_bytes } => {
                 ProposeError::Backpressure { group, uncommitted_bytes }
             }
-        })
+        })?;
+        // A successful proposal was appended by the leader of the current term.
+        Ok((index, r.core.term()))
     }
 
     /// Asks for a linearizable read of `group` (RAFT-3); the answer is an [`Output::Read`] or
@@ -441,10 +451,32 @@ impl<D: Disk> Node<D> {
         transport: &mut impl Transport,
         early: &mut dyn FnMut(Output),
     ) -> Result<Vec<Output>, Fatal> {
+        struct Split<'a, T, F: ?Sized> {
+            transport: &'a mut T,
+            early: &'a mut F,
+        }
+        impl<T: Transport, F: FnMut(Output) + ?Sized> Transport for Split<'_, T, F> {
+            fn send(&mut self, to: NodeId, batch: Batch) {
+                self.transport.send(to, batch);
+            }
+        }
+        impl<T, F: FnMut(Output) + ?Sized> EarlyOutputs for Split<'_, T, F> {
+            fn early(&mut self, output: Output) {
+                (self.early)(output);
+            }
+        }
+        self.process_io(&mut Split { transport, early })
+    }
+
+    /// [`Node::process_with`] over one value that both sends and takes the early outputs.
+    pub fn process_io(
+        &mut self,
+        io: &mut (impl Transport + EarlyOutputs),
+    ) -> Result<Vec<Output>, Fatal> {
         if let Some(cause) = &self.stopped {
             return Err(Fatal::Stopped(cause.clone()));
         }
-        match self.drive(transport, early) {
+        match self.drive(io) {
             Ok(out) => Ok(out),
             Err(fatal) => {
                 self.stopped = Some(fatal.to_string());
@@ -521,14 +553,10 @@ impl<D: Disk> Node<D> {
         &self.wal
     }
 
-    fn drive(
-        &mut self,
-        transport: &mut impl Transport,
-        early: &mut dyn FnMut(Output),
-    ) -> Result<Vec<Output>, Fatal> {
+    fn drive(&mut self, io: &mut (impl Transport + EarlyOutputs)) -> Result<Vec<Output>, Fatal> {
         // Recovered snapshots come before anything else of their group.
         for output in std::mem::take(&mut self.pending) {
-            early(output);
+            io.early(output);
         }
         let mut out = Vec::new();
 
@@ -558,7 +586,7 @@ impl<D: Disk> Node<D> {
             }
         }
         if needs_fsync {
-            flush(transport, &mut batches);
+            flush(io, &mut batches);
         }
 
         // Step 2½: committed entries this replica already holds durably need nothing from
@@ -580,7 +608,7 @@ impl<D: Disk> Node<D> {
                 // Invariant: `readies` was built from `self.groups`, which has not changed.
                 let r = self.groups.get_mut(group).expect("ready came from a hosted group");
                 r.core.on_applied(last.index);
-                early(Output::Apply { group: *group, entries });
+                io.early(Output::Apply { group: *group, entries });
             }
         }
 
@@ -620,7 +648,7 @@ impl<D: Disk> Node<D> {
                 batches.entry(to).or_default().push((*group, msg));
             }
         }
-        flush(transport, &mut batches);
+        flush(io, &mut batches);
 
         // Steps 6 and 7, per group.
         for (group, ready) in readies {

@@ -108,6 +108,19 @@ pub const RAFT_BATCH_MESSAGES_MAX: usize = 4_096;
 /// segments are ever kept and recovery replays a bounded log.
 pub const SNAPSHOT_EVERY_LOG_BYTES: u64 = 64 * 1024 * 1024;
 
+/// A host snapshots a group's state machine after this many applied entries since its last
+/// snapshot (the host's one snapshot policy). 100,000 entries of a few hundred bytes each is
+/// about one WAL segment of log (see [`SNAPSHOT_EVERY_LOG_BYTES`]).
+pub const SNAPSHOT_EVERY_ENTRIES: u64 = 100_000;
+
+/// Requests one host keeps waiting for their answers at once (proposals, kept requests,
+/// reads); more are refused with a `Busy` error.
+pub const HOST_WAITERS_MAX: usize = 16 * 1024;
+
+/// Requests one host's machines may have outstanding at other nodes at once; the oldest is
+/// forgotten (its answer, if it comes, is dropped and the machine retries on its deadline).
+pub const HOST_OUTSTANDING_REQUESTS_MAX: usize = 16 * 1024;
+
 /// WAL segment file size at which a new segment is started (DESIGN.md §5). 64 MiB: few files,
 /// and whole segments can be deleted once a snapshot covers them.
 pub const WAL_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;

@@ -101,7 +101,8 @@ fn raft_1_a_commit_alone_costs_no_fsync_and_is_relearned_after_a_crash() {
     let (disks, mut nodes, now) = three_nodes_n1_leading(voters);
 
     let before: Vec<u64> = disks.iter().map(MemDisk::syncs).collect();
-    let index = nodes[0].propose(now, g, vec![42]).unwrap();
+    let (index, term) = nodes[0].propose(now, g, vec![42]).unwrap();
+    assert_eq!(term, nodes[0].core(g).unwrap().term(), "propose returns the leader's term");
     let outs = route(&mut nodes, now, None, 20);
     for (i, out) in outs.iter().enumerate() {
         assert!(
@@ -143,7 +144,7 @@ fn raft_1_durable_committed_entries_are_handed_out_before_the_iterations_fsync()
     let g = GroupId(1);
     let voters: &[u64] = &[1, 2, 3];
     let (disks, mut nodes, now) = three_nodes_n1_leading(voters);
-    let a = nodes[0].propose(now, g, b"A".to_vec()).unwrap();
+    let (a, _) = nodes[0].propose(now, g, b"A".to_vec()).unwrap();
     let mut outbox = Outbox::default();
     nodes[0].process(&mut outbox).unwrap();
     for (to, batch) in outbox.sent {

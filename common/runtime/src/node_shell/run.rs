@@ -359,11 +359,8 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
         }
         let now = self.now_ns();
         match self.node.propose(now, group, command) {
-            Ok(index) => {
+            Ok((index, term)) => {
                 self.counters.proposals += 1;
-                // Invariant: propose succeeded, so the node hosts `group` and leads it now;
-                // the entry carries the leader's current term.
-                let term = self.node.core(group).map(|c| c.term()).unwrap_or_default();
                 self.waiters.add_proposal(group, index, term, reply)
             }
             Err(ProposeError::NotLeader { group, leader_hint }) => {

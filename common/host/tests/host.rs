@@ -1,0 +1,330 @@
+//! Host tests: the exact outputs of an admission, an apply and a role change; the envelope
+//! checks (sender, HLC-3, clock probes, HLC-6); and golden interaction scripts (every output
+//! printed to `tests/testdata/`; `DECREE_BLESS=1` rewrites them).
+
+mod support;
+
+use decree_host::machines::{LogRequest, LogResponse};
+use decree_host::{ClientTag, Role};
+use decree_proto::envelope::{Payload, NODE_GROUP};
+use decree_proto::{Envelope, ErrorResponse, RequestId};
+use decree_raft::node::Output;
+use decree_types::{GroupId, HlcTimestamp, LogIndex, NodeId, Term};
+use support::{Cluster, EPOCH_NS, MS};
+
+const G: GroupId = GroupId(1);
+
+#[test]
+fn admission_proposes_and_apply_answers_with_the_entry_index() {
+    let mut c = Cluster::new(1, &[1]);
+    c.elect(1);
+    let applied_before = c.hosts[0].applied(G).unwrap();
+    c.request(1, 10, 1, LogRequest::Append(b"x".to_vec()));
+    // Nothing is answered before the entry is applied.
+    assert!(c.io[0].replies.is_empty());
+    c.settle(5);
+    let index = applied_before.next();
+    assert_eq!(
+        c.io[0].replies.iter().map(|r| (r.0, r.2.clone())).collect::<Vec<_>>(),
+        vec![(ClientTag(10), LogResponse::Appended { index, term: Term(1) })]
+    );
+    assert_eq!(c.hosts[0].machine(G).unwrap().commands(), &[(index, b"x".to_vec())]);
+    assert_eq!(c.hosts[0].waiting(), 0);
+    // The reply's clock is above the entry's proposed_at, which was read after the request.
+    assert!(c.io[0].replies[0].1 > HlcTimestamp::new(EPOCH_NS + c.now, 0));
+}
+
+#[test]
+fn followers_redirect_and_unknown_groups_are_refused() {
+    let mut c = Cluster::new(3, &[1]);
+    c.elect(1);
+    c.request(2, 1, 1, LogRequest::Append(b"x".to_vec()));
+    c.request(2, 2, 9, LogRequest::Read);
+    c.settle(5);
+    let replies: Vec<_> = c.io[1].replies.iter().map(|r| (r.0, r.2.clone())).collect();
+    assert_eq!(replies, vec![(ClientTag(1), LogResponse::NotLeader { leader: Some(NodeId(1)) })]);
+    let refusals: Vec<_> = c.io[1].refusals.iter().map(|r| (r.0, r.2.clone())).collect();
+    assert_eq!(refusals, vec![(ClientTag(2), ErrorResponse::UnknownGroup { group: GroupId(9) })]);
+}
+
+#[test]
+fn linearizable_reads_are_served_once_the_read_index_is_applied() {
+    let mut c = Cluster::new(3, &[1]);
+    c.elect(1);
+    c.request(1, 1, 1, LogRequest::Append(b"a".to_vec()));
+    c.settle(10);
+    c.request(1, 2, 1, LogRequest::Read);
+    c.settle(10);
+    let last = c.io[0].replies.last().cloned().unwrap();
+    assert_eq!(last.0, ClientTag(2));
+    let LogResponse::Contents { read_index, count, last } = last.2 else {
+        panic!("a read answers with the contents: {last:?}")
+    };
+    assert_eq!((count, last), (1, read_index));
+}
+
+#[test]
+fn role_change_answers_waiting_proposals_as_unknown_and_reports_roles() {
+    let mut c = Cluster::new(3, &[1]);
+    c.elect(1);
+    assert_eq!(c.hosts[0].role(G), Some(Role::Leader { term: Term(1), ready: true }));
+    // n1 is cut off: its proposal can never commit in term 1.
+    c.cut = vec![NodeId(1)];
+    c.request(1, 5, 1, LogRequest::Append(b"lost".to_vec()));
+    c.settle(5);
+    assert!(c.io[0].replies.is_empty());
+    // n2 is elected in term 2; then n1 hears from it and steps down.
+    c.advance(10_000, Some(2));
+    assert!(c.hosts[1].role(G).unwrap().is_leader());
+    c.cut.clear();
+    c.advance(200, None);
+    c.advance(200, None);
+    let replies: Vec<_> = c.io[0].replies.iter().map(|r| (r.0, r.2.clone())).collect();
+    assert_eq!(replies, vec![(ClientTag(5), LogResponse::Unknown)]);
+    let role = c.hosts[0].role(G).unwrap();
+    assert_eq!(role, Role::Follower { term: role.term(), leader: Some(NodeId(2)) });
+    // The node's role outputs, as the host observed them, in order.
+    let roles: Vec<bool> = c.io[0]
+        .observed
+        .iter()
+        .filter_map(|o| match o {
+            Output::Role { state, .. } => Some(state.is_leader),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(roles.first(), Some(&false), "candidate first");
+    assert!(roles.contains(&true) && roles.last() == Some(&false));
+}
+
+fn envelope(
+    from: u64,
+    group: GroupId,
+    clock: HlcTimestamp,
+    payload: Payload<LogRequest, LogResponse>,
+) -> Envelope<LogRequest, LogResponse> {
+    Envelope { from: NodeId(from), group, sender_clock: clock, payload }
+}
+
+#[test]
+fn an_envelope_whose_sender_is_not_its_certificate_is_refused() {
+    let mut c = Cluster::new(3, &[1]);
+    c.elect(1);
+    let wall = c.wall();
+    let now = c.now;
+    let request = Payload::Request { request_id: RequestId(1), request: LogRequest::Read };
+    // Claims to be n3, but the certificate says n2.
+    c.hosts[0].handle_envelope(
+        now,
+        wall,
+        NodeId(2),
+        envelope(3, G, HlcTimestamp::new(wall, 0), request),
+    );
+    assert_eq!(c.hosts[0].stats().refused, 1);
+    c.process_all();
+    assert!(c
+        .mail
+        .iter()
+        .all(|(_, _, e)| !matches!(e.payload, Payload::Response { .. } | Payload::Error { .. })));
+}
+
+#[test]
+fn hlc_3_a_clock_too_far_ahead_is_refused_without_moving_the_clock() {
+    let mut c = Cluster::new(3, &[1]);
+    c.elect(1);
+    c.mail.clear();
+    let (now, wall) = (c.now, c.wall());
+    let before = c.hosts[0].clock_last();
+    let ahead = HlcTimestamp::new(wall + 10 * support::config().max_offset_ns, 0);
+    let request = Payload::Request { request_id: RequestId(4), request: LogRequest::Read };
+    c.hosts[0].handle_envelope(now, wall, NodeId(2), envelope(2, G, ahead, request));
+    assert_eq!(c.hosts[0].clock_last(), before, "the clock is not moved");
+    c.process_all();
+    let errors: Vec<_> = c
+        .mail
+        .iter()
+        .filter_map(|(_, to, e)| match &e.payload {
+            Payload::Error { in_reply_to, error } => Some((*to, *in_reply_to, error.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].0, NodeId(2));
+    assert_eq!(errors[0].1, Some(RequestId(4)));
+    assert!(matches!(errors[0].2, ErrorResponse::ClockRejected { remote, .. } if remote == ahead));
+    // A client's reading too far ahead: refused the same way.
+    c.hosts[0].handle_client_request(
+        now,
+        wall,
+        decree_types::ClientId(1),
+        ClientTag(9),
+        ahead,
+        G,
+        LogRequest::Read,
+    );
+    c.process_all();
+    assert!(matches!(
+        c.io[0].refusals.last(),
+        Some((ClientTag(9), _, ErrorResponse::ClockRejected { .. }))
+    ));
+    assert_eq!(c.hosts[0].clock_last() < ahead, true);
+}
+
+#[test]
+fn clock_probes_are_echoed_and_measured() {
+    let mut c = Cluster::new(3, &[1]);
+    c.advance(1, None);
+    // Every host probed its two peers once, and every probe was echoed and measured.
+    for i in 1..=3u64 {
+        for peer in (1..=3u64).filter(|&p| p != i) {
+            let m = c.hosts[i as usize - 1].clock_offset(NodeId(peer));
+            assert!(m.is_some(), "n{i} measured n{peer}");
+        }
+    }
+    // A probe is answered whatever the sender's HLC says (HLC-6 bypasses HLC-3).
+    let (now, wall) = (c.now, c.wall());
+    let far = HlcTimestamp::new(u64::MAX / 2, 0);
+    c.mail.clear();
+    c.hosts[0].handle_envelope(
+        now,
+        wall,
+        NodeId(2),
+        envelope(2, NODE_GROUP, far, Payload::ClockProbe { sent_pt: 5 }),
+    );
+    c.process_all();
+    let echoes: Vec<_> = c.mail.iter().filter(|(_, to, e)| *to == NodeId(2) && matches!(e.payload, Payload::ClockEcho { sent_pt: 5, remote_pt } if remote_pt == wall)).collect();
+    assert_eq!(echoes.len(), 1);
+    // A probe on a group's stream is refused.
+    let refused = c.hosts[0].stats().refused;
+    c.hosts[0].handle_envelope(
+        now,
+        wall,
+        NodeId(2),
+        envelope(2, G, far, Payload::ClockProbe { sent_pt: 5 }),
+    );
+    assert_eq!(c.hosts[0].stats().refused, refused + 1);
+}
+
+#[test]
+fn hlc_6_a_host_off_from_a_majority_stops() {
+    let mut c = Cluster::new(3, &[1]);
+    c.advance(1, None);
+    // Echoes that put both peers 10 s ahead of n1.
+    let (now, wall) = (c.now, c.wall());
+    for peer in [2u64, 3] {
+        let echo = Payload::ClockEcho { sent_pt: wall - MS, remote_pt: wall + 10_000 * MS };
+        c.hosts[0].handle_envelope(
+            now,
+            wall,
+            NodeId(peer),
+            envelope(peer, NODE_GROUP, HlcTimestamp::ZERO, echo),
+        );
+    }
+    assert!(c.hosts[0].stopped().is_none());
+    c.advance(1_000, Some(1));
+    let why = c.hosts[0].stopped().expect("n1 stopped").to_string();
+    assert!(why.contains("offset") || why.contains("clock"), "{why}");
+    let mut io = support::Recorder::default();
+    let (now, wall) = (c.now, c.wall());
+    assert!(c.hosts[0].process(now, wall, &mut io).is_err());
+    // The others are fine.
+    assert!(c.hosts[1].stopped().is_none());
+}
+
+#[test]
+fn snapshot_policy_snapshots_after_the_configured_entries_and_restores_after_restart() {
+    let config = decree_host::HostConfig { snapshot_every_entries: 3, ..support::config() };
+    let mut c = Cluster::with_config(1, &[1], config.clone());
+    c.elect(1);
+    for k in 0..5u64 {
+        c.request(1, k, 1, LogRequest::Append(vec![k as u8]));
+        c.settle(5);
+    }
+    let core = c.hosts[0].node().core(G).unwrap();
+    assert!(core.snapshot_index() >= LogIndex(3), "snapshot taken: {}", core.snapshot_index());
+    let contents = c.hosts[0].machine(G).unwrap().clone();
+    // Restart from the disk: the snapshot is restored, the rest replayed.
+    let disk = c.disks[0].clone();
+    let directory = decree_host::Directory::new(vec![(G, vec![NodeId(1)])]);
+    let spec = decree_host::GroupSpec {
+        group: G,
+        voters: vec![NodeId(1)],
+        machine: decree_host::machines::CommandLog::new(),
+    };
+    let mut host = decree_host::Host::open(
+        NodeId(1),
+        config,
+        vec![spec],
+        directory,
+        disk,
+        decree_types::DetRng::new(9),
+        0,
+        EPOCH_NS + c.now,
+    )
+    .unwrap();
+    let mut io = support::Recorder::default();
+    let mut now = c.now;
+    for _ in 0..50 {
+        now += 100 * MS;
+        host.handle_timeout(now, EPOCH_NS + now);
+        host.process(now, EPOCH_NS + now, &mut io).unwrap();
+    }
+    assert!(io.observed.iter().any(|o| matches!(o, Output::Restore { .. })));
+    assert_eq!(host.machine(G).unwrap(), &contents);
+}
+
+/// Compares `got` with the golden file `name`, or rewrites it under `DECREE_BLESS=1`.
+fn golden(name: &str, got: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata").join(name);
+    if std::env::var_os("DECREE_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("{}: {e} (run with DECREE_BLESS=1 to create it)", path.display())
+    });
+    if want != got {
+        let line = want.lines().zip(got.lines()).position(|(a, b)| a != b);
+        panic!("{name} differs from the golden file (first at line {line:?}); DECREE_BLESS=1 rewrites it\n{got}");
+    }
+}
+
+#[test]
+fn golden_single_node_election_append_read() {
+    let mut c = Cluster::new(1, &[1]);
+    let mut out = String::new();
+    out += "# election: n1's timer fires\n";
+    c.elect(1);
+    out += &c.take_log();
+    out += "# append \"a\" by client tag 1\n";
+    c.request(1, 1, 1, LogRequest::Append(b"a".to_vec()));
+    c.settle(5);
+    out += &c.take_log();
+    out += "# read by client tag 2\n";
+    c.request(1, 2, 1, LogRequest::Read);
+    c.settle(5);
+    out += &c.take_log();
+    golden("single_node.txt", &out);
+}
+
+#[test]
+fn golden_three_nodes_append_and_step_down() {
+    let mut c = Cluster::new(3, &[1, 2]);
+    let mut out = String::new();
+    out += "# election: n1's timer fires, it leads both groups\n";
+    c.elect(1);
+    out += &c.take_log();
+    out += "# append to group 1 through n1\n";
+    c.request(1, 1, 1, LogRequest::Append(b"a".to_vec()));
+    c.settle(10);
+    out += &c.take_log();
+    out += "# n1 cut off with a proposal; n2 elected; n1 steps down and answers Unknown\n";
+    c.cut = vec![NodeId(1)];
+    c.request(1, 2, 2, LogRequest::Append(b"b".to_vec()));
+    c.settle(5);
+    c.advance(10_000, Some(2));
+    c.cut.clear();
+    c.advance(200, None);
+    out += &c.take_log();
+    golden("three_nodes.txt", &out);
+}
