@@ -134,6 +134,7 @@ impl<C: Caller> LogClient<C> {
             let request = log_machine::append(command.clone());
             let answer = match self.call_machine(target, group, request).await {
                 Ok(ClientReply::Machine { response, .. }) => log_machine::answer(response),
+                Ok(ClientReply::Error { error, .. }) => log_machine::refused(error),
                 Ok(ClientReply::Refused(Refusal::Overloaded)) => Answer::RetryLater,
                 Ok(ClientReply::Refused(Refusal::ShuttingDown)) => {
                     return ProposeOutcome::Unknown(format!("{target} shut down while waiting"));

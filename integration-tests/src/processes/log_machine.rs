@@ -4,6 +4,7 @@
 pub use decree_host::machines::{LogRequest, LogResponse};
 
 use decree_host::machines::CommandLog;
+use decree_proto::ErrorResponse;
 use decree_types::{LogIndex, NodeId, Term};
 
 /// What a proposer makes of an answer.
@@ -41,6 +42,19 @@ pub fn answer(response: LogResponse) -> Answer {
         // admission): it may or may not be applied.
         LogResponse::Unknown => Answer::Unknown("the node lost track of the entry".into()),
         other @ LogResponse::Contents { .. } => Answer::Unknown(format!("unexpected {other:?}")),
+    }
+}
+
+/// What a proposer makes of the host's refusal of an append (the machine never saw it).
+pub fn refused(error: ErrorResponse) -> Answer {
+    match error {
+        ErrorResponse::NotLeader { hint, .. } => Answer::Redirect { hint },
+        // Nothing was appended: a full table, or our clock reading ahead of the node's (HLC-3,
+        // which passes as the node's clock moves on).
+        ErrorResponse::Busy { .. } | ErrorResponse::ClockRejected { .. } => Answer::RetryLater,
+        // A stopped node, an unknown group, a request it cannot take: not appended there, but
+        // nothing to retry on this node either.
+        other => Answer::Unknown(other.to_string()),
     }
 }
 
