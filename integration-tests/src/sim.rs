@@ -1,30 +1,53 @@
-//! The simulation: N real [`Node`]s, a seeded network, disks and clocks, a client, checkers,
-//! and the event loop that drives them. See the crate docs for the loop.
+//! The simulation: N real [`Host`]s (each with its Raft node, WAL and machines), a seeded
+//! network, disks and clocks, a client, checkers, and the event loop that drives them. See the
+//! crate docs for the loop.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use decree_host::machines::{CommandLog, Either, LogRequest, LogResponse, Register, Tagged};
+use decree_host::machines::{RegisterRequest, RegisterResponse};
+use decree_host::{ClientTag, Directory, Fatal, GroupSpec, Host, HostConfig, HostEnvelope, HostIo};
+use decree_proto::ErrorResponse;
 use decree_raft::core::RaftConfig;
 use decree_raft::disk::MemDisk;
-use decree_raft::node::{
-    Batch, CommandList, Fatal, Node, NodeConfig, Outbox, Output, SnapshotRequestError,
-};
+use decree_raft::node::{NodeConfig, Output};
 use decree_raft::wal::WalConfig;
-use decree_raft::EntryPayload;
-use decree_types::{DetRng, GroupId, LogIndex, NodeId};
+use decree_types::{ClientId, DetRng, GroupId, HlcTimestamp, LogIndex, NodeId};
 
 use crate::check::acked_not_lost::AckedNotLost;
 use crate::check::election_safety::ElectionSafety;
 use crate::check::linearizable_reads::LinearizableReads;
 use crate::check::liveness::{self, ReplicaView};
 use crate::check::state_machine_safety::StateMachineSafety;
-use crate::check::{leader_completeness, log_matching, payload_digest, LogSummary, Violation};
+use crate::check::{
+    command_digest, leader_completeness, log_matching, payload_digest, LogSummary, Violation,
+};
 use crate::clock::SimClock;
 use crate::faults::{CrashKind, Fault, FaultPlan};
 use crate::network::{Arrival, NetParams, Network};
 use crate::trace::{Trace, TraceEvent};
-use crate::workload::Client;
+use crate::workload::{Answer, Client, GroupKind};
+
+/// The machine every simulated host runs: command logs and registers side by side.
+pub type SimMachine = Either<CommandLog, Register>;
+/// A command in a simulated group's log.
+pub type SimCommand = Tagged<Vec<u8>, u64>;
+/// A request to a simulated group.
+pub type SimRequest = Tagged<LogRequest, RegisterRequest>;
+/// An answer from a simulated group.
+pub type SimResponse = Tagged<LogResponse, RegisterResponse>;
+/// What simulated hosts send each other.
+pub type SimEnvelope = HostEnvelope<SimMachine>;
+type SimHost = Host<MemDisk, SimMachine>;
+
+/// How often each host probes its peers' clocks (HLC-6), ns.
+const CLOCK_PROBE_INTERVAL_NS: u64 = 100_000_000;
+/// How long an offset measurement counts (ten probe rounds), plus a round of slack, ns.
+const MEASUREMENT_LIFE_NS: u64 = 11 * CLOCK_PROBE_INTERVAL_NS;
+/// How long a physical clock stays out of its bound, ns (range).
+const WALL_VIOLATION_NS: (u64, u64) = (500_000_000, 4_000_000_000);
 
 /// How a node's `tick` is paced, in global ns.
 pub const TICK_NS: u64 = 10_000_000;
@@ -63,6 +86,8 @@ pub struct SimConfig {
     /// Keep the client proposing while healing, instead of quiescing each group once it
     /// acknowledged a post-heal proposal: lagging replicas must catch up under load.
     pub steady_load: bool,
+    /// Register groups hosted beside the command-log groups (the second kind of machine).
+    pub register_groups: usize,
 }
 
 impl SimConfig {
@@ -78,6 +103,7 @@ impl SimConfig {
             verbose: false,
             amnesia: false,
             steady_load: false,
+            register_groups: 0,
         }
     }
 
@@ -107,6 +133,9 @@ impl SimConfig {
         if self.steady_load {
             cmd += " --steady-load";
         }
+        if self.register_groups > 0 {
+            cmd += &format!(" --register-groups {}", self.register_groups);
+        }
         cmd
     }
 }
@@ -132,6 +161,12 @@ pub struct Outcome {
     pub reads: usize,
     /// Crashes and fsync failures injected.
     pub crashes: usize,
+    /// Times a node refused to start (an injected fsync failure hit its recovery).
+    pub refused_starts: usize,
+    /// Physical clocks stepped out of their bound.
+    pub wall_violations: usize,
+    /// Nodes that stopped because their clock was off from a majority (HLC-6).
+    pub clock_stops: usize,
     /// The first broken invariant, if any.
     pub violation: Option<Violation>,
 }
@@ -181,13 +216,17 @@ pub fn run(config: &SimConfig) -> Outcome {
         committed: sim.sms.total_committed(),
         reads: sim.reads.served(),
         crashes: sim.crashes,
+        refused_starts: sim.refused_starts,
+        wall_violations: sim.wall_violations,
+        clock_stops: sim.clock_stops,
         violation,
     }
 }
 
 #[derive(Debug)]
 enum Event {
-    Deliver { from: usize, to: usize, batch: Batch },
+    Deliver { from: usize, to: usize, batch: Vec<SimEnvelope> },
+    WallStep { node: usize, delta_ns: i64 },
     Tick { node: usize, incarnation: u64 },
     Process { node: usize, incarnation: u64 },
     Restart { node: usize },
@@ -210,12 +249,9 @@ enum Phase {
 
 struct Slot {
     id: NodeId,
-    node: Option<Node<MemDisk>>,
+    node: Option<SimHost>,
     disk: MemDisk,
     clock: SimClock,
-    machines: BTreeMap<GroupId, CommandList>,
-    /// Applied index at the last snapshot, per group.
-    snapshotted: BTreeMap<GroupId, LogIndex>,
     incarnation: u64,
     process_scheduled: bool,
     /// An fsync failure was injected and not yet hit.
@@ -233,6 +269,7 @@ struct Sim {
     net: Network,
     slots: Vec<Slot>,
     groups: Vec<(GroupId, Vec<NodeId>)>,
+    kinds: BTreeMap<GroupId, GroupKind>,
     node_config: NodeConfig,
     /// Take a snapshot every this many applied entries (`None`: never).
     snapshot_every: Option<u64>,
@@ -244,14 +281,22 @@ struct Sim {
     /// First acknowledgement per group of a command proposed after the heal.
     probes: BTreeMap<GroupId, LogIndex>,
     crashes: usize,
+    refused_starts: usize,
+    wall_violations: usize,
+    clock_stops: usize,
     fault_rng: DetRng,
+    wall_rng: DetRng,
+    /// Until when an HLC-6 stop is expected: the end of the last physical clock violation,
+    /// plus the life of the measurements taken during it.
+    wall_suspect_until_ns: u64,
+    /// The client's HLC: the latest reading any answer carried.
+    client_clock: HlcTimestamp,
     sched_rng: DetRng,
     trace: Trace,
     election_safety: ElectionSafety,
     sms: StateMachineSafety,
     acked: AckedNotLost,
     reads: LinearizableReads,
-    next_read_ctx: u64,
 }
 
 impl Sim {
@@ -264,14 +309,26 @@ impl Sim {
         let client_rng = rng.fork();
         let sched_rng = rng.fork();
         let mut node_rng = rng.fork();
+        // Forked after the others, so that the streams above keep their meaning.
+        let mut wall_rng = rng.fork();
 
         let n = config.nodes;
         let group_count =
             config.groups.unwrap_or_else(|| 2 + shape_rng.range(0, 2) as usize).max(1);
         let faulty_ms = config.faulty_ms.unwrap_or_else(|| shape_rng.range(4_000, 20_000));
         let voters: Vec<NodeId> = (1..=n as u64).map(NodeId).collect();
-        let groups: Vec<(GroupId, Vec<NodeId>)> =
-            (1..=group_count as u64).map(|g| (GroupId(g), voters.clone())).collect();
+        let groups: Vec<(GroupId, Vec<NodeId>)> = (1..=(group_count + config.register_groups)
+            as u64)
+            .map(|g| (GroupId(g), voters.clone()))
+            .collect();
+        let kinds: BTreeMap<GroupId, GroupKind> = groups
+            .iter()
+            .map(|(g, _)| {
+                let kind =
+                    if g.0 as usize > group_count { GroupKind::Register } else { GroupKind::Log };
+                (*g, kind)
+            })
+            .collect();
         // Timeouts scaled down by seed (the core checks only their relations), so that a
         // short simulated run still sees many elections.
         let heartbeat_ms = shape_rng.range(10, 101);
@@ -304,12 +361,12 @@ impl Sim {
                 node: None,
                 disk: MemDisk::new(),
                 clock: if config.faults {
-                    SimClock::seeded(&mut node_rng)
+                    let mut clock = SimClock::seeded(&mut node_rng);
+                    clock.skew_wall(&mut wall_rng);
+                    clock
                 } else {
                     SimClock::perfect()
                 },
-                machines: BTreeMap::new(),
-                snapshotted: BTreeMap::new(),
                 incarnation: 0,
                 process_scheduled: false,
                 fsync_armed: false,
@@ -317,7 +374,7 @@ impl Sim {
                 rng: node_rng.fork(),
             })
             .collect();
-        let group_ids: Vec<GroupId> = groups.iter().map(|g| g.0).collect();
+        let kinds_list: Vec<(GroupId, GroupKind)> = kinds.iter().map(|(&g, &k)| (g, k)).collect();
         let verbose = config.verbose;
         Sim {
             now_ns: 0,
@@ -326,23 +383,29 @@ impl Sim {
             net,
             slots,
             groups,
+            kinds,
             node_config: NodeConfig { raft, wal },
             snapshot_every,
             plan,
             faulty_end_ns: faulty_ms * 1_000_000,
             phase: Phase::Faulty,
             partition_generation: 0,
-            client: Client::new(n, &group_ids, client_rng),
+            client: Client::new(n, &kinds_list, client_rng),
             probes: BTreeMap::new(),
             crashes: 0,
+            refused_starts: 0,
+            wall_violations: 0,
+            clock_stops: 0,
             fault_rng,
+            wall_rng,
+            wall_suspect_until_ns: 0,
+            client_clock: HlcTimestamp::ZERO,
             sched_rng,
             trace: Trace::new(verbose),
             election_safety: ElectionSafety::default(),
             sms: StateMachineSafety::default(),
             acked: AckedNotLost::default(),
             reads: LinearizableReads::default(),
-            next_read_ctx: 1,
             config,
         }
     }
@@ -364,6 +427,7 @@ impl Sim {
         self.schedule(0, Event::Client);
         self.schedule(LOG_CHECK_NS, Event::LogCheck);
         self.schedule(0, Event::NextFault);
+        self.schedule_wall_violation();
         self.schedule(self.faulty_end_ns, Event::Heal);
         while self.phase != Phase::Done {
             let Some(((at, _), event)) = self.queue.pop_first() else {
@@ -387,16 +451,25 @@ impl Sim {
     fn handle(&mut self, event: Event) -> Result<(), Violation> {
         match event {
             Event::Deliver { from, to, batch } => self.deliver(from, to, batch),
+            Event::WallStep { node, delta_ns } => {
+                if delta_ns != 0 && self.phase != Phase::Faulty {
+                    return Ok(());
+                }
+                self.slots[node].clock.step_wall(delta_ns);
+                let what = format!("n{} physical clock steps {delta_ns} ns out of bound", node + 1);
+                self.trace.record(self.now_ns, &TraceEvent::Fault { what: &what });
+                Ok(())
+            }
             Event::Tick { node, incarnation } => {
                 if self.slots[node].incarnation != incarnation || self.slots[node].node.is_none() {
                     return Ok(());
                 }
                 let jitter = self.sched_rng.range(0, 1_000_000);
                 self.schedule(self.now_ns + TICK_NS + jitter, Event::Tick { node, incarnation });
-                let local = self.local_ns(node);
+                let (local, wall) = (self.local_ns(node), self.wall_ns(node));
                 if let Some(n) = self.slots[node].node.as_mut() {
-                    n.tick(local);
-                    if n.has_ready() {
+                    n.handle_timeout(local, wall);
+                    if n.has_work() || n.stopped().is_some() {
                         self.want_process(node);
                     }
                 }
@@ -458,19 +531,69 @@ impl Sim {
         self.slots[node].clock.local_ns(self.now_ns)
     }
 
+    fn wall_ns(&self, node: usize) -> u64 {
+        self.slots[node].clock.wall_ns(self.now_ns)
+    }
+
+    /// Occasionally (by seed, from its own stream) one node's physical clock steps out of its
+    /// bound for a while: HLC-3 refusals, and the node stops when it measures itself off from
+    /// a majority (HLC-6).
+    fn schedule_wall_violation(&mut self) {
+        if !self.config.faults || !self.wall_rng.chance(1, 3) {
+            return;
+        }
+        let node = self.wall_rng.range(0, self.slots.len() as u64) as usize;
+        let at = self.wall_rng.range(0, self.faulty_end_ns.max(1));
+        let hold = self.wall_rng.range(WALL_VIOLATION_NS.0, WALL_VIOLATION_NS.1);
+        let size = self.wall_rng.range(2, 9) * decree_types::limits::MAX_OFFSET_NS;
+        // `size` is at most a few seconds: the cast is exact.
+        let delta_ns = if self.wall_rng.chance(1, 2) { size as i64 } else { -(size as i64) };
+        self.wall_violations += 1;
+        // A measurement taken during the violation is stamped with the stepped clock: it
+        // may live `size` longer than the others.
+        self.wall_suspect_until_ns = at + hold + MEASUREMENT_LIFE_NS + size;
+        self.schedule(at, Event::WallStep { node, delta_ns });
+        self.schedule(at + hold, Event::WallStep { node, delta_ns: 0 });
+    }
+
+    fn host_config(&self) -> HostConfig {
+        HostConfig {
+            node: self.node_config.clone(),
+            max_offset_ns: decree_types::limits::MAX_OFFSET_NS,
+            clock_probe_interval_ns: CLOCK_PROBE_INTERVAL_NS,
+            snapshot_every_entries: self.snapshot_every.unwrap_or(u64::MAX),
+        }
+    }
+
     fn start_node(&mut self, i: usize) -> Result<(), Violation> {
         let local = self.local_ns(i);
+        let config = self.host_config();
         let slot = &mut self.slots[i];
         slot.incarnation += 1;
         slot.process_scheduled = false;
         let rng = slot.rng.fork();
-        let opened = Node::open(
+        let specs = self
+            .groups
+            .iter()
+            .map(|(group, voters)| GroupSpec {
+                group: *group,
+                voters: voters.clone(),
+                machine: match self.kinds[group] {
+                    GroupKind::Log => Either::A(CommandLog::new()),
+                    GroupKind::Register => Either::B(Register::default()),
+                },
+            })
+            .collect();
+        let wall = slot.clock.wall_ns(self.now_ns);
+        let opened = Host::open(
             slot.id,
-            self.groups.clone(),
+            config,
+            specs,
+            Directory::new(self.groups.clone()),
             slot.disk.clone(),
-            self.node_config.clone(),
             rng,
             local,
+            wall,
         );
         let node = match opened {
             Ok(node) => node,
@@ -478,6 +601,7 @@ impl Sim {
                 // The injected fsync failure hit recovery's own fsync: refusing to start is
                 // right. The process exits again and retries later.
                 slot.fsync_armed = false;
+                self.refused_starts += 1;
                 let what = format!("{} refused to start: {e}", slot.id);
                 self.trace.record(self.now_ns, &TraceEvent::Fault { what: &what });
                 let down_ns = self.sched_rng.range(10_000_000, 500_000_000);
@@ -492,8 +616,6 @@ impl Sim {
             }
         };
         slot.node = Some(node);
-        slot.machines = self.groups.iter().map(|g| (g.0, CommandList::new())).collect();
-        slot.snapshotted = self.groups.iter().map(|g| (g.0, LogIndex(0))).collect();
         for (g, _) in &self.groups {
             self.sms.on_restart(slot.id, *g, LogIndex(0));
         }
@@ -522,7 +644,7 @@ impl Sim {
         }
         slot.incarnation += 1;
         let id = slot.id;
-        self.client.node_down(id);
+        self.client.node_down(i);
         self.reads.node_down(id);
         self.crashes += 1;
         self.schedule(self.now_ns + down_ns, Event::Restart { node: i });
@@ -539,42 +661,60 @@ impl Sim {
     }
 
     fn process(&mut self, i: usize) -> Result<(), Violation> {
-        let Some(node) = self.slots[i].node.as_mut() else { return Ok(()) };
-        let mut outbox = Outbox::default();
-        // Outputs handed out before the iteration's fsync stand even if that fsync fails: the
-        // client may already have its answer (the QUIC shell sends it at once).
-        let mut outputs = Vec::new();
-        let result = node.process_with(&mut outbox, &mut |o| outputs.push(o));
-        // Whatever was sent before a failure really left the node. Each message must be one
-        // the wire accepts (the QUIC shell encodes it with these bounds and drops what fails:
-        // a message the node builds over a bound would be lost every time it is retried).
-        for (to, batch) in outbox.sent {
-            for (group, msg) in &batch {
-                if let Err(e) = decree_proto::raft::validate(msg) {
+        let (local, wall) = (self.local_ns(i), self.wall_ns(i));
+        let Some(host) = self.slots[i].node.as_mut() else { return Ok(()) };
+        let mut io = SimIo::default();
+        // What was sent and answered before a failure stands: it really left the node.
+        let result = host.process(local, wall, &mut io);
+        let more = host.has_work();
+        // Each message must be one the wire accepts (the QUIC shell encodes it with these
+        // bounds and drops what fails: a message built over a bound would be lost every time
+        // it is retried).
+        for (to, batch) in io.sent {
+            for envelope in &batch {
+                if let Err(e) = decree_proto::encode_body_of(envelope) {
                     return Err(Violation {
                         invariant: "every message a node sends is one the wire accepts",
-                        detail: format!("{} to {to} for {group}: {e}", self.slots[i].id),
+                        detail: format!("{} to {to}: {e}", self.slots[i].id),
                     });
                 }
             }
             self.send(i, to, batch);
         }
+        self.handle_outputs(i, io.observed)?;
+        for (tag, clock, response) in io.replies {
+            self.on_reply(i, tag, clock, &response)?;
+        }
+        for (tag, clock, error) in io.refusals {
+            self.client_clock = self.client_clock.max(clock);
+            let ev = TraceEvent::Reply { node: self.slots[i].id, tag: tag.0, ok: false };
+            self.trace.record(self.now_ns, &ev);
+            self.client.refused(tag.0, matches!(error, ErrorResponse::Busy { .. }));
+            self.reads.forget(tag.0);
+        }
         match result {
-            Ok(late) => {
-                outputs.extend(late);
-                self.handle_outputs(i, outputs)?;
-                self.maybe_snapshot(i)
+            Ok(()) => {
+                if more {
+                    self.want_process(i);
+                }
+                Ok(())
             }
-            Err(fatal) => {
-                self.handle_outputs(i, outputs)?;
-                self.on_fatal(i, &fatal)
-            }
+            Err(fatal) => self.on_fatal(i, &fatal),
         }
     }
 
     fn on_fatal(&mut self, i: usize, fatal: &Fatal) -> Result<(), Violation> {
         let what = fatal.to_string();
         self.trace.record(self.now_ns, &TraceEvent::Fatal { node: self.slots[i].id, error: &what });
+        if self.now_ns <= self.wall_suspect_until_ns && fatal.is_clock_offset() {
+            // HLC-6 did its job: a node whose clock left its bound stopped — or a node that
+            // could measure only that one (a strict majority of the peers it measured was
+            // off). The operator fixes the clock; the node comes back once it is right.
+            self.clock_stops += 1;
+            let down_ns = WALL_VIOLATION_NS.1 + self.sched_rng.range(0, 500_000_000);
+            self.crash(i, CrashKind::Kill, down_ns);
+            return Ok(());
+        }
         if !(self.slots[i].fsync_armed && fatal.is_disk_failure()) {
             return Err(Violation {
                 invariant: "a node stops only on an injected disk failure",
@@ -591,7 +731,7 @@ impl Sim {
         Ok(())
     }
 
-    fn send(&mut self, from: usize, to: NodeId, batch: Batch) {
+    fn send(&mut self, from: usize, to: NodeId, batch: Vec<SimEnvelope>) {
         let to_i = (to.0 as usize).wrapping_sub(1);
         if to_i >= self.slots.len() {
             return;
@@ -609,7 +749,12 @@ impl Sim {
         }
     }
 
-    fn deliver(&mut self, from: usize, to: usize, batch: Batch) -> Result<(), Violation> {
+    fn deliver(
+        &mut self,
+        from: usize,
+        to: usize,
+        batch: Vec<SimEnvelope>,
+    ) -> Result<(), Violation> {
         match self.net.arrive(from, to) {
             Arrival::Defer => {
                 let at = self.now_ns + CLOG_RETRY_NS;
@@ -629,11 +774,11 @@ impl Sim {
         let ev =
             TraceEvent::Deliver { from: self.slots[from].id, to: self.slots[to].id, batch: &batch };
         self.trace.record(self.now_ns, &ev);
-        let local = self.local_ns(to);
+        let (local, wall) = (self.local_ns(to), self.wall_ns(to));
         let from_id = self.slots[from].id;
         if let Some(n) = self.slots[to].node.as_mut() {
-            for (group, msg) in batch {
-                n.step(local, from_id, group, msg);
+            for envelope in batch {
+                n.handle_envelope(local, wall, from_id, envelope);
             }
         }
         self.want_process(to);
@@ -667,28 +812,11 @@ impl Sim {
                 Output::Restore { group, meta, data } => {
                     let ev = TraceEvent::Restore { node: id, group, index: meta.last_index };
                     self.trace.record(self.now_ns, &ev);
-                    let machine = self.slots[i].machines.entry(group).or_default();
-                    machine.restore(&data).map_err(|e| Violation {
+                    let contents = snapshot_contents(&data).map_err(|e| Violation {
                         invariant: "snapshots restore the state machine",
                         detail: format!("{id} {group}: {e}"),
                     })?;
-                    if machine.applied() != meta.last_index {
-                        return Err(Violation {
-                            invariant: "snapshots restore the state machine",
-                            detail: format!(
-                                "{id} {group}: snapshot meta says {} but its state applied {}",
-                                meta.last_index,
-                                machine.applied()
-                            ),
-                        });
-                    }
-                    let contents: Vec<(LogIndex, u64)> = machine
-                        .commands()
-                        .iter()
-                        .map(|(i, c)| (*i, payload_digest(&EntryPayload::Command(c.clone()))))
-                        .collect();
                     self.sms.on_restore(id, group, meta.last_index, &contents)?;
-                    self.slots[i].snapshotted.insert(group, meta.last_index);
                 }
                 Output::Apply { group, entries } => {
                     for entry in &entries {
@@ -701,65 +829,59 @@ impl Sim {
                         self.trace.record(self.now_ns, &ev);
                         let digest = payload_digest(&entry.payload);
                         self.sms.on_apply(id, group, entry.index, entry.term, digest)?;
-                        self.slots[i].machines.entry(group).or_default().apply(entry);
-                        if let Some(ack) = self.client.applied(id, group, entry) {
-                            let ev =
-                                TraceEvent::Ack { group, command: ack.command, index: ack.index };
-                            self.trace.record(self.now_ns, &ev);
-                            self.acked.on_ack(group, ack.index, digest, &self.sms)?;
-                            if let Phase::Healing { since_ns } = self.phase {
-                                if ack.proposed_at_ns >= since_ns
-                                    && !self.probes.contains_key(&group)
-                                {
-                                    // Every replica must reach everything acknowledged so far.
-                                    let target = ack.index.max(self.acked.max_index(group));
-                                    self.probes.insert(group, target);
-                                    if !self.config.steady_load {
-                                        self.client.retire(group);
-                                    }
-                                }
-                            }
-                        }
                     }
                 }
-                Output::Read { group, ctx, index } => {
-                    let applied =
-                        self.slots[i].machines.get(&group).map(|m| m.applied()).unwrap_or_default();
-                    self.reads.on_served(ctx, group, id, index, applied)?;
-                }
-                Output::ReadFailed { ctx, .. } => self.reads.forget(ctx),
+                // The host serves reads; the client checks what it was told.
+                Output::Read { .. } | Output::ReadFailed { .. } => {}
             }
         }
         Ok(())
     }
 
-    /// Takes a snapshot of each group whose state machine applied `snapshot_every` entries
-    /// since the last one (log compaction, RAFT-8).
-    fn maybe_snapshot(&mut self, i: usize) -> Result<(), Violation> {
-        let Some(every) = self.snapshot_every else { return Ok(()) };
-        let groups: Vec<GroupId> = self.groups.iter().map(|g| g.0).collect();
-        for group in groups {
-            let slot = &mut self.slots[i];
-            // Invariant: `start_node` gives every slot a machine and a snapshot mark per group.
-            let machine = &slot.machines[&group];
-            let applied = machine.applied();
-            if applied.0 < slot.snapshotted[&group].0 + every {
-                continue;
+    /// A client's answer from node `i`'s host.
+    fn on_reply(
+        &mut self,
+        i: usize,
+        tag: ClientTag,
+        clock: HlcTimestamp,
+        response: &SimResponse,
+    ) -> Result<(), Violation> {
+        self.client_clock = self.client_clock.max(clock);
+        let id = self.slots[i].id;
+        match self.client.answered(tag.0, response) {
+            Answer::Ack(ack) => {
+                let ev = TraceEvent::Reply { node: id, tag: tag.0, ok: true };
+                self.trace.record(self.now_ns, &ev);
+                let ev =
+                    TraceEvent::Ack { group: ack.group, command: ack.command, index: ack.index };
+                self.trace.record(self.now_ns, &ev);
+                self.acked.on_ack(ack.group, ack.index, ack.digest, &self.sms)?;
+                if let Phase::Healing { since_ns } = self.phase {
+                    if ack.proposed_at_ns >= since_ns && !self.probes.contains_key(&ack.group) {
+                        // Every replica must reach everything acknowledged so far.
+                        let target = ack.index.max(self.acked.max_index(ack.group));
+                        self.probes.insert(ack.group, target);
+                        if !self.config.steady_load {
+                            self.client.retire(ack.group);
+                        }
+                    }
+                }
             }
-            let data = machine.snapshot();
-            let Some(node) = slot.node.as_mut() else { return Ok(()) };
-            match node.snapshot(group, applied, data) {
-                Ok(()) => {
-                    slot.snapshotted.insert(group, applied);
+            Answer::Read { read_index } => {
+                let ev = TraceEvent::Reply { node: id, tag: tag.0, ok: true };
+                self.trace.record(self.now_ns, &ev);
+                let group = self.reads.group_of(tag.0);
+                let applied = group
+                    .and_then(|g| self.slots[i].node.as_ref().and_then(|h| h.applied(g)))
+                    .unwrap_or_default();
+                if let Some(group) = group {
+                    self.reads.on_served(tag.0, group, id, read_index, applied)?;
                 }
-                Err(SnapshotRequestError::Refused(_)) => {}
-                Err(SnapshotRequestError::Fatal(f)) => return self.on_fatal(i, &f),
-                Err(e @ SnapshotRequestError::UnknownGroup(_)) => {
-                    return Err(Violation {
-                        invariant: "simulator",
-                        detail: format!("snapshot refused: {e}"),
-                    })
-                }
+            }
+            Answer::Other => {
+                let ev = TraceEvent::Reply { node: id, tag: tag.0, ok: false };
+                self.trace.record(self.now_ns, &ev);
+                self.reads.forget(tag.0);
             }
         }
         Ok(())
@@ -767,7 +889,7 @@ impl Sim {
 
     fn log_summary(&self, i: usize, group: GroupId) -> LogSummary {
         let slot = &self.slots[i];
-        let Some(core) = slot.node.as_ref().and_then(|n| n.core(group)) else {
+        let Some(core) = slot.node.as_ref().and_then(|n| n.node().core(group)) else {
             return LogSummary { node: slot.id, ..LogSummary::default() };
         };
         LogSummary {
@@ -863,46 +985,43 @@ impl Sim {
             return Ok(());
         }
         let Some(p) = self.client.next_proposal() else { return Ok(()) };
-        let local = self.local_ns(p.node);
-        let slot = &mut self.slots[p.node];
-        let id = slot.id;
-        let Some(node) = slot.node.as_mut() else {
-            self.client.refused(&p, &decree_raft::node::ProposeError::Stopped("down".into()));
-            return Ok(());
-        };
-        let result = node.propose(local, p.group, p.payload.clone());
-        let ev = TraceEvent::Propose {
-            node: id,
-            group: p.group,
-            command: p.command,
-            index: result.as_ref().ok().copied(),
-        };
+        let id = self.slots[p.node].id;
+        let ev = TraceEvent::Request { node: id, group: p.group, tag: p.command, read: false };
         self.trace.record(self.now_ns, &ev);
-        match result {
-            Ok(index) => {
-                self.client.accepted(p, id, index, self.now_ns);
-                self.want_process(ev_node(id));
-            }
-            Err(e) => self.client.refused(&p, &e),
+        if self.slots[p.node].node.is_none() {
+            self.client.sent(&p, self.now_ns);
+            self.client.refused(p.command, false);
+            return Ok(());
         }
+        self.client.sent(&p, self.now_ns);
+        self.client_request(p.node, p.command, p.group, p.request);
         Ok(())
     }
 
-    /// A linearizable read (RAFT-3) of a random group at a random live node: leaders answer
-    /// after a heartbeat round, followers ask their leader for the index.
+    /// A request from the client to node `i`'s host, carrying the client's clock.
+    fn client_request(&mut self, i: usize, tag: u64, group: GroupId, request: SimRequest) {
+        let (local, wall) = (self.local_ns(i), self.wall_ns(i));
+        let clock = self.client_clock;
+        let Some(host) = self.slots[i].node.as_mut() else { return };
+        host.handle_client_request(local, wall, ClientId(1), ClientTag(tag), clock, group, request);
+        self.want_process(i);
+    }
+
+    /// A linearizable read (RAFT-3, ReadIndex) of a random group at the node the client
+    /// believes leads it: the leader answers after a heartbeat round confirms it still leads.
     fn issue_read(&mut self) {
         let group = self.groups[self.sched_rng.range(0, self.groups.len() as u64) as usize].0;
-        let i = self.sched_rng.range(0, self.slots.len() as u64) as usize;
-        let local = self.local_ns(i);
         let floor = self.acked.max_index(group);
-        let ctx = self.next_read_ctx;
+        let Some((i, tag, request)) = self.client.next_read(group) else { return };
         let id = self.slots[i].id;
-        let Some(node) = self.slots[i].node.as_mut() else { return };
-        if node.read_index(local, group, ctx).is_ok() {
-            self.next_read_ctx += 1;
-            self.reads.on_issue(ctx, group, id, floor);
-            self.want_process(i);
+        if self.slots[i].node.is_none() {
+            self.client.refused(tag, false);
+            return;
         }
+        self.reads.on_issue(tag, group, id, floor);
+        let ev = TraceEvent::Request { node: id, group, tag, read: true };
+        self.trace.record(self.now_ns, &ev);
+        self.client_request(i, tag, group, request);
     }
 
     // ----- healing -----
@@ -914,6 +1033,9 @@ impl Sim {
             &TraceEvent::Fault { what: "heal: faults off, links healed, nodes up" },
         );
         self.net.heal();
+        for i in 0..self.slots.len() {
+            self.slots[i].clock.step_wall(0);
+        }
         for i in 0..self.slots.len() {
             if self.slots[i].node.is_none() {
                 self.start_node(i)?;
@@ -931,13 +1053,14 @@ impl Sim {
                 .slots
                 .iter()
                 .filter_map(|s| {
-                    let st = s.node.as_ref()?.status(*group)?;
+                    let host = s.node.as_ref()?;
+                    let st = host.node().status(*group)?;
                     Some(ReplicaView {
                         node: s.id,
                         term: st.term,
                         leader: st.leader,
                         is_leader: st.role == decree_raft::core::Role::Leader,
-                        applied: s.machines.get(group).map(|m| m.applied()).unwrap_or_default(),
+                        applied: host.applied(*group).unwrap_or_default(),
                     })
                 })
                 .collect();
@@ -977,20 +1100,76 @@ impl Sim {
 
     fn final_checks(&self) -> Result<(), Violation> {
         self.check_logs()?;
-        for slot in &self.slots {
-            for (group, machine) in &slot.machines {
-                let contents: BTreeMap<LogIndex, u64> = machine
-                    .commands()
-                    .iter()
-                    .map(|(i, c)| (*i, payload_digest(&EntryPayload::Command(c.clone()))))
-                    .collect();
-                self.acked.check_replica(slot.id, *group, machine.applied(), &contents)?;
+        for (group, _) in &self.groups {
+            // Replicas that applied the same entries hold the same state.
+            let mut digests: BTreeMap<LogIndex, (NodeId, u64)> = BTreeMap::new();
+            for slot in &self.slots {
+                let Some(host) = slot.node.as_ref() else { continue };
+                let (Some(applied), Some(machine)) = (host.applied(*group), host.machine(*group))
+                else {
+                    continue;
+                };
+                use decree_host::ReplicatedMachine;
+                let digest = machine.digest();
+                if let Some(&(other, d)) = digests.get(&applied) {
+                    if d != digest {
+                        return Err(Violation {
+                            invariant: "INV-R5 replicas that applied the same entries agree",
+                            detail: format!(
+                                "{group}: {} and {other} applied up to {applied} but differ",
+                                slot.id
+                            ),
+                        });
+                    }
+                }
+                digests.insert(applied, (slot.id, digest));
+                if let Either::A(log) = machine {
+                    let contents: BTreeMap<LogIndex, u64> =
+                        log.commands().iter().map(|(i, c)| (*i, command_digest(c))).collect();
+                    self.acked.check_replica(slot.id, *group, applied, &contents)?;
+                }
             }
         }
         Ok(())
     }
 }
 
-fn ev_node(id: NodeId) -> usize {
-    (id.0 as usize).wrapping_sub(1)
+/// Every host output that concerns the client and the checkers, from one `process` call.
+#[derive(Default)]
+struct SimIo {
+    sent: Vec<(NodeId, Vec<SimEnvelope>)>,
+    replies: Vec<(ClientTag, HlcTimestamp, SimResponse)>,
+    refusals: Vec<(ClientTag, HlcTimestamp, ErrorResponse)>,
+    observed: Vec<Output>,
+}
+
+impl HostIo<SimMachine> for SimIo {
+    fn send(&mut self, to: NodeId, envelopes: Vec<SimEnvelope>) {
+        self.sent.push((to, envelopes));
+    }
+
+    fn reply(&mut self, client: ClientTag, clock: HlcTimestamp, response: SimResponse) {
+        self.replies.push((client, clock, response));
+    }
+
+    fn refuse(&mut self, client: ClientTag, clock: HlcTimestamp, error: ErrorResponse) {
+        self.refusals.push((client, clock, error));
+    }
+
+    fn observe(&mut self, output: &Output) {
+        self.observed.push(output.clone());
+    }
+}
+
+/// The commands a snapshot holds, as `(index, digest)` (registers hold none the checkers can
+/// compare; their replicas are compared by digest).
+fn snapshot_contents(data: &[u8]) -> Result<Vec<(LogIndex, u64)>, String> {
+    match data.split_first() {
+        Some((0, rest)) => {
+            let log = CommandLog::decode_snapshot(rest).map_err(|e| e.to_string())?;
+            Ok(log.commands().iter().map(|(i, c)| (*i, command_digest(c))).collect())
+        }
+        Some((1, _)) => Ok(Vec::new()),
+        _ => Err("snapshot of an unknown kind".into()),
+    }
 }

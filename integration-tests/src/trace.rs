@@ -5,17 +5,18 @@
 //! format) and folded into 64-bit FNV-1a, so the hash does not depend on `Debug` formatting or on
 //! anything the standard library may change between versions.
 
-use decree_raft::Message;
 use decree_types::{GroupId, LogIndex, NodeId, Term};
+
+use crate::sim::SimEnvelope;
 use serde::Serialize;
 
 /// One thing that happened in a simulated run. Times are global simulated nanoseconds.
 #[derive(Debug, Serialize)]
 pub enum TraceEvent<'a> {
-    /// A batch left `from` for `to`; `copies` is how many deliveries the network scheduled.
-    Send { from: NodeId, to: NodeId, copies: u8, batch: &'a [(GroupId, Message)] },
-    /// A batch arrived and was stepped into `to`.
-    Deliver { from: NodeId, to: NodeId, batch: &'a [(GroupId, Message)] },
+    /// Envelopes left `from` for `to`; `copies` is how many deliveries the network scheduled.
+    Send { from: NodeId, to: NodeId, copies: u8, batch: &'a [SimEnvelope] },
+    /// Envelopes arrived and were handed to `to`'s host.
+    Deliver { from: NodeId, to: NodeId, batch: &'a [SimEnvelope] },
     /// A batch was dropped (partition or loss).
     Drop { from: NodeId, to: NodeId },
     /// The node ticked.
@@ -26,8 +27,11 @@ pub enum TraceEvent<'a> {
     Restore { node: NodeId, group: GroupId, index: LogIndex },
     /// The node saw a new role or leader.
     Role { node: NodeId, group: GroupId, term: Term, leader: Option<NodeId>, is_leader: bool },
-    /// The client proposed `command` to `node`; `index` is where it went, if accepted.
-    Propose { node: NodeId, group: GroupId, command: u64, index: Option<LogIndex> },
+    /// The client sent request `tag` (a command to append or write, or a read) to `node`.
+    Request { node: NodeId, group: GroupId, tag: u64, read: bool },
+    /// `node` answered request `tag` (`ok`: applied or served; otherwise redirected,
+    /// refused or unknown).
+    Reply { node: NodeId, tag: u64, ok: bool },
     /// The client learned that `command` is applied: acknowledged.
     Ack { group: GroupId, command: u64, index: LogIndex },
     /// A fault or a phase change, described in words.

@@ -1,29 +1,46 @@
-//! The client workload: unique commands proposed to each group's leader.
+//! The client workload: unique commands sent to each group's leader, through its host.
 //!
-//! The client guesses a leader per group, follows `NotLeader` hints, and keeps a few proposals
-//! in flight per group. A proposal is **acknowledged** only when the node it was proposed to
-//! reports, through an [`Output::Apply`](decree_raft::node::Output::Apply), that the entry at
-//! the returned index is applied *and* carries this command. Anything else — the node crashed,
-//! a new leader overwrote the index, the deadline passed — leaves the outcome unknown, and an
-//! unknown outcome is never counted as acknowledged (nor as failed).
+//! The client guesses a leader per group, follows `NotLeader` hints, and keeps a few requests
+//! in flight per group. A command is **acknowledged** only when the host it was sent to
+//! answers that it is applied at an index (the host matched the applied entry to the request
+//! by index and term; the acked-not-lost checker then compares the entry applied at that
+//! index with the command). Anything else — the node crashed, leadership changed before the
+//! entry applied (`Unknown`), the deadline passed — leaves the outcome unknown, and an unknown
+//! outcome is never counted as acknowledged (nor as failed).
+//!
+//! Groups are of two kinds: command logs (append unique bytes) and registers (write unique
+//! values): the two machines one simulated host runs side by side.
 
 use std::collections::BTreeMap;
 
-use decree_raft::node::ProposeError;
-use decree_raft::{Entry, EntryPayload};
+use decree_host::machines::{LogRequest, LogResponse, RegisterRequest, RegisterResponse, Tagged};
 use decree_types::{DetRng, GroupId, LogIndex, NodeId};
 
-/// Proposals a client keeps in flight per group.
+use crate::check::command_digest;
+use crate::sim::{SimRequest, SimResponse};
+
+/// Requests a client keeps in flight per group.
 pub const INFLIGHT_PER_GROUP_MAX: usize = 4;
-/// A proposal whose outcome is unknown after this long is forgotten, in ns.
+/// A request whose outcome is unknown after this long is forgotten, in ns.
 pub const PROPOSAL_TIMEOUT_NS: u64 = 5_000_000_000;
 
-/// A proposal waiting for its outcome.
+/// The kind of a group's machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupKind {
+    /// A [`decree_host::machines::CommandLog`].
+    Log,
+    /// A [`decree_host::machines::Register`].
+    Register,
+}
+
+/// A command waiting for its outcome.
 #[derive(Clone, Debug)]
 struct Inflight {
+    group: GroupId,
+    node: usize,
     command: u64,
-    payload: Vec<u8>,
-    proposed_at_ns: u64,
+    digest: u64,
+    sent_at_ns: u64,
 }
 
 /// An acknowledgement: `command` is applied at `index` of `group`.
@@ -35,10 +52,24 @@ pub struct Ack {
     pub index: LogIndex,
     /// The command id.
     pub command: u64,
-    /// Its payload bytes.
-    pub payload: Vec<u8>,
-    /// When it was proposed (global ns).
+    /// Its [`command_digest`].
+    pub digest: u64,
+    /// When it was sent (global ns).
     pub proposed_at_ns: u64,
+}
+
+/// What became of a request, as the client sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// A command is applied.
+    Ack(Ack),
+    /// A read was served at `read_index`.
+    Read {
+        /// The read index.
+        read_index: LogIndex,
+    },
+    /// Redirected, refused or unknown.
+    Other,
 }
 
 /// The simulated client.
@@ -47,98 +78,177 @@ pub struct Client {
     nodes: usize,
     next_command: u64,
     rng: DetRng,
+    kinds: BTreeMap<GroupId, GroupKind>,
     /// Per group: the node believed to lead it (index into the node list).
     target: BTreeMap<GroupId, usize>,
-    /// Waiting proposals, by (node, group, index).
-    inflight: BTreeMap<(NodeId, GroupId, LogIndex), Inflight>,
+    /// Waiting commands, by tag (the command id).
+    inflight: BTreeMap<u64, Inflight>,
+    /// Waiting reads, by tag: group and node.
+    reads: BTreeMap<u64, (GroupId, usize)>,
+    next_read: u64,
 }
 
-/// What the client wants to do next.
+/// A request the client wants to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Proposal {
     /// To which group.
     pub group: GroupId,
     /// Through which node (index into the node list).
     pub node: usize,
-    /// The command id.
+    /// The tag its answer comes back with (the command id).
     pub command: u64,
-    /// Its bytes.
-    pub payload: Vec<u8>,
+    /// The request.
+    pub request: SimRequest,
 }
+
+/// Tags of reads have this bit set; commands' tags are their ids.
+pub const READ_TAG: u64 = 1 << 63;
 
 impl Client {
     /// A client of `nodes` nodes hosting `groups`.
-    pub fn new(nodes: usize, groups: &[GroupId], mut rng: DetRng) -> Self {
-        let target = groups.iter().map(|&g| (g, rng.range(0, nodes as u64) as usize)).collect();
-        Client { nodes, next_command: 1, rng, target, inflight: BTreeMap::new() }
+    pub fn new(nodes: usize, groups: &[(GroupId, GroupKind)], mut rng: DetRng) -> Self {
+        let target =
+            groups.iter().map(|&(g, _)| (g, rng.range(0, nodes as u64) as usize)).collect();
+        Client {
+            nodes,
+            next_command: 1,
+            rng,
+            kinds: groups.iter().copied().collect(),
+            target,
+            inflight: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_read: 1,
+        }
     }
 
-    /// The next proposal to make, if some group has room in its window.
+    /// The next command to send, if some group has room in its window.
     pub fn next_proposal(&mut self) -> Option<Proposal> {
         let groups: Vec<GroupId> = self.target.keys().copied().collect();
         if groups.is_empty() {
             return None;
         }
         let group = groups[self.rng.range(0, groups.len() as u64) as usize];
-        let inflight = self.inflight.keys().filter(|k| k.1 == group).count();
+        let inflight = self.inflight.values().filter(|p| p.group == group).count();
         if inflight >= INFLIGHT_PER_GROUP_MAX {
             return None;
         }
         let command = self.next_command;
         self.next_command += 1;
-        // Unique bytes of varying length: the command id, then filler.
-        let mut payload = command.to_le_bytes().to_vec();
-        payload.resize(8 + self.rng.range(0, 48) as usize, 0xab);
-        // `group` was drawn from `target`'s keys above.
-        Some(Proposal { group, node: self.target[&group], command, payload })
-    }
-
-    /// The node accepted the proposal at `index`.
-    pub fn accepted(&mut self, p: Proposal, node: NodeId, index: LogIndex, now_ns: u64) {
-        let inflight = Inflight { command: p.command, payload: p.payload, proposed_at_ns: now_ns };
-        // A second proposal at the same (node, group, index) means the first was overwritten
-        // by a new leader term on that node: its outcome is unknown, forget it.
-        self.inflight.insert((node, p.group, index), inflight);
-    }
-
-    /// The node refused the proposal: follow the hint, or try another node.
-    pub fn refused(&mut self, p: &Proposal, error: &ProposeError) {
-        let next = match error {
-            ProposeError::NotLeader { leader_hint: Some(l), .. }
-            | ProposeError::TransferInProgress { target: l, .. } => (l.0 as usize).wrapping_sub(1),
-            // The leader is right but busy: try it again later.
-            ProposeError::Backpressure { .. } => p.node,
-            _ => usize::MAX,
+        let request = match self.kinds.get(&group) {
+            Some(GroupKind::Register) => Tagged::B(RegisterRequest::Set(command)),
+            _ => {
+                // Unique bytes of varying length: the command id, then filler.
+                let mut payload = command.to_le_bytes().to_vec();
+                payload.resize(8 + self.rng.range(0, 48) as usize, 0xab);
+                Tagged::A(LogRequest::Append(payload))
+            }
         };
-        let next = if next < self.nodes { next } else { (p.node + 1) % self.nodes };
-        self.target.insert(p.group, next);
+        // `group` was drawn from `target`'s keys above.
+        Some(Proposal { group, node: self.target[&group], command, request })
     }
 
-    /// The node is down: every proposal waiting on it has an unknown outcome.
-    pub fn node_down(&mut self, node: NodeId) {
-        self.inflight.retain(|k, _| k.0 != node);
+    /// The request was handed to its node at `now_ns`.
+    pub fn sent(&mut self, p: &Proposal, now_ns: u64) {
+        let digest = match &p.request {
+            Tagged::A(LogRequest::Append(bytes)) => command_digest(bytes),
+            Tagged::B(RegisterRequest::Set(v)) => command_digest(&v.to_le_bytes()),
+            _ => 0,
+        };
+        let inflight = Inflight {
+            group: p.group,
+            node: p.node,
+            command: p.command,
+            digest,
+            sent_at_ns: now_ns,
+        };
+        self.inflight.insert(p.command, inflight);
     }
 
-    /// `node` applied `entry` of `group`: an acknowledgement if it is one of ours at the
-    /// index it was accepted at.
-    pub fn applied(&mut self, node: NodeId, group: GroupId, entry: &Entry) -> Option<Ack> {
-        let inflight = self.inflight.remove(&(node, group, entry.index))?;
-        match &entry.payload {
-            EntryPayload::Command(bytes) if *bytes == inflight.payload => Some(Ack {
-                group,
-                index: entry.index,
-                command: inflight.command,
-                payload: inflight.payload,
-                proposed_at_ns: inflight.proposed_at_ns,
+    /// A linearizable read of `group` to send to its believed leader: `(node, tag, request)`.
+    pub fn next_read(&mut self, group: GroupId) -> Option<(usize, u64, SimRequest)> {
+        let node = *self.target.get(&group).or_else(|| self.kinds.get(&group).map(|_| &0))?;
+        let tag = READ_TAG | self.next_read;
+        self.next_read += 1;
+        self.reads.insert(tag, (group, node));
+        let request = match self.kinds.get(&group) {
+            Some(GroupKind::Register) => Tagged::B(RegisterRequest::Get),
+            _ => Tagged::A(LogRequest::Read),
+        };
+        Some((node, tag, request))
+    }
+
+    /// The answer to request `tag`.
+    pub fn answered(&mut self, tag: u64, response: &SimResponse) -> Answer {
+        if tag & READ_TAG != 0 {
+            let Some((group, node)) = self.reads.remove(&tag) else { return Answer::Other };
+            return match response {
+                Tagged::A(LogResponse::Contents { read_index, .. })
+                | Tagged::B(RegisterResponse::Value { read_index, .. }) => {
+                    Answer::Read { read_index: *read_index }
+                }
+                other => {
+                    self.follow(group, node, leader_of(other));
+                    Answer::Other
+                }
+            };
+        }
+        let Some(p) = self.inflight.remove(&tag) else { return Answer::Other };
+        match response {
+            Tagged::A(LogResponse::Appended { index, .. })
+            | Tagged::B(RegisterResponse::Written { index }) => Answer::Ack(Ack {
+                group: p.group,
+                index: *index,
+                command: p.command,
+                digest: p.digest,
+                proposed_at_ns: p.sent_at_ns,
             }),
-            // Overwritten by another leader's entry: unknown outcome, never acknowledged.
-            _ => None,
+            // Unknown outcome: never acknowledged.
+            Tagged::A(LogResponse::Unknown) | Tagged::B(RegisterResponse::Unknown) => Answer::Other,
+            other => {
+                self.follow(p.group, p.node, leader_of(other));
+                Answer::Other
+            }
         }
     }
 
-    /// Forgets proposals older than [`PROPOSAL_TIMEOUT_NS`].
+    /// The host refused request `tag` without asking a machine; `busy`: the node is right
+    /// but overloaded.
+    pub fn refused(&mut self, tag: u64, busy: bool) {
+        let (group, node) = if tag & READ_TAG != 0 {
+            match self.reads.remove(&tag) {
+                Some(r) => r,
+                None => return,
+            }
+        } else {
+            match self.inflight.remove(&tag) {
+                Some(p) => (p.group, p.node),
+                None => return,
+            }
+        };
+        if busy {
+            return;
+        }
+        self.follow(group, node, None);
+    }
+
+    /// Aims `group` at `leader`, or at the next node after `node` if none is known.
+    fn follow(&mut self, group: GroupId, node: usize, leader: Option<NodeId>) {
+        let next = leader.map_or(usize::MAX, |l| (l.0 as usize).wrapping_sub(1));
+        let next = if next < self.nodes { next } else { (node + 1) % self.nodes };
+        if let Some(t) = self.target.get_mut(&group) {
+            *t = next;
+        }
+    }
+
+    /// The node is down: every request waiting on it has an unknown outcome.
+    pub fn node_down(&mut self, node: usize) {
+        self.inflight.retain(|_, p| p.node != node);
+        self.reads.retain(|_, r| r.1 != node);
+    }
+
+    /// Forgets requests older than [`PROPOSAL_TIMEOUT_NS`].
     pub fn expire(&mut self, now_ns: u64) {
-        self.inflight.retain(|_, p| now_ns.saturating_sub(p.proposed_at_ns) < PROPOSAL_TIMEOUT_NS);
+        self.inflight.retain(|_, p| now_ns.saturating_sub(p.sent_at_ns) < PROPOSAL_TIMEOUT_NS);
     }
 
     /// Stops proposing to `group` (the healing phase quiesces a group once it made progress,
@@ -155,41 +265,51 @@ impl Client {
     }
 }
 
+/// The leader a redirect names, if any.
+fn leader_of(response: &SimResponse) -> Option<NodeId> {
+    match response {
+        Tagged::A(LogResponse::NotLeader { leader })
+        | Tagged::B(RegisterResponse::NotLeader { leader })
+        | Tagged::NotLeader { leader, .. } => *leader,
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use decree_types::Term;
 
     #[test]
-    fn ack_only_for_the_same_command_at_the_same_index_on_the_same_node() {
+    fn an_ack_needs_an_applied_answer_for_the_same_tag() {
         let g = GroupId(1);
-        let mut c = Client::new(3, &[g], DetRng::new(1));
+        let mut c = Client::new(3, &[(g, GroupKind::Log)], DetRng::new(1));
         let p = c.next_proposal().unwrap();
-        let payload = p.payload.clone();
-        c.accepted(p, NodeId(1), LogIndex(5), 0);
-        let other = Entry { term: Term(2), index: LogIndex(5), payload: EntryPayload::Noop };
-        assert_eq!(c.applied(NodeId(2), g, &other), None, "another node: not ours to judge");
-        assert_eq!(c.applied(NodeId(1), g, &other), None, "overwritten");
+        c.sent(&p, 0);
+        assert_eq!(c.answered(p.command, &Tagged::A(LogResponse::Unknown)), Answer::Other);
+        // Answered once: a duplicate answer is nobody's.
+        let appended = Tagged::A(LogResponse::Appended { index: LogIndex(5), term: Term(2) });
+        assert_eq!(c.answered(p.command, &appended), Answer::Other);
         let p = c.next_proposal().unwrap();
-        let ours = Entry {
-            term: Term(2),
-            index: LogIndex(6),
-            payload: EntryPayload::Command(p.payload.clone()),
-        };
-        c.accepted(p, NodeId(1), LogIndex(6), 0);
-        assert!(c.applied(NodeId(1), g, &ours).is_some());
-        assert_ne!(EntryPayload::Command(payload), ours.payload, "commands are unique");
+        c.sent(&p, 0);
+        let Answer::Ack(ack) = c.answered(p.command, &appended) else { panic!("acked") };
+        assert_eq!((ack.group, ack.index, ack.command), (g, LogIndex(5), p.command));
+        let Tagged::A(LogRequest::Append(bytes)) = &p.request else { panic!("an append") };
+        assert_eq!(ack.digest, command_digest(bytes));
     }
 
     #[test]
-    fn refusals_follow_hints_and_rotate_without_one() {
+    fn redirects_follow_hints_and_rotate_without_one() {
         let g = GroupId(1);
-        let mut c = Client::new(3, &[g], DetRng::new(2));
+        let mut c = Client::new(3, &[(g, GroupKind::Log)], DetRng::new(2));
         let p = c.next_proposal().unwrap();
-        c.refused(&p, &ProposeError::NotLeader { group: g, leader_hint: Some(NodeId(3)) });
-        assert_eq!(c.next_proposal().unwrap().node, 2);
+        c.sent(&p, 0);
+        let hint = Tagged::A(LogResponse::NotLeader { leader: Some(NodeId(3)) });
+        c.answered(p.command, &hint);
         let p = c.next_proposal().unwrap();
-        c.refused(&p, &ProposeError::NotLeader { group: g, leader_hint: None });
+        assert_eq!(p.node, 2);
+        c.sent(&p, 0);
+        c.answered(p.command, &Tagged::A(LogResponse::NotLeader { leader: None }));
         assert_eq!(c.next_proposal().unwrap().node, 0);
     }
 }

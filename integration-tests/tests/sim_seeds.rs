@@ -51,6 +51,34 @@ fn regression_seeds_pass() {
         let outcome = run(&SimConfig::new(seed));
         assert!(outcome.passed(), "regression seed {seed} ({found}) fails again:\n{outcome}");
     }
+    // The recovery-fsync seeds still reach the path they were kept for.
+    for seed in [387, 625, 713] {
+        let outcome = run(&SimConfig::new(seed));
+        assert!(
+            outcome.refused_starts > 0,
+            "seed {seed} no longer hits a recovery fsync: {outcome}"
+        );
+    }
+}
+
+#[test]
+fn two_kinds_of_machine_share_each_host() {
+    // Register groups beside the command-log groups, on the same nodes and WALs: both kinds
+    // acknowledge writes and serve linearizable reads under faults.
+    for seed in [1, 7, 42, 100, 387] {
+        let outcome = run(&SimConfig { register_groups: 2, ..SimConfig::new(seed) });
+        assert!(outcome.passed(), "{outcome}");
+        assert!(outcome.acked > 0 && outcome.reads > 0, "{outcome}");
+    }
+}
+
+#[test]
+fn physical_clock_violations_stop_the_node_that_is_off() {
+    // Seeds that step a physical clock out of its bound see HLC-6 stop nodes, and pass.
+    let outcomes: Vec<_> = (0..60).map(|s| run(&SimConfig::new(s))).collect();
+    assert!(outcomes.iter().all(|o| o.passed()));
+    assert!(outcomes.iter().map(|o| o.wall_violations).sum::<usize>() > 5);
+    assert!(outcomes.iter().map(|o| o.clock_stops).sum::<usize>() > 0);
 }
 
 #[test]

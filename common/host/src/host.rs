@@ -209,6 +209,11 @@ impl Fatal {
     pub fn is_disk_failure(&self) -> bool {
         matches!(self, Fatal::Node(f) if f.is_disk_failure())
     }
+
+    /// Did the host stop because its clock is off from a majority of its peers (HLC-6)?
+    pub fn is_clock_offset(&self) -> bool {
+        matches!(self, Fatal::ClockOffset(_))
+    }
 }
 
 /// Counters of what the host refused or dropped (peer input never fails a host).
@@ -264,6 +269,8 @@ struct State<M: ReplicatedMachine> {
     outbox: BTreeMap<NodeId, Vec<HostEnvelope<M>>>,
     client_out: Vec<ClientOut<M>>,
     stopped: Option<String>,
+    /// Set when HLC-6 stopped the host: every later `process` fails with it.
+    clock_stop: Option<OffsetError>,
     stats: HostStats,
 }
 
@@ -334,10 +341,10 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
                 (g.group, group)
             })
             .collect();
-        let offsets = OffsetMonitor::new(
-            config.max_offset_ns,
-            OFFSET_MEASUREMENT_TTL_MS * NS_PER_MS.max(config.clock_probe_interval_ns / 100),
-        );
+        // A measurement lives for ten probe rounds (the limits' TTL at the default interval).
+        let ttl_ns = OFFSET_MEASUREMENT_TTL_MS * NS_PER_MS / (HEARTBEAT_INTERVAL_MS * NS_PER_MS)
+            * config.clock_probe_interval_ns;
+        let offsets = OffsetMonitor::new(config.max_offset_ns, ttl_ns);
         let st = State {
             id,
             clock: HostClock::new(config.max_offset_ns, wall_ns),
@@ -362,6 +369,7 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
             outbox: BTreeMap::new(),
             client_out: Vec::new(),
             stopped: None,
+            clock_stop: None,
             stats: HostStats::default(),
         };
         Ok(Host { node, st })
@@ -498,7 +506,8 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
             self.st.next_probe_ns = now_ns.saturating_add(self.st.config.clock_probe_interval_ns);
             if let Err(e) = self.st.offsets.check(wall_ns) {
                 tracing::error!("{e}");
-                self.st.stopped = Some(Fatal::ClockOffset(e).to_string());
+                self.st.stopped = Some(e.to_string());
+                self.st.clock_stop = Some(e);
                 return;
             }
             for peer in self.st.peers() {
@@ -532,6 +541,9 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
         if let Some(cause) = self.st.stopped.clone() {
             // Answer what was refused before the stop, then fail.
             self.st.flush(io);
+            if let Some(e) = &self.st.clock_stop {
+                return Err(Fatal::ClockOffset(e.clone()));
+            }
             return Err(Fatal::Stopped(cause));
         }
         let result = self.process_steps(io);

@@ -189,12 +189,14 @@ pub enum RegisterResponse {
         /// Its index.
         index: LogIndex,
     },
-    /// The value, and how many writes made it.
+    /// The value, and how many writes made it, read at `read_index` (RAFT-3).
     Value {
         /// The value.
         value: u64,
         /// Writes applied.
         writes: u64,
+        /// The read index the read was served at.
+        read_index: LogIndex,
     },
     /// Not the leader.
     NotLeader {
@@ -272,10 +274,10 @@ impl ReplicatedMachine for Register {
     fn read(
         &self,
         _group: GroupId,
-        _index: LogIndex,
+        read_index: LogIndex,
         _request: RegisterRequest,
     ) -> RegisterResponse {
-        RegisterResponse::Value { value: self.value, writes: self.writes }
+        RegisterResponse::Value { value: self.value, writes: self.writes, read_index }
     }
 
     fn snapshot(&self) -> Register {

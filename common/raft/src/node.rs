@@ -56,9 +56,8 @@
 //! the QUIC shell puts every such small message of the batch into one envelope, one frame on
 //! the node pair's connection (`decree_proto::Payload::RaftBatch`).
 //!
-//! The state machine belongs to the caller: the node returns what to apply and takes
-//! snapshots the caller made ([`Node::snapshot`]). [`CommandList`] is the simple state machine
-//! the simulator uses.
+//! The state machines belong to the caller (the host, `decree-host`): the node returns what
+//! to apply and takes snapshots the caller made ([`Node::snapshot`]).
 //!
 //! # Restart
 //!
@@ -67,6 +66,7 @@
 //! first `process` hands out before anything else; entries after the snapshot are then
 //! applied again as they are (re-)committed.
 
+#[cfg(test)]
 mod command_list;
 #[cfg(test)]
 mod tests;
@@ -75,7 +75,6 @@ use std::collections::BTreeMap;
 
 use decree_types::{DetRng, GroupId, LogIndex, NodeId, Term};
 
-pub use self::command_list::{CommandList, SnapshotDecodeError};
 use crate::core::{
     self, RaftConfig, RaftCore, ReadIndexError, RestoreError, Restored, SnapshotError, Status,
     TransferError,

@@ -53,6 +53,9 @@ struct Args {
     /// Keep proposing while healing: lagging replicas must catch up under load.
     #[arg(long)]
     steady_load: bool,
+    /// Register groups hosted beside the command-log groups (a second kind of machine).
+    #[arg(long, default_value_t = 0)]
+    register_groups: usize,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         verbose: args.verbose && args.seeds.is_none(),
         amnesia: args.amnesia,
         steady_load: args.steady_load,
+        register_groups: args.register_groups,
     };
     if args.nodes < 1 {
         eprintln!("--nodes must be at least 1");

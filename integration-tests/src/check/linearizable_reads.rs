@@ -65,6 +65,11 @@ impl LinearizableReads {
     }
 
     /// The read failed or its node went down: no outcome.
+    /// The group read `ctx` was issued for, if it is pending.
+    pub fn group_of(&self, ctx: u64) -> Option<GroupId> {
+        self.pending.get(&ctx).map(|r| r.group)
+    }
+
     pub fn forget(&mut self, ctx: u64) {
         self.pending.remove(&ctx);
     }

@@ -39,15 +39,30 @@ impl fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
-/// A compact identity of an entry's payload, for comparisons without keeping copies.
+/// A compact identity of a client's command (the bytes it asked to append, or the value it
+/// asked to write), for comparisons without keeping copies. Never 0 (0 is the no-op's).
+pub fn command_digest(bytes: &[u8]) -> u64 {
+    // FNV-1a; a collision only weakens a check.
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    }) | 1
+}
+
+/// The identity of a log entry's payload: 0 for a no-op, the [`command_digest`] of the client
+/// command inside a host entry (`(proposed_at, command)`), or of the raw bytes if they are not
+/// one (the host would stop on such an entry; the checkers still compare it).
 pub fn payload_digest(payload: &decree_raft::EntryPayload) -> u64 {
     match payload {
         decree_raft::EntryPayload::Noop => 0,
         decree_raft::EntryPayload::Command(bytes) => {
-            // FNV-1a; never 0 in practice for a command, and a collision only weakens a check.
-            bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            }) | 1
+            type Entry = (decree_types::HlcTimestamp, crate::sim::SimCommand);
+            match postcard::from_bytes::<Entry>(bytes) {
+                Ok((_, decree_host::machines::Tagged::A(command))) => command_digest(&command),
+                Ok((_, decree_host::machines::Tagged::B(value))) => {
+                    command_digest(&value.to_le_bytes())
+                }
+                _ => command_digest(bytes),
+            }
         }
     }
 }

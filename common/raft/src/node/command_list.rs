@@ -1,8 +1,7 @@
-//! The simplest useful state machine: the list of commands a group applied, in log order,
+//! The driver-loop tests' state machine: the list of commands a group applied, in log order,
 //! with snapshot and restore so log compaction and InstallSnapshot (RAFT-8) are exercised.
-//!
-//! The simulator keeps one per (node, group) and the checkers compare them; the participant
-//! and coordinator state machines replace it in their own nodes.
+//! (Above the node, the host's machines — `decree_host::machines::CommandLog` among them —
+//! play this part.)
 
 use decree_types::LogIndex;
 use serde::{Deserialize, Serialize};

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use decree_types::{DetRng, GroupId, LogIndex, NodeId, Term};
 
+use super::command_list::CommandList;
 use super::*;
 use crate::core::ReplicationState;
 use crate::disk::MemDisk;
