@@ -29,19 +29,33 @@
 //!    CA, and we read the NodeId back from it. Dials to one peer are single-flight.
 //! 2. **Accept.** Inbound connections finish the mutual-TLS handshake (a certificate from
 //!    another CA fails here, and is logged), then the peer's identity is read from its
-//!    certificate. A node's connection is registered for reuse in both directions.
+//!    certificate. One identity holds at most
+//!    [`TransportLimits::connections_per_identity_max`] connections; one more is closed with
+//!    `close_code::TOO_MANY_CONNECTIONS` while other identities still connect. A node's
+//!    connection is registered for reuse in both directions.
 //! 3. **One connection per pair.** If both nodes dial each other at once, both keep the
 //!    connection dialed by the lower NodeId (the newest one if several qualify) and close the
 //!    other after a grace period ([`TransportLimits::duplicate_close_grace_ms`]).
 //! 4. **Serve.** Every connection, dialed or accepted, serves the peer's RPC and group streams.
 //!    A refused stream (bad frame, unknown version, undecodable body) is reset or stopped with a
-//!    [`StreamErrorCode`] and a `warn!` event; the connection and all other streams carry on.
-//!    A request frame must arrive within `request_read_timeout_ms` of its stream opening.
-//! 5. **Loss and reconnect.** Keep-alives detect a silent peer within the idle timeout. A closed
+//!    [`StreamErrorCode`]; the connection and all other streams carry on. Refusals are counted
+//!    in [`TransportStats`] and logged at `WARN` at most once per peer per
+//!    [`TransportLimits::refusal_log_interval_ms`], each line carrying the number left out
+//!    since the last. A request frame must arrive within `request_read_timeout_ms` of its
+//!    stream opening.
+//! 5. **Request budget.** A request's frame header is read first, and the body length it
+//!    announces is charged to its connection and its certificate identity before any of the
+//!    body is read ([`TransportLimits::request_bytes_per_connection_max`],
+//!    [`TransportLimits::request_bytes_per_identity_max`]); a request that does not fit is
+//!    refused with [`StreamErrorCode::RequestBudgetExceeded`]. The charge is given back when
+//!    the handler returns or the stream dies, on every path, so the memory one identity can
+//!    make a node hold for its requests is bounded, however many streams and connections it
+//!    opens. Group streams, which only cluster nodes may open, are not charged.
+//! 6. **Loss and reconnect.** Keep-alives detect a silent peer within the idle timeout. A closed
 //!    connection is dropped from the table; the next request or message dials again. Failed
 //!    dials back off exponentially (from `backoff_initial_ms` up to `backoff_max_ms`); during the
 //!    back-off, requests fail fast with [`RpcError::Unreachable`].
-//! 6. **Close.** [`QuicEndpoint::close`] stops the writer tasks, closes every connection and waits
+//! 7. **Close.** [`QuicEndpoint::close`] stops the writer tasks, closes every connection and waits
 //!    until the socket is released.
 
 use std::collections::BTreeMap;
@@ -55,7 +69,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use decree_proto::frame::{parse_header, FRAME_HEADER_BYTES};
-use decree_types::{GroupId, NodeId};
+use decree_types::{limits, GroupId, NodeId};
 use parking_lot::Mutex;
 use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream, VarInt};
 use tokio::sync::mpsc;
@@ -100,6 +114,19 @@ pub struct TransportLimits {
     /// Time a peer has to deliver a complete request frame once it opened the stream; a slower
     /// request is reset, so a stalled peer cannot hold stream slots forever.
     pub request_read_timeout_ms: u64,
+    /// Bytes of requests in flight on one connection: each request is charged its announced
+    /// body length when its frame header arrives, before the body is read, until its handler
+    /// returns or its stream dies. A request that would exceed it is refused with
+    /// [`StreamErrorCode::RequestBudgetExceeded`].
+    pub request_bytes_per_connection_max: usize,
+    /// The same charge summed over every connection of one certificate identity.
+    pub request_bytes_per_identity_max: usize,
+    /// Live inbound and outbound connections one certificate identity may hold; an accepted
+    /// connection beyond it is closed with `close_code::TOO_MANY_CONNECTIONS`.
+    pub connections_per_identity_max: usize,
+    /// Refusals (streams and connections) are logged at most once per peer per this interval;
+    /// the others are counted in [`TransportStats`] and summed into the next line.
+    pub refusal_log_interval_ms: u64,
 }
 
 impl Default for TransportLimits {
@@ -118,6 +145,10 @@ impl Default for TransportLimits {
             backoff_max_ms: 5_000,
             duplicate_close_grace_ms: 2_000,
             request_read_timeout_ms: 10_000,
+            request_bytes_per_connection_max: limits::REQUEST_BYTES_PER_CONNECTION_MAX,
+            request_bytes_per_identity_max: limits::REQUEST_BYTES_PER_IDENTITY_MAX,
+            connections_per_identity_max: limits::CONNECTIONS_PER_IDENTITY_MAX,
+            refusal_log_interval_ms: limits::REFUSAL_LOG_INTERVAL_MS,
         }
     }
 }
@@ -306,10 +337,25 @@ pub struct TransportStats {
     pub sent_messages: u64,
     /// Group messages received and delivered.
     pub received_messages: u64,
-    /// Inbound streams refused with a [`StreamErrorCode`].
+    /// Inbound streams refused with a [`StreamErrorCode`], for any reason.
     pub refused_streams: u64,
+    /// Of those, requests refused with [`StreamErrorCode::RequestBudgetExceeded`].
+    pub refused_over_budget: u64,
+    /// Inbound connections refused: failed handshake, a certificate naming nobody, or one
+    /// connection more than the identity's [`TransportLimits::connections_per_identity_max`].
+    pub refused_connections: u64,
     /// Connections established (dialed or accepted).
     pub connections_established: u64,
+    /// Bytes of inbound requests in flight now: announced by a frame header and not yet
+    /// finished with (summed over every connection).
+    pub request_bytes_held: u64,
+    /// The most `request_bytes_held` has been since start.
+    pub request_bytes_held_peak: u64,
+    /// Refusals written to the log as a `WARN` line.
+    pub refusal_logs_written: u64,
+    /// Refusals left out of the log by the per-peer rate limit
+    /// ([`TransportLimits::refusal_log_interval_ms`]); each is summed into the peer's next line.
+    pub refusal_logs_suppressed: u64,
 }
 
 /// A running transport. Cheap to clone; all clones share one endpoint.
@@ -457,7 +503,13 @@ impl QuicEndpoint {
             sent_messages: s.sent_messages.load(Ordering::Relaxed),
             received_messages: s.received_messages.load(Ordering::Relaxed),
             refused_streams: s.refused_streams.load(Ordering::Relaxed),
+            refused_over_budget: s.refused_over_budget.load(Ordering::Relaxed),
+            refused_connections: s.refused_connections.load(Ordering::Relaxed),
             connections_established: s.connections_established.load(Ordering::Relaxed),
+            request_bytes_held: self.inner.budget.held_bytes.load(Ordering::Relaxed),
+            request_bytes_held_peak: self.inner.budget.held_bytes_peak.load(Ordering::Relaxed),
+            refusal_logs_written: s.refusal_logs_written.load(Ordering::Relaxed),
+            refusal_logs_suppressed: s.refusal_logs_suppressed.load(Ordering::Relaxed),
         }
     }
 
@@ -530,6 +582,10 @@ struct Inner {
     /// tasks end by themselves when the endpoint closes their connections.
     tasks: Mutex<Vec<AbortHandle>>,
     stats: Stats,
+    /// Bytes of requests in flight and connections, per connection and per identity.
+    budget: Arc<EdgeBudget>,
+    /// The per-peer rate limit on refusal log lines.
+    refusal_log: RefusalLog,
     closed: AtomicBool,
     next_conn_seq: AtomicU64,
 }
@@ -543,7 +599,11 @@ struct Stats {
     sent_messages: AtomicU64,
     received_messages: AtomicU64,
     refused_streams: AtomicU64,
+    refused_over_budget: AtomicU64,
+    refused_connections: AtomicU64,
     connections_established: AtomicU64,
+    refusal_logs_written: AtomicU64,
+    refusal_logs_suppressed: AtomicU64,
 }
 
 /// What the transport knows about one peer node.
@@ -607,6 +667,218 @@ enum ReadFailure {
     Stream(quinn::ReadError),
 }
 
+// --- the request budget ----------------------------------------------------------------------
+
+/// The books of what peers hold on this endpoint: per certificate identity, its live
+/// connections and, per connection, the bytes of requests in flight (announced by a frame
+/// header and not yet finished with).
+///
+/// Invariant: for every identity, `held_bytes` is the sum of its connections' held bytes, and
+/// `EdgeBudget::held_bytes` the sum over identities. Every change happens under `identities`'
+/// lock, so a reservation is checked against both bounds at once and two racing requests cannot
+/// both take the last bytes.
+struct EdgeBudget {
+    connection_bytes_max: usize,
+    identity_bytes_max: usize,
+    connections_max: usize,
+    identities: Mutex<BTreeMap<Peer, IdentityUse>>,
+    next_connection: AtomicU64,
+    /// Sum of every identity's held bytes, for [`TransportStats`].
+    held_bytes: AtomicU64,
+    held_bytes_peak: AtomicU64,
+}
+
+#[derive(Default)]
+struct IdentityUse {
+    /// Held bytes by connection (keyed by `ConnectionBudget::id`); one entry per live
+    /// connection.
+    connections: BTreeMap<u64, usize>,
+    held_bytes: usize,
+}
+
+/// One connection's place in the books. Shared by the connection's task and its request tasks;
+/// the last one to finish removes the connection from the books.
+struct ConnectionBudget {
+    edge: Arc<EdgeBudget>,
+    peer: Peer,
+    id: u64,
+}
+
+/// Bytes charged to one request. Dropping it gives them back, on whichever path the request
+/// ends: answered, refused, timed out, or its stream or connection died.
+struct Reservation {
+    connection: Arc<ConnectionBudget>,
+    bytes: usize,
+}
+
+/// A request the budget cannot take.
+#[derive(Debug)]
+struct BudgetExceeded {
+    bytes: usize,
+    scope: &'static str,
+    held: usize,
+    max: usize,
+}
+
+impl fmt::Display for BudgetExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "request of {} bytes refused: this {} already holds {} of its {} bytes of requests \
+             in flight",
+            self.bytes, self.scope, self.held, self.max
+        )
+    }
+}
+
+impl EdgeBudget {
+    fn new(limits: &TransportLimits) -> EdgeBudget {
+        EdgeBudget {
+            connection_bytes_max: limits.request_bytes_per_connection_max,
+            identity_bytes_max: limits.request_bytes_per_identity_max,
+            connections_max: limits.connections_per_identity_max,
+            identities: Mutex::new(BTreeMap::new()),
+            next_connection: AtomicU64::new(0),
+            held_bytes: AtomicU64::new(0),
+            held_bytes_peak: AtomicU64::new(0),
+        }
+    }
+
+    /// Books an accepted connection of `peer`, or returns how many the identity already holds
+    /// when that is the most allowed.
+    fn admit_accepted(self: &Arc<Self>, peer: &Peer) -> Result<Arc<ConnectionBudget>, usize> {
+        self.admit(peer, true)
+    }
+
+    /// Books a connection we dialed: never refused, but counted.
+    fn admit_dialed(self: &Arc<Self>, peer: &Peer) -> Arc<ConnectionBudget> {
+        // Invariant: `admit` only refuses when asked to enforce the cap.
+        match self.admit(peer, false) {
+            Ok(budget) => budget,
+            Err(_) => unreachable!("an uncapped admission is never refused"),
+        }
+    }
+
+    fn admit(self: &Arc<Self>, peer: &Peer, capped: bool) -> Result<Arc<ConnectionBudget>, usize> {
+        let mut identities = self.identities.lock();
+        let usage = identities.entry(peer.clone()).or_default();
+        let live = usage.connections.len();
+        if capped && live >= self.connections_max {
+            if live == 0 {
+                identities.remove(peer);
+            }
+            return Err(live);
+        }
+        let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        usage.connections.insert(id, 0);
+        Ok(Arc::new(ConnectionBudget { edge: Arc::clone(self), peer: peer.clone(), id }))
+    }
+}
+
+impl ConnectionBudget {
+    /// Charges `bytes` to this connection and its identity, or refuses if either would go past
+    /// its bound.
+    fn reserve(self: &Arc<Self>, bytes: usize) -> Result<Reservation, BudgetExceeded> {
+        let edge = &self.edge;
+        let mut identities = edge.identities.lock();
+        // Invariant: the entry exists while this `ConnectionBudget` does (removed in `drop`).
+        let Some(usage) = identities.get_mut(&self.peer) else {
+            unreachable!("a live connection's identity is in the books")
+        };
+        let Some(&connection_held) = usage.connections.get(&self.id) else {
+            unreachable!("a live connection is in the books")
+        };
+        let over = |held: usize, max: usize| held.saturating_add(bytes) > max;
+        if over(connection_held, edge.connection_bytes_max) {
+            let max = edge.connection_bytes_max;
+            return Err(BudgetExceeded { bytes, scope: "connection", held: connection_held, max });
+        }
+        if over(usage.held_bytes, edge.identity_bytes_max) {
+            let (held, max) = (usage.held_bytes, edge.identity_bytes_max);
+            return Err(BudgetExceeded { bytes, scope: "certificate identity", held, max });
+        }
+        usage.connections.insert(self.id, connection_held + bytes);
+        usage.held_bytes += bytes;
+        let total = edge.held_bytes.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+        edge.held_bytes_peak.fetch_max(total, Ordering::Relaxed);
+        Ok(Reservation { connection: Arc::clone(self), bytes })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let connection = &self.connection;
+        let edge = &connection.edge;
+        let mut identities = edge.identities.lock();
+        if let Some(usage) = identities.get_mut(&connection.peer) {
+            if let Some(held) = usage.connections.get_mut(&connection.id) {
+                *held -= self.bytes;
+            }
+            usage.held_bytes -= self.bytes;
+        }
+        edge.held_bytes.fetch_sub(self.bytes as u64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for ConnectionBudget {
+    fn drop(&mut self) {
+        let mut identities = self.edge.identities.lock();
+        if let Some(usage) = identities.get_mut(&self.peer) {
+            // Every reservation holds an `Arc` of this connection, so none is left.
+            let held = usage.connections.remove(&self.id);
+            debug_assert_eq!(held, Some(0));
+            if usage.connections.is_empty() {
+                identities.remove(&self.peer);
+            }
+        }
+    }
+}
+
+// --- refusal log rate limit ----------------------------------------------------------------
+
+/// At most one refusal log line per peer per interval (`None` stands for every connection
+/// that never proved an identity). A refusal inside the interval is only counted; the next
+/// line reports how many were left out.
+struct RefusalLog {
+    interval: Duration,
+    peers: Mutex<BTreeMap<Option<Peer>, LogWindow>>,
+}
+
+struct LogWindow {
+    written_at: Instant,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    fn new(interval: Duration) -> RefusalLog {
+        RefusalLog { interval, peers: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// `Some(left out since the peer's last line)` if this refusal is to be logged now.
+    fn admit(&self, peer: Option<&Peer>, now: Instant) -> Option<u64> {
+        let mut peers = self.peers.lock();
+        let key = peer.cloned();
+        if let Some(window) = peers.get_mut(&key) {
+            if now.saturating_duration_since(window.written_at) < self.interval {
+                window.suppressed += 1;
+                return None;
+            }
+            let suppressed = window.suppressed;
+            *window = LogWindow { written_at: now, suppressed: 0 };
+            return Some(suppressed);
+        }
+        if peers.len() >= limits::REFUSAL_LOG_PEERS_MAX {
+            let interval = self.interval;
+            peers.retain(|_, w| now.saturating_duration_since(w.written_at) < interval);
+            if peers.len() >= limits::REFUSAL_LOG_PEERS_MAX {
+                return None;
+            }
+        }
+        peers.insert(key, LogWindow { written_at: now, suppressed: 0 });
+        Some(0)
+    }
+}
+
 impl Inner {
     fn new(
         config: TransportConfig,
@@ -619,6 +891,9 @@ impl Inner {
             quinn::ClientConfig::new(Arc::new(quic_client_config(&config.identity)?));
         client_config.transport_config(transport_config);
         let peers = config.peers.iter().map(|(&id, &addr)| (id, PeerSlot::new(addr))).collect();
+        let budget = Arc::new(EdgeBudget::new(&config.limits));
+        let refusal_log =
+            RefusalLog::new(Duration::from_millis(config.limits.refusal_log_interval_ms));
         Ok(Arc::new(Inner {
             runtime: tokio::runtime::Handle::current(),
             local: config.identity.peer.clone(),
@@ -631,6 +906,8 @@ impl Inner {
             writers: Mutex::new(BTreeMap::new()),
             tasks: Mutex::new(Vec::new()),
             stats: Stats::default(),
+            budget,
+            refusal_log,
             closed: AtomicBool::new(false),
             next_conn_seq: AtomicU64::new(0),
         }))
@@ -696,7 +973,14 @@ impl Inner {
         drop(peers);
         let conn = result?;
         self.register(peer, conn.clone(), true);
-        self.runtime.spawn(Arc::clone(self).serve_connection(conn.clone(), Peer::Node(peer)));
+        // A connection we dialed is not held to the peer's connection cap (we chose to open
+        // it), but the requests the peer sends on it are charged like any others.
+        let budget = self.budget.admit_dialed(&Peer::Node(peer));
+        self.runtime.spawn(Arc::clone(self).serve_connection(
+            conn.clone(),
+            Peer::Node(peer),
+            budget,
+        ));
         Ok(conn)
     }
 
@@ -767,18 +1051,61 @@ impl Inner {
                 let conn = match tokio::time::timeout(timeout, incoming).await {
                     Ok(Ok(conn)) => conn,
                     Ok(Err(e)) => {
-                        warn!(%remote, error = %e, "refused connection at handshake");
+                        inner.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+                        match inner.refusal_logged(None) {
+                            Some(suppressed) => {
+                                warn!(%remote, error = %e, suppressed, "refused connection at handshake")
+                            }
+                            None => debug!(%remote, error = %e, "refused connection at handshake"),
+                        }
                         return;
                     }
                     Err(_) => {
-                        warn!(%remote, "refused connection: handshake timed out");
+                        inner.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+                        match inner.refusal_logged(None) {
+                            Some(suppressed) => {
+                                warn!(%remote, suppressed, "refused connection: handshake timed out")
+                            }
+                            None => debug!(%remote, "refused connection: handshake timed out"),
+                        }
                         return;
                     }
                 };
                 let Some(peer) = identify(&conn) else {
-                    warn!(%remote, "refused connection: certificate names no node or client");
+                    inner.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+                    match inner.refusal_logged(None) {
+                        Some(suppressed) => warn!(
+                            %remote,
+                            suppressed,
+                            "refused connection: certificate names no node or client"
+                        ),
+                        None => debug!(%remote, "refused connection: certificate names no node or client"),
+                    }
                     conn.close(VarInt::from_u32(close_code::WRONG_PEER), b"unknown certificate");
                     return;
+                };
+                let budget = match inner.budget.admit_accepted(&peer) {
+                    Ok(budget) => budget,
+                    Err(live) => {
+                        inner.stats.refused_connections.fetch_add(1, Ordering::Relaxed);
+                        let max = inner.limits.connections_per_identity_max;
+                        match inner.refusal_logged(Some(&peer)) {
+                            Some(suppressed) => warn!(
+                                %remote,
+                                %peer,
+                                live,
+                                max,
+                                suppressed,
+                                "refused connection: too many connections for this identity"
+                            ),
+                            None => debug!(%remote, %peer, live, max, "refused connection: too many connections for this identity"),
+                        }
+                        conn.close(
+                            VarInt::from_u32(close_code::TOO_MANY_CONNECTIONS),
+                            b"too many connections for this certificate identity",
+                        );
+                        return;
+                    }
                 };
                 debug!(%remote, %peer, "accepted connection");
                 if let Peer::Node(id) = peer {
@@ -786,18 +1113,31 @@ impl Inner {
                 } else {
                     inner.stats.connections_established.fetch_add(1, Ordering::Relaxed);
                 }
-                inner.serve_connection(conn, peer).await;
+                inner.serve_connection(conn, peer, budget).await;
             });
         }
     }
 
-    /// Serves the streams a peer opens on one connection until it closes.
-    async fn serve_connection(self: Arc<Self>, conn: Connection, peer: Peer) {
+    /// Serves the streams a peer opens on one connection until it closes. `budget` is the
+    /// connection's share of the request budget; it leaves the books once the connection and
+    /// every request on it are done.
+    async fn serve_connection(
+        self: Arc<Self>,
+        conn: Connection,
+        peer: Peer,
+        budget: Arc<ConnectionBudget>,
+    ) {
         loop {
             tokio::select! {
                 bi = conn.accept_bi() => match bi {
                     Ok((send, recv)) => {
-                        self.runtime.spawn(Arc::clone(&self).serve_rpc(peer.clone(), send, recv));
+                        let serve = Arc::clone(&self).serve_rpc(
+                            peer.clone(),
+                            Arc::clone(&budget),
+                            send,
+                            recv,
+                        );
+                        self.runtime.spawn(serve);
                     }
                     Err(e) => {
                         debug!(%peer, error = %e, "connection closed");
@@ -850,14 +1190,33 @@ impl Inner {
         }
     }
 
-    async fn serve_rpc(self: Arc<Self>, peer: Peer, mut send: SendStream, mut recv: RecvStream) {
+    /// Serves one request stream: reads the frame header, charges the announced length to the
+    /// connection's and the identity's budgets (or refuses the stream), reads the body, runs the
+    /// handler and writes its answer. The charge is released when the handler returns, or
+    /// earlier on any failure, by dropping the reservation.
+    async fn serve_rpc(
+        self: Arc<Self>,
+        peer: Peer,
+        budget: Arc<ConnectionBudget>,
+        mut send: SendStream,
+        mut recv: RecvStream,
+    ) {
         let read_timeout = Duration::from_millis(self.limits.request_read_timeout_ms);
-        let read = tokio::time::timeout(read_timeout, read_single_frame(&mut recv)).await;
-        let request = match read.unwrap_or_else(|_| {
+        let read = tokio::time::timeout(read_timeout, async {
+            let body_bytes = read_frame_header(&mut recv).await?;
+            let reservation = budget.reserve(body_bytes).map_err(|e| {
+                self.stats.refused_over_budget.fetch_add(1, Ordering::Relaxed);
+                ReadFailure::Refused(StreamErrorCode::RequestBudgetExceeded, e.to_string())
+            })?;
+            let body = read_frame_body(&mut recv, body_bytes).await?;
+            Ok((body, reservation))
+        })
+        .await;
+        let (request, reservation) = match read.unwrap_or_else(|_| {
             let reason = format!("request incomplete after {} ms", read_timeout.as_millis());
             Err(ReadFailure::Refused(StreamErrorCode::RequestTooSlow, reason))
         }) {
-            Ok(body) => body,
+            Ok(read) => read,
             Err(ReadFailure::Refused(code, reason)) => {
                 self.refuse_bi(&peer, &mut send, &mut recv, code, &reason);
                 return;
@@ -868,6 +1227,8 @@ impl Inner {
             }
         };
         let result = self.handler.handle(peer.clone(), request).await;
+        // The handler has returned and dropped (or answered from) the request body.
+        drop(reservation);
         let written = match result {
             Ok(body) if body.len() < max_body_bytes() => {
                 let prefix = Bytes::copy_from_slice(&ok_response_prefix(body.len()));
@@ -905,7 +1266,10 @@ impl Inner {
         reason: &str,
     ) {
         self.stats.refused_streams.fetch_add(1, Ordering::Relaxed);
-        warn!(%peer, ?code, reason, "refused request stream");
+        match self.refusal_logged(Some(peer)) {
+            Some(suppressed) => warn!(%peer, ?code, reason, suppressed, "refused request stream"),
+            None => debug!(%peer, ?code, reason, "refused request stream"),
+        }
         // Either call fails only if that half is already closed, which is the goal anyway.
         let _ = send.reset(code.varint());
         let _ = recv.stop(code.varint());
@@ -1035,15 +1399,37 @@ impl Inner {
 
     fn refuse_uni(&self, peer: &Peer, recv: &mut RecvStream, code: StreamErrorCode, reason: &str) {
         self.stats.refused_streams.fetch_add(1, Ordering::Relaxed);
-        warn!(%peer, ?code, reason, "refused group stream");
+        match self.refusal_logged(Some(peer)) {
+            Some(suppressed) => warn!(%peer, ?code, reason, suppressed, "refused group stream"),
+            None => debug!(%peer, ?code, reason, "refused group stream"),
+        }
         // Fails only if the stream is already finished or reset; nothing more to do then.
         let _ = recv.stop(code.varint());
+    }
+
+    /// Whether a refusal by `peer` (`None`: a connection that never proved an identity) goes
+    /// to the log, and if so how many of the peer's refusals were left out since its last
+    /// line. Counts both outcomes.
+    fn refusal_logged(&self, peer: Option<&Peer>) -> Option<u64> {
+        let decision = self.refusal_log.admit(peer, Instant::now());
+        let counter = match decision {
+            Some(_) => &self.stats.refusal_logs_written,
+            None => &self.stats.refusal_logs_suppressed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        decision
     }
 }
 
 /// Reads a stream holding exactly one frame: header checked before the body is read, then the
 /// body, then the end of the stream.
 async fn read_single_frame(recv: &mut RecvStream) -> Result<Vec<u8>, ReadFailure> {
+    let body_bytes = read_frame_header(recv).await?;
+    read_frame_body(recv, body_bytes).await
+}
+
+/// Reads and checks the header of a stream's only frame; returns the body length it announces.
+async fn read_frame_header(recv: &mut RecvStream) -> Result<usize, ReadFailure> {
     let mut header = [0u8; FRAME_HEADER_BYTES];
     match recv.read_exact(&mut header).await {
         Ok(()) => {}
@@ -1057,7 +1443,13 @@ async fn read_single_frame(recv: &mut RecvStream) -> Result<Vec<u8>, ReadFailure
     }
     let parsed = parse_header(header)
         .map_err(|e| ReadFailure::Refused(StreamErrorCode::for_frame_error(&e), e.to_string()))?;
-    let body = match recv.read_to_end(parsed.body_bytes).await {
+    Ok(parsed.body_bytes)
+}
+
+/// Reads the `body_bytes` of body that follow a stream's only frame header, then the end of
+/// the stream: fewer bytes, or more, are refused.
+async fn read_frame_body(recv: &mut RecvStream, body_bytes: usize) -> Result<Vec<u8>, ReadFailure> {
+    let body = match recv.read_to_end(body_bytes).await {
         Ok(body) => body,
         Err(quinn::ReadToEndError::TooLong) => {
             return Err(ReadFailure::Refused(
@@ -1067,10 +1459,10 @@ async fn read_single_frame(recv: &mut RecvStream) -> Result<Vec<u8>, ReadFailure
         }
         Err(quinn::ReadToEndError::Read(e)) => return Err(ReadFailure::Stream(e)),
     };
-    if body.len() != parsed.body_bytes {
+    if body.len() != body_bytes {
         return Err(ReadFailure::Refused(
             StreamErrorCode::FrameMalformed,
-            format!("stream ended after {} of {} body bytes", body.len(), parsed.body_bytes),
+            format!("stream ended after {} of {} body bytes", body.len(), body_bytes),
         ));
     }
     Ok(body)
@@ -1121,4 +1513,102 @@ fn read_error(peer: NodeId, e: quinn::ReadError) -> RpcError {
 
 fn stream_reset(code: VarInt) -> RpcError {
     RpcError::StreamReset { raw_code: code.into_inner(), code: StreamErrorCode::from_varint(code) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(connection: usize, identity: usize, connections: usize) -> Arc<EdgeBudget> {
+        let limits = TransportLimits {
+            request_bytes_per_connection_max: connection,
+            request_bytes_per_identity_max: identity,
+            connections_per_identity_max: connections,
+            ..TransportLimits::default()
+        };
+        Arc::new(EdgeBudget::new(&limits))
+    }
+
+    fn held(edge: &EdgeBudget) -> u64 {
+        edge.held_bytes.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn budget_checks_connection_then_identity_and_gives_back_on_drop() {
+        let edge = budget(100, 150, 2);
+        let alice = Peer::Client("alice".into());
+        let a1 = edge.admit_accepted(&alice).unwrap();
+        let a2 = edge.admit_accepted(&alice).unwrap();
+        assert_eq!(edge.admit_accepted(&alice).err(), Some(2));
+        // Another identity has books of its own.
+        let bob = edge.admit_accepted(&Peer::Client("bob".into())).unwrap();
+
+        let r1 = a1.reserve(100).unwrap();
+        let over = a1.reserve(1).err().unwrap();
+        assert_eq!((over.scope, over.held, over.max), ("connection", 100, 100));
+        let r2 = a2.reserve(50).unwrap();
+        let over = a2.reserve(1).err().unwrap();
+        assert_eq!((over.scope, over.held, over.max), ("certificate identity", 150, 150));
+        let r3 = bob.reserve(100).unwrap();
+        assert_eq!(held(&edge), 250);
+
+        // Dropping a reservation gives its bytes back to both scopes.
+        drop(r1);
+        assert_eq!(held(&edge), 150);
+        let r4 = a2.reserve(50).unwrap();
+        drop((r2, r3, r4));
+        assert_eq!(held(&edge), 0);
+        assert_eq!(edge.held_bytes_peak.load(Ordering::Relaxed), 250);
+
+        // A connection leaves the books once it and its reservations are gone.
+        let r5 = a1.reserve(10).unwrap();
+        drop(a1);
+        assert_eq!(edge.admit_accepted(&alice).err(), Some(2));
+        drop(r5);
+        let a3 = edge.admit_accepted(&alice).unwrap();
+        drop((a2, a3, bob));
+        assert!(edge.identities.lock().is_empty());
+        // Dialed connections count but are never refused.
+        let dialed: Vec<_> = (0..3).map(|_| edge.admit_dialed(&alice)).collect();
+        assert_eq!(edge.admit_accepted(&alice).err(), Some(3));
+        drop(dialed);
+    }
+
+    #[test]
+    fn refusal_log_writes_once_per_interval_and_reports_what_it_left_out() {
+        let log = RefusalLog::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let alice = Peer::Client("alice".into());
+        assert_eq!(log.admit(Some(&alice), t0), Some(0));
+        for ms in 1..=5 {
+            assert_eq!(log.admit(Some(&alice), t0 + Duration::from_millis(ms)), None);
+        }
+        // Another peer, and connections without an identity, have windows of their own.
+        assert_eq!(log.admit(Some(&Peer::Node(NodeId(2))), t0), Some(0));
+        assert_eq!(log.admit(None, t0), Some(0));
+        assert_eq!(log.admit(None, t0), None);
+        // The next line after the interval carries the count left out.
+        assert_eq!(log.admit(Some(&alice), t0 + Duration::from_secs(1)), Some(5));
+        assert_eq!(log.admit(Some(&alice), t0 + Duration::from_millis(1_500)), None);
+        // A zero interval logs everything.
+        let every = RefusalLog::new(Duration::ZERO);
+        assert_eq!((every.admit(None, t0), every.admit(None, t0)), (Some(0), Some(0)));
+    }
+
+    #[test]
+    fn refusal_log_tracks_a_bounded_number_of_peers() {
+        let log = RefusalLog::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let peer = |i: usize| Peer::Client(format!("c{i}"));
+        for i in 0..limits::REFUSAL_LOG_PEERS_MAX {
+            assert_eq!(log.admit(Some(&peer(i)), t0), Some(0));
+        }
+        // Full of peers inside their interval: a new peer is counted, not logged or tracked.
+        assert_eq!(log.admit(Some(&peer(usize::MAX)), t0), None);
+        assert_eq!(log.peers.lock().len(), limits::REFUSAL_LOG_PEERS_MAX);
+        // Once their intervals are over, their entries make room.
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(log.admit(Some(&peer(usize::MAX)), later), Some(0));
+        assert_eq!(log.peers.lock().len(), 1);
+    }
 }

@@ -14,7 +14,9 @@
 //! - **Stream error codes** ([`StreamErrorCode`]): the QUIC application error code a stream is
 //!   reset or stopped with when its input is refused.
 //!
-//! Everything here that reads peer input is total: it returns an error, never panics.
+//! Everything here that reads peer input is total: it returns an error, never panics. And it
+//! is exact: a frame body holds exactly the one value its place calls for (a group id, a
+//! response), with no bytes left over or read past.
 
 use bytes::{Buf, BytesMut};
 use decree_proto::frame::{
@@ -43,11 +45,16 @@ pub enum StreamErrorCode {
     ShuttingDown = 0x16,
     /// A request frame did not arrive completely within the read timeout.
     RequestTooSlow = 0x17,
+    /// A request whose announced length would take the bytes of requests in flight on its
+    /// connection, or of its certificate identity, past their bound
+    /// (`decree_types::limits::REQUEST_BYTES_PER_CONNECTION_MAX`, `..._PER_IDENTITY_MAX`).
+    /// Refused before its body is read; the requester may retry once earlier requests finish.
+    RequestBudgetExceeded = 0x18,
 }
 
 impl StreamErrorCode {
     /// Every code, for lookups.
-    pub const ALL: [StreamErrorCode; 8] = [
+    pub const ALL: [StreamErrorCode; 9] = [
         StreamErrorCode::FrameMalformed,
         StreamErrorCode::FrameTooLarge,
         StreamErrorCode::VersionUnsupported,
@@ -56,6 +63,7 @@ impl StreamErrorCode {
         StreamErrorCode::NotANode,
         StreamErrorCode::ShuttingDown,
         StreamErrorCode::RequestTooSlow,
+        StreamErrorCode::RequestBudgetExceeded,
     ];
 
     /// The code as a QUIC varint.
@@ -86,6 +94,9 @@ pub mod close_code {
     pub const DUPLICATE: u32 = 1;
     /// The peer's certificate does not name the node we dialed, or names no node or client.
     pub const WRONG_PEER: u32 = 2;
+    /// The peer's certificate identity already holds the most connections allowed
+    /// (`decree_types::limits::CONNECTIONS_PER_IDENTITY_MAX`).
+    pub const TOO_MANY_CONNECTIONS: u32 = 3;
 }
 
 /// First byte of an RPC response body.
@@ -154,10 +165,14 @@ pub fn ok_response_prefix(body_len: usize) -> [u8; FRAME_HEADER_BYTES + 1] {
     out
 }
 
+/// Longest message an error response carries, in bytes; longer ones are cut (at a character
+/// boundary) when written and refused when read. 4 KiB: room for any refusal's explanation,
+/// and a misbehaving peer cannot make a requester keep a 16 MiB "message".
+pub const ERROR_MESSAGE_BYTES_MAX: usize = 4096;
+
 /// A complete error response frame. Long messages are cut to keep the frame small.
 pub fn error_response(code: u32, message: &str) -> Vec<u8> {
-    const MESSAGE_BYTES_MAX: usize = 4096;
-    let mut cut = message.len().min(MESSAGE_BYTES_MAX);
+    let mut cut = message.len().min(ERROR_MESSAGE_BYTES_MAX);
     while !message.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -170,17 +185,24 @@ pub fn error_response(code: u32, message: &str) -> Vec<u8> {
     out
 }
 
-/// Decodes a response frame body. Total.
+/// Decodes a response frame body. Total. An error response is exactly a code and a UTF-8
+/// message of at most [`ERROR_MESSAGE_BYTES_MAX`] bytes, as [`error_response`] writes it.
 pub fn parse_response(mut body: Vec<u8>) -> Result<Response, StreamErrorCode> {
-    match body.first().copied() {
-        Some(t) if t == ResponseTag::Ok as u8 => {
+    match body.split_first() {
+        Some((&t, _)) if t == ResponseTag::Ok as u8 => {
             body.remove(0);
             Ok(Response::Ok(body))
         }
-        Some(t) if t == ResponseTag::Err as u8 && body.len() >= 5 => {
-            let code = u32::from_le_bytes([body[1], body[2], body[3], body[4]]);
-            let message = String::from_utf8_lossy(&body[5..]).into_owned();
-            Ok(Response::Err { code, message })
+        Some((&t, rest)) if t == ResponseTag::Err as u8 => {
+            let Some((code, message)) = rest.split_first_chunk::<4>() else {
+                return Err(StreamErrorCode::FrameMalformed);
+            };
+            if message.len() > ERROR_MESSAGE_BYTES_MAX {
+                return Err(StreamErrorCode::FrameMalformed);
+            }
+            let message =
+                std::str::from_utf8(message).map_err(|_| StreamErrorCode::FrameMalformed)?;
+            Ok(Response::Err { code: u32::from_le_bytes(*code), message: message.to_owned() })
         }
         _ => Err(StreamErrorCode::FrameMalformed),
     }
@@ -274,6 +296,21 @@ mod tests {
         assert_eq!(parse_response(vec![]), Err(StreamErrorCode::FrameMalformed));
         assert_eq!(parse_response(vec![1, 0]), Err(StreamErrorCode::FrameMalformed));
         assert_eq!(parse_response(vec![9]), Err(StreamErrorCode::FrameMalformed));
+        // An error message is valid UTF-8 and no longer than the writer makes it.
+        let mut bad_utf8 = vec![1, 7, 0, 0, 0];
+        bad_utf8.extend_from_slice(&[0xff, 0xfe]);
+        assert_eq!(parse_response(bad_utf8), Err(StreamErrorCode::FrameMalformed));
+        let long = "é".repeat(ERROR_MESSAGE_BYTES_MAX);
+        let frame = error_response(9, &long);
+        let Ok(Response::Err { code: 9, message }) =
+            parse_response(frame[FRAME_HEADER_BYTES..].to_vec())
+        else {
+            panic!("a cut message still parses");
+        };
+        assert_eq!(message.len(), ERROR_MESSAGE_BYTES_MAX);
+        let mut too_long = vec![1, 9, 0, 0, 0];
+        too_long.extend_from_slice(&[b'x'; ERROR_MESSAGE_BYTES_MAX + 1]);
+        assert_eq!(parse_response(too_long), Err(StreamErrorCode::FrameMalformed));
     }
 
     #[test]

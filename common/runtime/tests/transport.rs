@@ -43,8 +43,15 @@ fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
+/// These tests count one `WARN` per refused stream, so every refusal is logged; the per-peer
+/// rate limit on those lines is tested in `edge.rs`.
 fn test_limits() -> TransportLimits {
-    TransportLimits { duplicate_close_grace_ms: 100, backoff_max_ms: 200, ..Default::default() }
+    TransportLimits {
+        duplicate_close_grace_ms: 100,
+        backoff_max_ms: 200,
+        refusal_log_interval_ms: 0,
+        ..Default::default()
+    }
 }
 
 fn start(identity: Identity) -> (QuicEndpoint, mpsc::Receiver<InboundMessage>) {

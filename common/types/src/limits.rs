@@ -144,6 +144,39 @@ pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// round trip, so a leader change usually completes within one retry.
 pub const RPC_TIMEOUT_MS: u64 = 2_000;
 
+/// Bytes of request frames one connection may have announced and not yet seen answered: a
+/// request is charged its announced body length when its frame header arrives, before any of
+/// the body is read, and released when its handler is done with it or the stream dies. Beyond
+/// this a new request stream is refused. 64 MiB: four maximum-size frames, so a client can
+/// pipeline several of the largest transactions, and no more than the connection's QUIC receive
+/// window; without it 1,024 streams each announcing 16 MiB could pin 16 GiB per connection.
+pub const REQUEST_BYTES_PER_CONNECTION_MAX: usize = 64 * 1024 * 1024;
+
+/// The same charge summed over every connection of one certificate identity (a node, or a named
+/// client). 128 MiB: two connections' worth, so opening more connections does not buy a client
+/// more memory on the node, while a node peer whose dial raced ours (two connections for the
+/// grace period) is never squeezed.
+pub const REQUEST_BYTES_PER_IDENTITY_MAX: usize = 2 * REQUEST_BYTES_PER_CONNECTION_MAX;
+
+/// Live connections one certificate identity may hold to a node; one more is closed right
+/// after the handshake. 16: a node peer needs one (two while a simultaneous dial is retired)
+/// and a client process one, but connections of a process that died linger until the idle
+/// timeout, and several short-lived CLI runs may share a certificate. Each connection costs
+/// QUIC state and receive buffers, so the count must be bounded too.
+pub const CONNECTIONS_PER_IDENTITY_MAX: usize = 16;
+
+/// Refused streams and connections are logged at most once per peer per this interval; the
+/// next line carries the number left out, and every refusal is counted in the transport's
+/// stats. One second: a misbehaving peer costs at most one line per second instead of one per
+/// stream (30,000 bad streams used to write 5.7 MB of log), and an operator still sees it at
+/// once.
+pub const REFUSAL_LOG_INTERVAL_MS: u64 = 1_000;
+
+/// Peers whose refusal-log interval is tracked at once. Beyond it, refusals by peers not yet
+/// tracked are counted but not logged until entries expire. 4096: far more distinct identities
+/// than misbehave at once, and a few hundred KiB at most.
+pub const REFUSAL_LOG_PEERS_MAX: usize = 4_096;
+
 // ---------------------------------------------------------------------------------------------
 // Transactions (protocol.md §3, §4)
 // ---------------------------------------------------------------------------------------------
@@ -207,6 +240,8 @@ const _: () = {
     assert!(APPEND_ENTRIES_BYTES_MAX * 2 <= FRAME_BYTES_MAX);
     assert!(SNAPSHOT_CHUNK_BYTES * 2 <= FRAME_BYTES_MAX);
     assert!(TXN_WRITE_BYTES_MAX < FRAME_BYTES_MAX);
+    assert!(REQUEST_BYTES_PER_CONNECTION_MAX >= FRAME_BYTES_MAX);
+    assert!(REQUEST_BYTES_PER_IDENTITY_MAX >= REQUEST_BYTES_PER_CONNECTION_MAX);
     assert!(VALUE_BYTES_MAX + KEY_BYTES_MAX <= TXN_WRITE_BYTES_MAX);
     assert!(PREPARE_TIMEOUT_MS > ELECTION_TIMEOUT_MAX_MS);
     assert!(MAX_TXN_LIFETIME_MS > PREPARE_TIMEOUT_MS);

@@ -267,4 +267,14 @@ mod tests {
         response.push(7);
         assert_eq!(decode_response::<Rs>(&response), Err(DecodeError::TrailingBytes { count: 1 }));
     }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut request = encode_request(&LogRequest::Status);
+        request.extend_from_slice(&[0, 0]);
+        assert_eq!(decode_request(&request), Err(DecodeError::TrailingBytes { count: 2 }));
+        let mut response = encode_response(&LogResponse::Refused(Refusal::Overloaded));
+        response.push(7);
+        assert_eq!(decode_response(&response), Err(DecodeError::TrailingBytes { count: 1 }));
+    }
 }

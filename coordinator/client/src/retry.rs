@@ -1,0 +1,141 @@
+//! [`Client::transact`]: run a transaction closure until it commits, FoundationDB's
+//! `@transactional` for decree.
+//!
+//! One run: start a transaction, run the closure, commit. Then:
+//!
+//! - committed → return the closure's value and the [`CommitInfo`];
+//! - a retryable error ([`Error::is_retryable`]: a conflict, an uncertainty restart, an
+//!   unavailable group) → back off (exponential, jittered, never past the deadline) and run
+//!   again with a fresh transaction — at the restart timestamp after an uncertainty restart
+//!   (U-1);
+//! - [`Error::Ambiguous`] → **nothing is rerun until the outcome is known.** The helper asks
+//!   [`Client::txn_status`] (which follows the coordinator group's leader changes, or re-sends
+//!   a 1PC commit to its group) until the answer is decided: committed → return it as if the
+//!   commit had answered; aborted → the transaction had no effect, rerun it. Only if no
+//!   decision can be learned before the deadline does the caller see `Ambiguous`. So a
+//!   transfer is never applied twice by a retry;
+//! - any other error → return it.
+
+use std::future::Future;
+
+use decree_types::{HlcTimestamp, TxnId};
+use tokio::time::Instant;
+
+use crate::client::{deadline_after, sleep_at_most, Client, TxnState};
+use crate::error::{ConflictReason, Error};
+use crate::txn::{CommitInfo, Txn, TxnOptions};
+
+/// What resolving an ambiguous commit found.
+enum Resolution {
+    Committed(CommitInfo),
+    Aborted(Error),
+    Unknown,
+}
+
+impl Client {
+    /// Runs `body` in a transaction and commits it, rerunning on retryable errors with
+    /// jittered exponential backoff, at most [`crate::RetryPolicy::attempts_max`] runs and
+    /// none started after [`crate::RetryPolicy::deadline`] (see the module docs).
+    ///
+    /// `body` gets a handle to the transaction; it reads and buffers writes, and must not
+    /// commit (the helper does). It may run several times, so it must not have effects
+    /// outside the transaction that cannot be repeated. To give up without writing, return
+    /// `Ok` with a value that says so and buffer no writes.
+    pub async fn transact<T, F, Fut>(&self, body: F) -> Result<(T, CommitInfo), Error>
+    where
+        F: FnMut(Txn) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        self.transact_with(self.settings().txn, body).await
+    }
+
+    /// [`Client::transact`] with transactions of the given isolation and commit-wait options.
+    pub async fn transact_with<T, F, Fut>(
+        &self,
+        options: TxnOptions,
+        mut body: F,
+    ) -> Result<(T, CommitInfo), Error>
+    where
+        F: FnMut(Txn) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let policy = self.settings().retry;
+        let deadline = deadline_after(policy.deadline);
+        let mut backoff = policy.backoff_initial;
+        let mut restart: Option<(HlcTimestamp, HlcTimestamp)> = None;
+        let mut runs = 0u32;
+        loop {
+            runs += 1;
+            let txn = match restart.take() {
+                Some((read_ts, limit)) => self.begin_restarted(read_ts, limit, options),
+                None => self.begin_with(options),
+            };
+            let error = match body(txn.clone()).await {
+                Ok(value) => match txn.commit().await {
+                    Ok(info) => return Ok((value, info)),
+                    Err(Error::Ambiguous { txn_id, read_ts }) => {
+                        match self.resolve(txn_id, deadline).await {
+                            Resolution::Committed(info) => return Ok((value, info)),
+                            Resolution::Aborted(e) => e,
+                            Resolution::Unknown => {
+                                return Err(Error::Ambiguous { txn_id, read_ts })
+                            }
+                        }
+                    }
+                    Err(e) => e,
+                },
+                Err(e) => {
+                    txn.rollback();
+                    e
+                }
+            };
+            if !error.is_retryable() || runs >= policy.attempts_max {
+                return Err(error);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(error);
+            }
+            restart = error.restart_point();
+            tracing::debug!(run = runs, error = %error, "rerunning transaction");
+            let wait = self.jitter(backoff);
+            sleep_at_most(wait, deadline).await;
+            backoff = backoff.saturating_mul(2).min(policy.backoff_max);
+            if Instant::now() >= deadline {
+                return Err(error);
+            }
+        }
+    }
+
+    /// Learns the outcome of an ambiguous commit, asking until it is decided. Keeps asking
+    /// until `deadline`, or for one `operation_timeout` if that is later, so a commit that
+    /// used up the budget still gets a full round of questions.
+    async fn resolve(&self, txn_id: TxnId, deadline: Instant) -> Resolution {
+        let settings = self.settings();
+        let deadline = deadline.max(deadline_after(settings.operation_timeout));
+        let mut backoff = settings.retry.backoff_initial;
+        loop {
+            match self.txn_status_until(txn_id, deadline).await {
+                Ok(TxnState::Committed(info)) => return Resolution::Committed(info),
+                Ok(TxnState::Aborted { reason }) => {
+                    // Decided abort: the transaction had no effect, so running it again is
+                    // safe whatever the reason was.
+                    let e = Error::Conflict { reason: ConflictReason::Aborted { txn_id, reason } };
+                    return Resolution::Aborted(e);
+                }
+                Ok(TxnState::Expired) => return Resolution::Unknown,
+                Ok(TxnState::Pending) | Err(Error::Unavailable { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(%txn_id, error = %e, "cannot resolve an ambiguous commit");
+                    return Resolution::Unknown;
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Resolution::Unknown;
+            }
+            sleep_at_most(self.jitter(backoff), deadline).await;
+            backoff = backoff.saturating_mul(2).min(settings.retry.backoff_max);
+        }
+    }
+}
