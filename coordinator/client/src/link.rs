@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use decree_proto::{decode_body, encode_body, EncodeError, Envelope};
-use decree_runtime::{Identity, RpcError, Transport, TransportLimits};
+use decree_runtime::{Identity, QuicEndpoint as Transport, RpcError, TransportLimits};
 use decree_types::NodeId;
 
 /// The future a [`Link`] returns.
