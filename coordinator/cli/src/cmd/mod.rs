@@ -1,0 +1,12 @@
+pub mod bank;
+pub mod client_opts;
+pub mod demo;
+pub mod get;
+pub mod local;
+pub mod probe;
+pub mod put;
+pub mod report;
+pub mod status;
+pub mod txn;
+pub mod txn_status;
+pub mod workload;
