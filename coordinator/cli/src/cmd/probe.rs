@@ -1,15 +1,13 @@
 //! A picture of the cluster in one round trip: every group's leader, term, commit and applied
 //! index, and every in-doubt transaction with its age and what it waits for.
 //!
-//! One `ClusterStatus` request goes to every replica of every group **at once** (one task per
-//! request, each with a short timeout), so the answer comes within one timeout even when nodes
-//! are down or paused — never one node after another. Then:
-//!
-//! - a replica that leads its group answers; the coordinator leader's answer carries the
-//!   in-doubt transactions from its decision log (the coordinator group's state, REC-*), and a
-//!   node that reports the groups it hosts adds their term and commit and applied indexes;
-//! - a replica that does not lead answers with a redirect naming the leader it knows;
-//! - a replica that does not answer in time is listed as unreachable.
+//! One node-level `ClusterStatus` request goes to every node **at once** (one task per node,
+//! each with a short timeout), so the answer comes within one timeout even when nodes are
+//! down or paused — never one node after another. Each node reports every group it hosts
+//! (its replica's view: leader, term, commit and applied index) and the in-doubt transactions
+//! its coordinator replica knows from the coordinator group's log. Then, per group, the leader
+//! is the replica claiming leadership in the highest term, and its numbers are shown; the
+//! in-doubt list is the coordinator leader's. A node that does not answer is listed as down.
 //!
 //! The demo uses the same view to find whom to kill and to time recoveries.
 
@@ -17,10 +15,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use decree_client::{ClusterFile, Link, LinkError, QuicLink};
-use decree_proto::admin::{ClusterStatus, GroupStatus, InDoubtTxn};
+use decree_client::{ClusterFile, Link, QuicLink};
+use decree_proto::admin::{ClusterStatus, ClusterStatusReply, GroupStatus};
+use decree_proto::envelope::NODE_GROUP;
 use decree_proto::limits::IN_DOUBT_REPORTED_MAX;
-use decree_proto::{Envelope, ErrorResponse, Payload, Request, RequestId, Response};
+use decree_proto::{Envelope, Payload, Request, RequestId, Response};
 use decree_types::{GroupId, HlcTimestamp, LogIndex, NodeId};
 use serde::Serialize;
 
@@ -98,13 +97,6 @@ pub struct Prober {
     cluster: ClusterFile,
 }
 
-/// What one replica said.
-enum Answer {
-    Leads(Option<Box<decree_proto::admin::ClusterStatusReply>>),
-    Names(Option<NodeId>),
-    Silent,
-}
-
 impl Prober {
     /// A prober over `link` for the groups of `cluster`.
     pub fn new(link: QuicLink, cluster: ClusterFile) -> Prober {
@@ -116,8 +108,24 @@ impl Prober {
         &self.cluster
     }
 
-    /// One status round: every `(group, replica)` asked in parallel, within `timeout`.
+    /// One status round: every node asked in parallel, within `timeout`.
     pub async fn view(&self, timeout: Duration) -> ClusterView {
+        let mut tasks = tokio::task::JoinSet::new();
+        for &node in self.cluster.nodes.keys() {
+            let link = Arc::clone(&self.link);
+            tasks.spawn(async move { (node, ask(&*link, node, timeout).await) });
+        }
+        let mut replies: BTreeMap<NodeId, ClusterStatusReply> = BTreeMap::new();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((node, Some(reply))) = joined {
+                replies.insert(node, reply);
+            }
+        }
+        self.assemble(&replies)
+    }
+
+    /// The view from the nodes' replies (a node missing from `replies` did not answer).
+    fn assemble(&self, replies: &BTreeMap<NodeId, ClusterStatusReply>) -> ClusterView {
         let mut groups: Vec<(GroupId, Option<String>, Vec<NodeId>)> = Vec::new();
         for g in &self.cluster.coordinator_groups {
             groups.push((g.group, None, g.replicas.clone()));
@@ -125,120 +133,95 @@ impl Prober {
         for (range, g) in &self.cluster.participant_groups {
             groups.push((g.group, Some(range.to_string()), g.replicas.clone()));
         }
-        let mut tasks = tokio::task::JoinSet::new();
-        for (group, _, replicas) in &groups {
-            for &node in replicas {
-                let link = Arc::clone(&self.link);
-                let group = *group;
-                tasks.spawn(async move { (group, node, ask(&*link, group, node, timeout).await) });
-            }
-        }
-        let mut answers: BTreeMap<(GroupId, NodeId), Answer> = BTreeMap::new();
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok((group, node, answer)) = joined {
-                answers.insert((group, node), answer);
-            }
-        }
-
         let coordinator_ids: BTreeSet<GroupId> =
             self.cluster.coordinator_groups.iter().map(|g| g.group).collect();
-        // Group statuses that nodes reported about the groups they host, by (group, replica).
-        let mut reported: BTreeMap<(GroupId, NodeId), GroupStatus> = BTreeMap::new();
-        let mut in_doubt: Vec<InDoubtTxn> = Vec::new();
-        let mut in_doubt_omitted = 0;
-        for answer in answers.values() {
-            if let Answer::Leads(Some(reply)) = answer {
-                for status in &reply.groups {
-                    reported.insert((status.group, status.replica), status.clone());
-                }
-            }
-        }
+        let reported: BTreeMap<(GroupId, NodeId), &GroupStatus> = replies
+            .iter()
+            .flat_map(|(node, r)| r.groups.iter().map(move |s| ((s.group, *node), s)))
+            .collect();
         let mut view = ClusterView::default();
-        let mut node_answered: BTreeMap<NodeId, bool> = BTreeMap::new();
+        let mut in_doubt_from: Option<NodeId> = None;
         for (group, range, replicas) in &groups {
-            let mut leaders: Vec<NodeId> = Vec::new();
-            let mut named: BTreeMap<NodeId, usize> = BTreeMap::new();
-            let (mut up, mut down) = (Vec::new(), Vec::new());
-            for &node in replicas {
-                match answers.get(&(*group, node)) {
-                    Some(Answer::Leads(reply)) => {
-                        leaders.push(node);
-                        up.push(node.0);
-                        if coordinator_ids.contains(group) {
-                            if let Some(reply) = reply {
-                                in_doubt.extend(reply.in_doubt.iter().copied());
-                                in_doubt_omitted += reply.in_doubt_omitted;
-                            }
-                        }
+            let up: Vec<NodeId> =
+                replicas.iter().copied().filter(|n| replies.contains_key(n)).collect();
+            let down: Vec<u64> =
+                replicas.iter().filter(|n| !replies.contains_key(n)).map(|n| n.0).collect();
+            // The leader: a replica that says it leads, in the highest term (an old leader
+            // that has not heard of the new term may still say so briefly); else the leader
+            // most replicas name — if it answers itself (right after a crash the followers
+            // still name the dead leader).
+            let claims = up
+                .iter()
+                .filter_map(|n| reported.get(&(*group, *n)).filter(|s| s.leader == Some(*n)))
+                .max_by_key(|s| s.term);
+            let leader = claims.map(|s| s.replica).or_else(|| {
+                let mut named: BTreeMap<NodeId, usize> = BTreeMap::new();
+                for n in &up {
+                    if let Some(l) = reported.get(&(*group, *n)).and_then(|s| s.leader) {
+                        *named.entry(l).or_default() += 1;
                     }
-                    Some(Answer::Names(hint)) => {
-                        up.push(node.0);
-                        if let Some(h) = hint {
-                            *named.entry(*h).or_default() += 1;
-                        }
-                    }
-                    Some(Answer::Silent) | None => down.push(node.0),
                 }
-                let answered = up.last() == Some(&node.0);
-                *node_answered.entry(node).or_default() |= answered;
-            }
-            // Several replicas answering as leader happens only briefly (an old leader that
-            // has not heard of the new term): prefer the highest reported term, then the one
-            // the followers name.
-            let term_of = |n: NodeId| reported.get(&(*group, n)).map(|s| s.term);
-            leaders.sort_by_key(|n| (term_of(*n), named.get(n).copied().unwrap_or(0)));
-            let leader = leaders.last().copied().or_else(|| {
-                // A leader named by followers counts only if it answers itself: right
-                // after a crash the followers still name the dead leader.
                 named
-                    .iter()
-                    .filter(|(n, _)| up.contains(&n.0))
-                    .max_by_key(|(_, c)| **c)
-                    .map(|(n, _)| *n)
+                    .into_iter()
+                    .filter(|(n, _)| up.contains(n))
+                    .max_by_key(|(_, c)| *c)
+                    .map(|(n, _)| n)
             });
-            let status = leader.and_then(|l| reported.get(&(*group, l)));
+            let status = leader.and_then(|l| reported.get(&(*group, l)).copied());
             let best = |f: fn(&GroupStatus) -> LogIndex| {
                 status.map(f).or_else(|| {
-                    replicas.iter().filter_map(|r| reported.get(&(*group, *r)).map(f)).max()
+                    up.iter().filter_map(|r| reported.get(&(*group, *r)).map(|s| f(s))).max()
                 })
             };
+            let term = status.map(|s| s.term).or_else(|| {
+                up.iter().filter_map(|r| reported.get(&(*group, *r)).map(|s| s.term)).max()
+            });
+            if coordinator_ids.contains(group) && in_doubt_from.is_none() {
+                in_doubt_from = leader.filter(|l| replies.contains_key(l));
+            }
             view.groups.push(GroupView {
                 group: group.0,
                 role: if coordinator_ids.contains(group) { "coordinator" } else { "participant" },
                 range: range.clone(),
                 leader: leader.map(|n| n.0),
-                term: status.map(|s| s.term.0),
+                term: term.map(|t| t.0),
                 commit_index: best(|s| s.commit_index).map(|i| i.0),
                 applied_index: best(|s| s.applied_index).map(|i| i.0),
-                replicas_up: up,
+                replicas_up: up.iter().map(|n| n.0).collect(),
                 replicas_down: down,
             });
         }
-        view.nodes_down = node_answered.iter().filter(|(_, a)| !**a).map(|(n, _)| n.0).collect();
+        view.nodes_down =
+            self.cluster.nodes.keys().filter(|n| !replies.contains_key(n)).map(|n| n.0).collect();
 
-        // One row per transaction: the groups it is reported in, its oldest age, and the
-        // reason of its coordinator record if there is one (it says what the decision waits
-        // for), else of a participant.
+        // In-doubt transactions: the coordinator leader's replica knows the decided state;
+        // without a leader, every replica's report, merged.
+        let sources: Vec<&ClusterStatusReply> = match in_doubt_from {
+            Some(n) => replies.get(&n).into_iter().collect(),
+            None => replies.values().collect(),
+        };
         let mut by_txn: BTreeMap<u128, InDoubtView> = BTreeMap::new();
-        for t in &in_doubt {
-            let row = by_txn.entry(t.txn_id.0).or_insert_with(|| InDoubtView {
-                txn_id: t.txn_id.to_string(),
-                coord_group: t.coord_group.0,
-                groups: Vec::new(),
-                age_ms: 0,
-                waiting_for: waiting_for(t.blocking).into(),
-            });
-            if !row.groups.contains(&t.group.0) {
-                row.groups.push(t.group.0);
-            }
-            row.age_ms = row.age_ms.max(t.age_ms);
-            if t.group == t.coord_group {
-                row.waiting_for = waiting_for(t.blocking).into();
+        for reply in &sources {
+            view.in_doubt_omitted = view.in_doubt_omitted.max(reply.in_doubt_omitted);
+            for t in &reply.in_doubt {
+                let row = by_txn.entry(t.txn_id.0).or_insert_with(|| InDoubtView {
+                    txn_id: t.txn_id.to_string(),
+                    coord_group: t.coord_group.0,
+                    groups: Vec::new(),
+                    age_ms: 0,
+                    waiting_for: waiting_for(t.blocking).into(),
+                });
+                if !row.groups.contains(&t.group.0) {
+                    row.groups.push(t.group.0);
+                }
+                row.age_ms = row.age_ms.max(t.age_ms);
+                if t.group == t.coord_group {
+                    row.waiting_for = waiting_for(t.blocking).into();
+                }
             }
         }
         view.in_doubt = by_txn.into_values().collect();
         view.in_doubt.sort_by(|a, b| b.age_ms.cmp(&a.age_ms));
-        view.in_doubt_omitted = in_doubt_omitted;
         view
     }
 }
@@ -255,48 +238,25 @@ pub fn waiting_for(reason: decree_proto::admin::BlockingReason) -> &'static str 
     }
 }
 
-/// Sends one `ClusterStatus` to `node` for `group`.
-async fn ask(link: &QuicLink, group: GroupId, node: NodeId, timeout: Duration) -> Answer {
-    let request_id = RequestId(1);
+/// Sends one node-level `ClusterStatus` to `node`; `None` if it did not answer with one.
+async fn ask(link: &QuicLink, node: NodeId, timeout: Duration) -> Option<ClusterStatusReply> {
     let envelope = Envelope {
         from: NodeId(0),
-        group,
+        group: NODE_GROUP,
         sender_clock: HlcTimestamp::new(wall_ns(), 0),
         payload: Payload::Request {
-            request_id,
+            request_id: RequestId(1),
             request: Request::ClusterStatus(ClusterStatus {
                 in_doubt_max: IN_DOUBT_REPORTED_MAX as u32,
             }),
         },
     };
     match link.call(node, envelope, timeout).await {
-        Ok(reply) => match reply.payload {
-            Payload::Response { response: Response::ClusterStatus(r), .. } => {
-                Answer::Leads(Some(Box::new(r)))
-            }
-            Payload::Response { response: Response::Redirect(r), .. } => {
-                if r.leader == Some(node) {
-                    Answer::Leads(None)
-                } else {
-                    Answer::Names(r.leader)
-                }
-            }
-            Payload::Error { error: ErrorResponse::NotLeader { hint, .. }, .. } => {
-                Answer::Names(hint)
-            }
-            Payload::Error {
-                error: ErrorResponse::Unavailable { .. } | ErrorResponse::UnknownGroup { .. },
-                ..
-            } => Answer::Names(None),
-            // A participant leader admits the request and refuses it (it keeps no cluster
-            // status): it answered as the leader.
-            Payload::Error { error: ErrorResponse::InvalidArgument { .. }, .. } => {
-                Answer::Leads(None)
-            }
-            _ => Answer::Names(None),
-        },
-        Err(LinkError::Tls { .. } | LinkError::Closed | LinkError::Encode(_)) => Answer::Silent,
-        Err(LinkError::NotDelivered { .. } | LinkError::MaybeDelivered { .. }) => Answer::Silent,
+        Ok(Envelope {
+            payload: Payload::Response { response: Response::ClusterStatus(reply), .. },
+            ..
+        }) => Some(reply),
+        _ => None,
     }
 }
 
