@@ -43,7 +43,7 @@ pub struct ClusterArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum CmdError {
     /// The client library's error, with what the command was doing.
-    #[error("{doing}: {error}{hint}")]
+    #[error("{doing}: {}{hint}", one_line(&.error.to_string()))]
     Client {
         /// What the command was doing.
         doing: String,
@@ -170,6 +170,13 @@ impl ClusterArgs {
             .map_err(|e| CmdError::client("connecting to the cluster", e))?;
         Ok(client)
     }
+}
+
+/// `text` on one line: a parser's multi-line message (with its source snippet) joined by ` | `.
+pub fn one_line(text: &str) -> String {
+    let parts: Vec<&str> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "|").collect();
+    parts.join(" | ")
 }
 
 /// A multi-threaded tokio runtime for one command.
