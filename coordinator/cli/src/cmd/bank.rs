@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::client_opts::{runtime, ClusterArgs, CmdError};
 use super::report::{progress, progress_message, Report};
-use super::workload::{bank_for, Workload, WorkloadConfig};
+use super::workload::{bank_for, point_reads, Workload, WorkloadConfig};
 
 /// Run the bank workload against a running cluster.
 #[derive(Debug, Args)]
@@ -35,6 +35,10 @@ pub struct BankArgs {
     /// Only transfers between two groups (2PC).
     #[arg(long)]
     pub cross_group: bool,
+    /// Instead of transfers: snapshot point reads of random accounts from this many readers
+    /// (the benchmark's read figure).
+    #[arg(long, value_name = "READERS")]
+    pub point_reads: Option<usize>,
     /// Milliseconds between audits.
     #[arg(long, default_value_t = 250)]
     pub audit_every_ms: u64,
@@ -58,6 +62,29 @@ pub fn run(args: BankArgs) -> Result<(), CmdError> {
         };
         let bank = bank_for(&file, args.accounts, 1_000);
         Workload::init(&client, &bank).await?;
+        if let Some(readers) = args.point_reads {
+            let duration = Duration::from_secs(args.duration);
+            let (ok, failed, h) = point_reads(&client, &bank, readers, duration, args.seed).await;
+            client.close().await;
+            let per_s = ok as f64 / duration.as_secs_f64().max(0.001);
+            let (p50, p99) = (
+                h.value_at_quantile(0.5) as f64 / 1000.0,
+                h.value_at_quantile(0.99) as f64 / 1000.0,
+            );
+            if args.cluster.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"readers": readers, "reads_ok": ok, "reads_failed": failed,
+                        "reads_per_s": per_s, "p50_ms": p50, "p99_ms": p99})
+                );
+            } else {
+                println!(
+                    "point reads: {readers} readers, {ok} ok ({per_s:.0}/s), {failed} failed, \
+                     p50 {p50:.2} ms, p99 {p99:.2} ms"
+                );
+            }
+            return Ok(());
+        }
         let config = WorkloadConfig {
             clients: args.clients,
             duration: Duration::from_secs(args.duration),

@@ -312,6 +312,55 @@ impl Workload {
     }
 }
 
+/// Snapshot point reads of random accounts from `readers` tasks for `duration`: how many
+/// completed, and their latency in microseconds (the benchmark's read figure).
+pub async fn point_reads(
+    client: &Client,
+    bank: &Bank,
+    readers: usize,
+    duration: Duration,
+    seed: u64,
+) -> (u64, u64, Histogram<u64>) {
+    let deadline = Instant::now() + duration;
+    let accounts: Arc<Vec<Key>> = Arc::new(bank.accounts().to_vec());
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut rng = DetRng::new(seed);
+    for _ in 0..readers.max(1) {
+        let (client, accounts) = (client.clone(), Arc::clone(&accounts));
+        let mut rng = rng.fork();
+        tasks.spawn(async move {
+            // Invariant: 1 µs to 1 h with 3 significant digits is a valid histogram shape.
+            let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("valid histogram bounds");
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while Instant::now() < deadline {
+                let key = accounts[rng.range(0, accounts.len() as u64) as usize].clone();
+                let started = Instant::now();
+                match client.read_only().get(key).await {
+                    Ok(_) => {
+                        ok += 1;
+                        let us = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+                        let _ = h.record(us.max(1));
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            (ok, failed, h)
+        });
+    }
+    // Invariant: as above.
+    let mut all = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
+    let (mut ok, mut failed) = (0, 0);
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((o, f, h)) = joined {
+            ok += o;
+            failed += f;
+            let _ = all.add(&h);
+        }
+    }
+    (ok, failed, all)
+}
+
 /// The next transfer, within the configured group pattern.
 fn plan(bank: &Bank, rng: &mut DetRng, config: &WorkloadConfig) -> Transfer {
     for _ in 0..64 {
