@@ -111,7 +111,8 @@ pub fn run(args: BankArgs) -> Result<(), CmdError> {
         ticker.abort();
         bar.finish_and_clear();
         client.close().await;
-        let report = Report::new(&workload, args.duration as f64, Vec::new());
+        let report =
+            Report::new(&workload, args.duration as f64, client.ambiguous_resolved(), Vec::new());
         if args.cluster.json {
             let text = serde_json::to_string(&report).map_err(|e| CmdError::Io(e.to_string()))?;
             println!("{text}");

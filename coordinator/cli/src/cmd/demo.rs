@@ -352,6 +352,7 @@ async fn demo(
     let report = Report::new(
         &workload,
         duration.as_secs_f64().min(workload.stats.elapsed().as_secs_f64()),
+        client.ambiguous_resolved(),
         faults,
     );
     if args.json {

@@ -79,6 +79,8 @@ pub struct Report {
     pub transfers_failed: u64,
     /// Outcome unknown.
     pub transfers_unknown: u64,
+    /// Ambiguous commits the client library resolved (committed or aborted) by asking.
+    pub ambiguous_resolved: u64,
     /// Committed transfers per second.
     pub transfers_per_s: f64,
     /// Latency of committed transfers, ms.
@@ -103,7 +105,12 @@ pub struct Report {
 
 impl Report {
     /// Collects the report of a finished workload.
-    pub fn new(w: &Workload, seconds: f64, faults: Vec<FaultRecord>) -> Report {
+    pub fn new(
+        w: &Workload,
+        seconds: f64,
+        ambiguous_resolved: u64,
+        faults: Vec<FaultRecord>,
+    ) -> Report {
         let s = &w.stats;
         let ok = s.transfers_ok.load(Ordering::Relaxed);
         let history = w.history.as_deref().map(|path| check(path, w.bank.total()));
@@ -116,6 +123,7 @@ impl Report {
             transfers_declined: s.transfers_declined.load(Ordering::Relaxed),
             transfers_failed: s.transfers_failed.load(Ordering::Relaxed),
             transfers_unknown: s.transfers_unknown.load(Ordering::Relaxed),
+            ambiguous_resolved,
             transfers_per_s: if seconds > 0.0 { ok as f64 / seconds } else { 0.0 },
             p50_ms: s.latency_ms(0.50),
             p99_ms: s.latency_ms(0.99),
@@ -152,13 +160,15 @@ impl Report {
         line(
             &mut out,
             format!(
-                "transfers  ok {} ({} cross-group, {:.0}/s)  declined {}  failed {}  unknown {}",
+                "transfers  ok {} ({} cross-group, {:.0}/s)  declined {}  failed {}  unknown {}  \
+                 (ambiguous outcomes resolved by the library: {})",
                 self.transfers_ok,
                 self.transfers_cross_group,
                 self.transfers_per_s,
                 self.transfers_declined,
                 self.transfers_failed,
-                self.transfers_unknown
+                self.transfers_unknown,
+                self.ambiguous_resolved
             ),
         );
         line(
