@@ -652,6 +652,9 @@ impl ParticipantGroup {
                     cx.propose(command, Some((reply_to, on_lost)))
                 }
                 Admission::Later => {}
+                // `admit` never answers `Read` today; were it to, the held request is
+                // redirected so the requester retries and is admitted afresh.
+                Admission::Read(_) => cx.reply(reply_to, Self::redirect(cx.group(), None)),
             }
         }
     }

@@ -160,6 +160,7 @@ impl World {
             Admission::Reply(r) => Some(value(r)),
             Admission::Later => None,
             Admission::Propose { .. } => panic!("a read proposes nothing"),
+            Admission::Read(_) => panic!("the participant admits no ReadIndex reads"),
         }
     }
 

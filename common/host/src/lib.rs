@@ -10,17 +10,17 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
-pub mod host;
 pub mod either;
+pub mod host;
 pub mod machine;
 pub mod machines;
 pub mod testing;
 
+pub use either::{Either, EitherCommand};
 pub use host::{
     is_bulk, ClientTag, Directory, Fatal, GroupSpec, Host, HostConfig, HostEnvelope, HostIo,
     HostStats,
 };
-pub use either::{Either, EitherCommand};
 pub use machine::{
     Admission, Applied, ApplyContext, Context, Destination, Effect, HostClock, PeerError,
     ReplicatedMachine, ReplyTo, Requester, Role, RoleEvent, SnapshotError,

@@ -328,6 +328,9 @@ impl ReplicatedMachine for CoordinatorGroup {
                             cx.propose(command, Some((reply_to, on_lost)))
                         }
                         Admission::Later => {}
+                        // `admit_ready` never answers `Read` today; were it to, the held
+                        // request is redirected so the requester retries and is admitted afresh.
+                        Admission::Read(_) => cx.reply(reply_to, Self::redirect(cx.group(), None)),
                     }
                 }
             }
@@ -571,7 +574,8 @@ impl CoordinatorGroup {
     /// Refuses a client request for a transaction another coordinator group decides: two
     /// groups must never both decide one `txn_id`.
     fn check_owner(&self, txn_id: TxnId) -> Result<(), ErrorResponse> {
-        let owner = coordinator_for(txn_id, self.map.coordinator_groups());
+        // The map lists at least one coordinator group (type invariant of `ClusterMap`).
+        let owner = coordinator_for(txn_id, self.map.coordinator_groups()).unwrap_or(self.group);
         if owner == self.group {
             Ok(())
         } else {

@@ -210,6 +210,7 @@ impl Sim {
                 self.log.push((command, Some((to, on_lost))))
             }
             Admission::Later => {}
+            Admission::Read(_) => panic!("the coordinator admits no ReadIndex reads"),
         }
         self.drain_effects();
     }

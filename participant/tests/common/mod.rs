@@ -287,6 +287,7 @@ pub fn request_all(
             h.effects.insert(0, Effect::Propose { command, waiter: Some((reply_to, on_lost)) });
             h.commit_proposals()
         }
+        Admission::Read(_) => panic!("the participant admits no ReadIndex reads"),
     };
     (reply_to, replies)
 }

@@ -50,6 +50,18 @@ pub fn wall_clock_ns() -> u64 {
 pub trait Wire: Serialize + DeserializeOwned + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + 'static> Wire for T {}
 
+/// Answers [`ClientRequest::Node`] requests on the shell thread, from the host it runs (its
+/// groups' roles and indexes, its machines' replicated state, its clock). A product that
+/// speaks node-level requests (decree's range map and cluster status) installs one with
+/// [`NodeShell::with_node_service`]; it must not block.
+pub type NodeService<D, M> = Box<
+    dyn FnMut(
+            &Host<TimedDisk<D>, M>,
+            <M as ReplicatedMachine>::Request,
+        ) -> <M as ReplicatedMachine>::Response
+        + Send,
+>;
+
 /// A client request and where to send its answer.
 #[derive(Debug)]
 pub struct ClientCall<Rq, Rs> {
@@ -156,6 +168,8 @@ pub struct NodeShell<D: Disk, M: ReplicatedMachine> {
     counters: ShellCounters,
     /// The sum of the groups' applied indexes when the shell started.
     applied_at_start: u64,
+    /// Answers node-level requests, if the product has any.
+    node_service: Option<NodeService<D, M>>,
 }
 
 impl<D: Disk, M: ReplicatedMachine> std::fmt::Debug for NodeShell<D, M> {
@@ -193,9 +207,17 @@ where
             next_tag: 0,
             counters: ShellCounters::default(),
             applied_at_start: 0,
+            node_service: None,
         };
         shell.applied_at_start = shell.applied_sum();
         shell
+    }
+
+    /// Answers [`ClientRequest::Node`] requests with `service` (without one they are refused
+    /// with [`Refusal::NoNodeService`]).
+    pub fn with_node_service(mut self, service: NodeService<D, M>) -> Self {
+        self.node_service = Some(service);
+        self
     }
 
     /// Starts the loop on a thread of its own (with a single-threaded tokio runtime), so the
@@ -355,6 +377,16 @@ where
                         state: M::encode_snapshot(&machine.snapshot()),
                     },
                     _ => ClientReply::Refused(Refusal::UnknownGroup(group)),
+                };
+                let _ = reply.send(answer);
+            }
+            ClientRequest::Node(request) => {
+                let answer = match self.node_service.as_mut() {
+                    Some(service) => {
+                        let response = service(&self.host, request);
+                        ClientReply::Machine { sender_clock: self.host.clock_last(), response }
+                    }
+                    None => ClientReply::Refused(Refusal::NoNodeService),
                 };
                 let _ = reply.send(answer);
             }
