@@ -201,7 +201,7 @@ async fn demo(
     }
 
     // The monitor: in-doubt count and recovery times.
-    let faults: Arc<Mutex<Vec<(Instant, FaultRecord, BTreeSet<String>)>>> = Arc::default();
+    let faults: Arc<Mutex<Vec<OpenFault>>> = Arc::default();
     let monitor = {
         let (prober, stats, faults) = (prober.clone(), Arc::clone(&stats), Arc::clone(&faults));
         tokio::spawn(async move {
@@ -372,6 +372,10 @@ async fn demo(
         )))
     }
 }
+
+/// A fault as the monitor follows it: when it was injected, its record, and the in-doubt
+/// transactions seen until every group was led again (each must be resolved).
+type OpenFault = (Instant, FaultRecord, BTreeSet<String>);
 
 /// When the workload's clock started.
 fn stats_start(stats: &Stats) -> Instant {

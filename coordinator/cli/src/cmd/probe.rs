@@ -113,7 +113,7 @@ impl Prober {
         let mut tasks = tokio::task::JoinSet::new();
         for &node in self.cluster.nodes.keys() {
             let link = Arc::clone(&self.link);
-            tasks.spawn(async move { (node, ask(&*link, node, timeout).await) });
+            tasks.spawn(async move { (node, ask(&link, node, timeout).await) });
         }
         let mut replies: BTreeMap<NodeId, ClusterStatusReply> = BTreeMap::new();
         while let Some(joined) = tasks.join_next().await {
@@ -221,7 +221,7 @@ impl Prober {
             }
         }
         view.in_doubt = by_txn.into_values().collect();
-        view.in_doubt.sort_by(|a, b| b.age_ms.cmp(&a.age_ms));
+        view.in_doubt.sort_by_key(|t| std::cmp::Reverse(t.age_ms));
         view
     }
 }
