@@ -52,6 +52,10 @@ pub struct DemoArgs {
     /// Participant groups.
     #[arg(long, default_value_t = 3)]
     pub groups: u64,
+    /// Run the coordinator group on three nodes of its own (six processes in all) instead of
+    /// beside the participant groups on every node.
+    #[arg(long)]
+    pub separate_coordinator: bool,
     /// Run directory [default: a fresh one under the system temp dir; printed].
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -99,7 +103,8 @@ pub fn run(args: DemoArgs) -> Result<(), CmdError> {
         }
     };
     say(format!("==> run directory {} (seed {seed})", root.display()));
-    let cluster = LocalCluster::create(&root, binary, 3, args.groups, timing)?;
+    let cluster =
+        LocalCluster::create(&root, binary, 3, args.groups, args.separate_coordinator, timing)?;
     let cluster = Arc::new(Mutex::new(cluster));
     let result = runtime()?.block_on(demo(&args, seed, &root, Arc::clone(&cluster), timing, &say));
     let mut guard = cluster.lock().unwrap_or_else(PoisonError::into_inner);
@@ -125,8 +130,9 @@ async fn demo(
         let c = lock();
         (c.cluster_file(), c.certs_dir())
     };
+    let nodes = if args.separate_coordinator { 6 } else { 3 };
     say(format!(
-        "==> starting 3 nodes: {} participant groups + 1 coordinator group, 3 replicas each",
+        "==> starting {nodes} nodes: {} participant groups + 1 coordinator group, 3 replicas each",
         args.groups
     ));
     lock().start_all()?;

@@ -33,18 +33,34 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Lays out a cluster of `nodes` nodes and `groups` participant groups under `root` (every
-    /// group with a replica on every node, plus one coordinator group), on free ports.
+    /// group with a replica on every node, plus one coordinator group), on free ports. With
+    /// `separate_coordinator`, the coordinator group gets `nodes` nodes of its own instead
+    /// (ids after the participant nodes), so no process hosts both kinds of group.
     pub fn create(
         root: &Path,
         binary: PathBuf,
         nodes: u64,
         groups: u64,
+        separate_coordinator: bool,
         timing: Timing,
     ) -> Result<LocalCluster, CmdError> {
         let io = |what: &str, e: std::io::Error| CmdError::Io(format!("{what}: {e}"));
         fs::create_dir_all(root).map_err(|e| io(&format!("creating {}", root.display()), e))?;
-        let mut spec = ClusterSpec::local(nodes, groups, 7000);
-        let addrs = free_udp_addrs(nodes as usize).map_err(|e| io("finding free ports", e))?;
+        let mut spec = if separate_coordinator {
+            let mut spec = ClusterSpec::local(nodes * 2, groups, 7000);
+            let (participants, coordinators): (Vec<u64>, Vec<u64>) =
+                (1..=nodes * 2).partition(|id| *id <= nodes);
+            for g in &mut spec.participant_groups {
+                g.replicas = participants.clone();
+            }
+            for g in &mut spec.coordinator_groups {
+                g.replicas = coordinators.clone();
+            }
+            spec
+        } else {
+            ClusterSpec::local(nodes, groups, 7000)
+        };
+        let addrs = free_udp_addrs(spec.nodes.len()).map_err(|e| io("finding free ports", e))?;
         for (entry, addr) in spec.nodes.iter_mut().zip(addrs) {
             entry.addr = addr;
         }
