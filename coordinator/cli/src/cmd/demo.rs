@@ -83,6 +83,7 @@ const KILL_DOWNTIME: Duration = Duration::from_millis(1_500);
 
 /// Runs `decree demo`.
 pub fn run(args: DemoArgs) -> Result<(), CmdError> {
+    JSON_ONLY.store(args.json, Ordering::Relaxed);
     let seed = args.seed.unwrap_or_else(|| {
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) % 1_000_000
     });
@@ -136,8 +137,12 @@ async fn demo(
         args.groups
     ));
     lock().start_all()?;
-    let config = ClientConfig::load(&cluster_file, &certs, LOCAL_CLIENT)
+    let mut config = ClientConfig::load(&cluster_file, &certs, LOCAL_CLIENT)
         .map_err(|e| CmdError::client("loading the demo's client configuration", e.into()))?;
+    // A transfer gives up (as failed, or unknown if its commit's outcome stays unknown) after
+    // 8 s of retries rather than the library's 30 s, so the run ends soon after its duration;
+    // every fault here heals well within that.
+    config.settings.retry.deadline = Duration::from_secs(8);
     let file: ClusterFile =
         config.cluster.clone().ok_or_else(|| CmdError::Io("no cluster file".into()))?;
     let link = QuicLink::new(config.identity.clone(), file.nodes.clone())
@@ -195,14 +200,24 @@ async fn demo(
     let workload =
         tokio::spawn(Workload::run(client.clone(), bank, workload_config, Arc::clone(&stats)));
 
-    // ctrl-c ends the run early, still with its final audit and report, and the nodes are
+    // ctrl-c or SIGTERM ends the run early, still with its final audit and report, and the nodes are
     // killed on the way out.
     {
         let stats = Arc::clone(&stats);
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                stats.stop();
+            let terminate = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = terminate => {}
             }
+            stats.stop();
         });
     }
 
@@ -292,7 +307,7 @@ async fn demo(
         };
         let Some((group, node)) = target_group.and_then(|g| view.leader_of(g).map(|n| (g, n)))
         else {
-            bar.println(format!("fault {kind} skipped: no leader found"));
+            note(&bar, format!("fault {kind} skipped: no leader found"));
             continue;
         };
         let role = if Some(group) == coordinator { "coordinator" } else { "participant" };
@@ -314,17 +329,17 @@ async fn demo(
             in_doubt_clear_after_ms: None,
         };
         faults.lock().unwrap_or_else(PoisonError::into_inner).push((at, record, BTreeSet::new()));
-        bar.println(format!("  {:>5.1} s  {what}", stats.elapsed().as_secs_f64()));
+        note(&bar, format!("  {:>5.1} s  {what}", stats.elapsed().as_secs_f64()));
         tokio::time::sleep(down).await;
         if kind == "pause-leader" {
             lock().resume(node);
-            bar.println(format!("  {:>5.1} s  SIGCONT n{node}", stats.elapsed().as_secs_f64()));
+            note(&bar, format!("  {:>5.1} s  SIGCONT n{node}", stats.elapsed().as_secs_f64()));
         } else {
             lock().start(node)?;
-            bar.println(format!("  {:>5.1} s  restarted n{node}", stats.elapsed().as_secs_f64()));
+            note(&bar, format!("  {:>5.1} s  restarted n{node}", stats.elapsed().as_secs_f64()));
         }
         if let Some((id, status)) = lock().exited() {
-            bar.println(format!("  node n{id} exited on its own ({status}); restarting it"));
+            note(&bar, format!("  node n{id} exited on its own ({status}); restarting it"));
             lock().kill(id);
             lock().start(id)?;
         }
@@ -382,6 +397,21 @@ async fn demo(
 /// A fault as the monitor follows it: when it was injected, its record, and the in-doubt
 /// transactions seen until every group was led again (each must be resolved).
 type OpenFault = (Instant, FaultRecord, BTreeSet<String>);
+
+/// Prints a line above the live line, or plainly when there is none (`--quiet`); nothing
+/// with `--json`, whose only output is the report.
+fn note(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        if !JSON_ONLY.load(Ordering::Relaxed) {
+            println!("{line}");
+        }
+    } else {
+        bar.println(line);
+    }
+}
+
+/// Set with `--json`: nothing but the report goes to stdout.
+static JSON_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// When the workload's clock started.
 fn stats_start(stats: &Stats) -> Instant {
