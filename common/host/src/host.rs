@@ -141,6 +141,13 @@ impl Directory {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClientTag(pub u64);
 
+/// A proposal a machine asked for while the node was busy: its group, command and waiter.
+type Deferred<M> = (
+    GroupId,
+    <M as ReplicatedMachine>::Command,
+    Option<(ReplyTo, <M as ReplicatedMachine>::Response)>,
+);
+
 /// The envelope a host of `M` sends and receives.
 pub type HostEnvelope<M> =
     decree_proto::Envelope<<M as ReplicatedMachine>::Request, <M as ReplicatedMachine>::Response>;
@@ -263,7 +270,7 @@ struct State<M: ReplicatedMachine> {
     reads: BTreeMap<u64, PendingRead<M>>,
     next_read_ctx: u64,
     /// Proposals machines asked for while the node was busy.
-    deferred: Vec<(GroupId, M::Command, Option<(ReplyTo, M::Response)>)>,
+    deferred: Vec<Deferred<M>>,
     /// Responses to machines' own requests that could not be routed (no replica known).
     no_route: Vec<(GroupId, RequestId, GroupId)>,
     outbox: BTreeMap<NodeId, Vec<HostEnvelope<M>>>,

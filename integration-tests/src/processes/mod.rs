@@ -8,4 +8,5 @@ pub mod client;
 pub mod harness;
 pub mod log_machine;
 pub mod quic;
+pub mod server;
 pub mod workload;
