@@ -1,31 +1,21 @@
 #!/usr/bin/env bash
-# What to run first. No setup: builds in release, makes an ephemeral CA and certificates in a
-# temp dir, starts three decree-lognode processes (QUIC with mutual TLS on loopback), and
-# streams proposals at the replicated log while the current leader is SIGKILLed and restarted
-# on its data directory a few times. A live line shows acknowledged proposals, kills, and the
-# current leader and term; at the end the verdict says whether every acknowledged proposal is
-# on every replica, in the same order, once (the same check as the multi-process kill test).
+# What to run first. No setup: builds decree in release, then `decree demo` starts three
+# `decree start` processes on loopback (its own run directory, free ports, an ephemeral CA),
+# creates bank accounts spread over every participant group, and runs concurrent transfers
+# (cross-group two-phase commits) and snapshot audits while it SIGKILLs and restarts the node
+# leading a participant group, the node leading the coordinator group, and SIGSTOPs a leader
+# for longer than the election timeout. A live line shows transfers/s, audits, faults and
+# in-doubt transactions; the report gives totals, latency, every fault's recovery time and the
+# verdict: every audit must sum to the initial total with no negative balance (exit 1 if not).
+# The operation history (JSON Lines, Jepsen's form) is written into the run directory.
 #
-#   scripts/demo.sh [--kills N]        about a minute; ctrl-c stops it and cleans up
+#   scripts/demo.sh [decree demo flags]     about a minute; see `--help` for the flags
+#                                           (--duration, --accounts, --clients, --faults,
+#                                           --seed, --history FILE, --json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
-echo "==> building (release)"
-cargo build --release --locked -q -p decree-sim --bin decree-lognode --bin decree-logctl
-
-tmp=$(mktemp -d -t decree-demo.XXXXXX)
-cleanup() {
-  # Stop any node still running (the driver also kills them on exit), then remove the files.
-  for f in "$tmp"/n*.pid; do
-    [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
-  done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-echo "==> ephemeral CA and certificates in $tmp/certs"
-target/release/decree-logctl certs --out "$tmp/certs" --nodes 3
-
-echo "==> 3-node cluster, 2 groups; proposing while the leader is killed and restarted"
-target/release/decree-logctl demo --root "$tmp" "$@"
+echo "==> building decree (release)"
+cargo build --release --locked -q -p decree-cli --bin decree
+exec "$(release_bin decree)" demo "$@"

@@ -8,8 +8,9 @@
 # Exit status is non-zero if any seed failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 if [[ $# -eq 0 ]]; then
   set -- --seeds 500
 fi
 cargo build --release -p decree-sim --bin sim
-exec target/release/sim "$@"
+exec "$(release_bin sim)" "$@"

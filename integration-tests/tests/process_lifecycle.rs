@@ -60,7 +60,7 @@ async fn sigterm_exits_cleanly_and_a_restart_recovers_the_log() {
         let node = NodeId(n);
         let mut read = Err(String::new());
         for _ in 0..50 {
-            read = client.read_all(node, g).await;
+            read = client.replica_commands(node, g).await;
             if read.as_ref().is_ok_and(|l| l.len() >= acked.len()) {
                 break;
             }

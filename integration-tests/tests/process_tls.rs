@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use decree_runtime::node_shell::rpc::{LogRequest, LogResponse};
+use decree_runtime::node_shell::rpc::{ClientReply, ClientRequest};
 use decree_sim::processes::client::{CallError, Caller, LogClient};
 use decree_sim::processes::harness::{Cluster, ClusterSpec, TempDir};
 use decree_sim::processes::quic::{connect_client, write_certs};
@@ -28,8 +28,8 @@ async fn a_client_with_a_certificate_from_another_ca_is_refused() {
     // Phase 2: the cluster's own client gets an answer (retrying while the node starts).
     let mut answered = false;
     for _ in 0..100 {
-        if let Ok(LogResponse::Status(_)) =
-            good.call(n1, LogRequest::Status, Duration::from_millis(500)).await
+        if let Ok(ClientReply::Status(_)) =
+            good.call(n1, ClientRequest::Status, Duration::from_millis(500)).await
         {
             answered = true;
             break;
@@ -39,7 +39,7 @@ async fn a_client_with_a_certificate_from_another_ca_is_refused() {
     assert!(answered, "node never answered its own client\n{}", cluster.all_log_tails(3000));
 
     // Phase 3: the foreign client is refused: the request is never delivered.
-    let refused = foreign.call(n1, LogRequest::Status, Duration::from_secs(2)).await;
+    let refused = foreign.call(n1, ClientRequest::Status, Duration::from_secs(2)).await;
     match refused {
         Err(CallError::Unreachable(reason)) => {
             assert!(

@@ -54,6 +54,9 @@ pub struct RangeMapReply {
     pub leaders: Vec<GroupLeader>,
     /// Addresses of every node named in `leaders`.
     pub nodes: Vec<NodeAddr>,
+    /// Every coordinator group, ascending: the list [`crate::placement::coordinator_for`]
+    /// chooses among, the same on every coordinator, participant and client.
+    pub coordinator_groups: Vec<GroupId>,
 }
 
 /// Ask any node for the status of the groups it hosts (a coordinator also reports the
@@ -152,6 +155,7 @@ impl RangeMapReply {
         Bound::Ranges.check(self.ranges.len())?;
         Bound::GroupsReported.check(self.leaders.len())?;
         Bound::GroupsReported.check(self.nodes.len())?;
+        Bound::GroupsReported.check(self.coordinator_groups.len())?;
         for (range, _) in &self.ranges {
             check_range(range)?;
         }

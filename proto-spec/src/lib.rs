@@ -20,6 +20,7 @@ pub mod envelope;
 pub mod error;
 pub mod frame;
 pub mod limits;
+pub mod placement;
 pub mod raft;
 pub mod txn;
 

@@ -400,6 +400,7 @@ fn samples() -> Vec<(String, Envelope)> {
                     replicas: vec![NodeId(1), NodeId(2), NodeId(3)],
                 }],
                 nodes: vec![NodeAddr { node: NodeId(2), addr: "127.0.0.1:7002".to_string() }],
+                coordinator_groups: vec![GroupId(0)],
             })),
         ),
         (

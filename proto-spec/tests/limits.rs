@@ -79,6 +79,7 @@ fn with(bound: Bound, n: usize) -> Envelope {
             coordinator_group: GroupId(0),
             leaders: vec![],
             nodes: vec![],
+            coordinator_groups: vec![],
         })),
         Bound::GroupsReported => resp(Response::RangeMap(RangeMapReply {
             version: 1,
@@ -86,6 +87,7 @@ fn with(bound: Bound, n: usize) -> Envelope {
             coordinator_group: GroupId(0),
             leaders: vec![],
             nodes: vec![NodeAddr { node: NodeId(1), addr: String::new() }; n],
+            coordinator_groups: vec![],
         })),
         Bound::InDoubtReported => resp(Response::ClusterStatus(ClusterStatusReply {
             groups: vec![],
@@ -131,6 +133,7 @@ fn with(bound: Bound, n: usize) -> Envelope {
                 replicas: vec![NodeId(1); n],
             }],
             nodes: vec![],
+            coordinator_groups: vec![],
         })),
         Bound::AddrBytes => resp(Response::RangeMap(RangeMapReply {
             version: 1,
@@ -138,6 +141,7 @@ fn with(bound: Bound, n: usize) -> Envelope {
             coordinator_group: GroupId(0),
             leaders: vec![],
             nodes: vec![NodeAddr { node: NodeId(1), addr: "a".repeat(n) }],
+            coordinator_groups: vec![],
         })),
         Bound::ErrorDetailBytes => env(Payload::Error {
             in_reply_to: None,

@@ -101,7 +101,7 @@ use decree_types::{DetRng, LogIndex, NodeId, Term};
 #[doc(hidden)]
 pub use self::config::Mutation;
 pub use self::config::{
-    ConfigError, Ignored, ProposeError, RaftConfig, ReadIndexError, RestoreError, SnapshotError,
+    AppendError, ConfigError, Ignored, RaftConfig, ReadIndexError, RestoreError, SnapshotError,
     TransferError,
 };
 use self::log::RaftLog;
@@ -578,20 +578,20 @@ impl RaftCore {
     /// Appends a command to the log (leader only) and returns its index. The entry is
     /// committed once a majority persisted it; watch `committed_entries` for it (its term
     /// tells whether it is the same entry: a new leader may have replaced it).
-    pub fn propose(&mut self, _now_ns: u64, data: Vec<u8>) -> Result<LogIndex, ProposeError> {
+    pub fn propose(&mut self, _now_ns: u64, data: Vec<u8>) -> Result<LogIndex, AppendError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader_hint: self.leader });
+            return Err(AppendError::NotLeader { leader_hint: self.leader });
         }
         if let Some(t) = self.transfer {
             // RAFT-6: no new proposals while the leadership moves.
-            return Err(ProposeError::TransferInProgress { target: t.target });
+            return Err(AppendError::TransferInProgress { target: t.target });
         }
         let payload = EntryPayload::Command(data);
         let bytes = log::payload_bytes(&payload);
         if self.uncommitted_bytes > 0
             && self.uncommitted_bytes.saturating_add(bytes) > self.config.max_uncommitted_bytes
         {
-            return Err(ProposeError::TooManyUncommitted {
+            return Err(AppendError::TooManyUncommitted {
                 uncommitted_bytes: self.uncommitted_bytes,
             });
         }

@@ -394,13 +394,13 @@ impl<D: Disk> Node<D> {
         }
         let r = self.groups.get_mut(&group).ok_or(ProposeError::UnknownGroup(group))?;
         let index = r.core.propose(now_ns, data).map_err(|e| match e {
-            core::ProposeError::NotLeader { leader_hint } => {
+            core::AppendError::NotLeader { leader_hint } => {
                 ProposeError::NotLeader { group, leader_hint }
             }
-            core::ProposeError::TransferInProgress { target } => {
+            core::AppendError::TransferInProgress { target } => {
                 ProposeError::TransferInProgress { group, target }
             }
-            core::ProposeError::TooManyUncommitted { uncommitted_bytes } => {
+            core::AppendError::TooManyUncommitted { uncommitted_bytes } => {
                 ProposeError::Backpressure { group, uncommitted_bytes }
             }
         })?;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use decree_runtime::tls::{quic_client_config, quic_server_config};
 use decree_runtime::transport::HandlerFuture;
-use decree_runtime::{ClusterCa, Peer, Transport, TransportConfig, TransportLimits};
+use decree_runtime::{ClusterCa, Peer, QuicEndpoint, TransportConfig, TransportLimits};
 use decree_types::{GroupId, NodeId};
 use hdrhistogram::Histogram;
 
@@ -96,14 +96,14 @@ fn echo(_from: Peer, body: Vec<u8>) -> HandlerFuture {
 fn node(
     ca: &ClusterCa,
     id: u64,
-) -> (Transport, tokio::sync::mpsc::Receiver<decree_runtime::InboundMessage>) {
+) -> (QuicEndpoint, tokio::sync::mpsc::Receiver<decree_runtime::InboundMessage>) {
     let config = TransportConfig {
         listen_addr: loopback(),
         identity: ca.issue_node(NodeId(id)).expect("node cert"),
         peers: BTreeMap::new(),
         limits: TransportLimits::default(),
     };
-    Transport::bind(config, echo).expect("bind")
+    QuicEndpoint::bind(config, echo).expect("bind")
 }
 
 async fn decree_round_trip(ca: &ClusterCa, requests: u64) -> Latency {

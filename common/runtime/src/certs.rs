@@ -86,20 +86,33 @@ pub enum CertError {
     Generate(#[from] rcgen::Error),
     /// A client name that cannot be a DNS label.
     #[error("invalid client name {name:?}: use 1-50 characters from a-z, 0-9 and '-'")]
-    InvalidClientName { name: String },
+    InvalidClientName {
+        /// The name given.
+        name: String,
+    },
     /// `write_dir` found an existing CA and was not told to overwrite it.
     #[error("{path} already exists; refusing to overwrite the cluster CA (use --force)")]
-    CaExists { path: PathBuf },
+    CaExists {
+        /// The existing CA certificate.
+        path: PathBuf,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the operating system reported.
         #[source]
         source: std::io::Error,
     },
     /// A PEM file held no usable certificate or key.
     #[error("{path}: {reason}")]
-    Pem { path: PathBuf, reason: String },
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A certificate does not name a decree node or client.
     #[error("certificate does not name a decree node or client")]
     UnknownOwner,

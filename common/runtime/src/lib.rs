@@ -5,14 +5,17 @@
 //! - [`tls`]: rustls configurations for mutual TLS against the cluster CA, ALPN `decree/1`.
 //! - [`wire`]: what the transport puts on a stream around frame bodies, and the stream error
 //!   codes it refuses bad input with.
-//! - [`transport`]: the quinn endpoint — one connection per pair of nodes, RPC over
-//!   bidirectional streams, ordered one-way messages over one stream per (peer, group).
+//! - [`transport`]: the quinn endpoint ([`QuicEndpoint`]) — one connection per pair of nodes,
+//!   RPC over bidirectional streams, ordered one-way messages over one stream per
+//!   (peer, group).
 //! - [`fs_disk`]: the file-backed `Disk` the write-ahead log runs on (fdatasync, directory
 //!   fsync).
-//! - [`node_shell`]: runs a replicated-log node (`decree_raft::node::Node`) as a process: the
-//!   one task that owns it, its clients, its peers over the transport.
+//! - [`node_shell`]: runs a host (`decree_host::Host`, generic over its state machine) as a
+//!   process: the one thread that owns it, its clients, its peers over the endpoint.
 //!
 //! The transport moves frame bodies as bytes; the typed message layer sits above it.
+
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod certs;
 pub mod fs_disk;
@@ -23,7 +26,7 @@ pub mod wire;
 
 pub use certs::{ClusterCa, Identity, Peer};
 pub use transport::{
-    HandlerError, InboundMessage, RpcError, RpcHandler, SendError, Transport, TransportConfig,
+    HandlerError, InboundMessage, QuicEndpoint, RpcError, RpcHandler, SendError, TransportConfig,
     TransportLimits, TransportStats,
 };
 pub use wire::StreamErrorCode;

@@ -1,64 +1,59 @@
-//! The shell that runs a replicated-log node as a real OS process (DESIGN.md §3, "shell").
+//! The shell that runs a host (`decree_host::Host`: the Raft node, the replicated state
+//! machines of its groups, the HLC) as a real OS process (DESIGN.md §3, "shell").
 //!
-//! The node (`decree_raft::node::Node`) is synchronous and deterministic; this module gives it
-//! a real disk ([`crate::fs_disk::FsDisk`]), real clocks, real peers (the QUIC endpoint) and
-//! real clients, and nothing else. It owns no protocol logic.
+//! The host is synchronous and deterministic; this module gives it a real disk
+//! ([`crate::fs_disk::FsDisk`]), real clocks, real peers (the QUIC endpoint) and real clients,
+//! and nothing else. It is generic over the state machine and owns no protocol logic: the
+//! HLC and its checks, coalescing small Raft messages, matching committed entries to waiting
+//! requests and the snapshot policy are the host's.
 //!
 //! # The loop (Singular Update Queue)
 //!
-//! One tokio task owns the `Node`, the state machine ([`applied::AppliedLog`]) and the table of
-//! waiting clients ([`applied::Waiters`]); nothing else touches them, so there are no locks.
-//! Everything reaches it through channels. Each iteration:
+//! One thread owns the host and the table of waiting clients; nothing else touches them, so
+//! there are no locks. Everything reaches it through channels. Each iteration:
 //!
-//! 1. **Wait** for at least one input: a Raft message from a peer (the endpoint's inbound
+//! 1. **Wait** for at least one input: an envelope from a peer (the endpoint's inbound
 //!    channel), a client request (a bounded channel fed by the RPC handlers; each carries a
-//!    oneshot for its reply), the timer, or shutdown.
+//!    oneshot for its answer), the host's next deadline (`poll_timeout`), or shutdown.
 //! 2. **Drain** everything else that has already arrived, without waiting (bounded per
-//!    iteration so a flood cannot starve the timer): peer messages are stepped into the node,
-//!    proposals are appended (answered at once with `NotLeader { hint }` if this replica does
-//!    not lead the group), reads start a ReadIndex round (RAFT-3).
-//! 3. **Tick** the node if the timer fired (elections, heartbeats, check-quorum).
-//! 4. **Process**, once: the node persists every hard-state change and entry of *all* groups
-//!    from this iteration to its WAL, calls **one fsync** for all of them (group commit across
-//!    groups), and only then releases the messages that acknowledge durable state (RAFT-1),
-//!    handing every outgoing message to the shell's outbox. It returns the entries that became
-//!    applicable and the reads that were confirmed. A failed fsync is fatal: the loop returns
-//!    the error and the process exits non-zero — it never carries on as if the write happened.
-//! 5. **Send**: the outbox holds one batch per peer for the iteration. Its small messages
-//!    (heartbeats, acknowledgements, votes, ReadIndex traffic) leave as one envelope on the
-//!    peer's node-level stream — every group's heartbeats fall due in the same iteration, so
-//!    they are coalesced per node pair — and entries and snapshot chunks on their ordered
-//!    per-(peer, group) streams ([`peers`]).
-//! 6. **Apply and answer**: applied entries go to the state machine in log order; a proposal is
-//!    acknowledged to its client **only now, once its entry is applied** (so it is a committed
-//!    entry, durable on a majority), and only if the applied entry at its index carries the
-//!    term it was appended in (otherwise another leader's entry took the index and the client
-//!    is told `Superseded`). Reads whose read index is now applied are answered.
+//!    iteration so a flood cannot starve the timer): peer envelopes are decoded (total
+//!    decoder), checked to travel on the stream their kind belongs on, and handed to the host
+//!    with the sender's certificate identity; client requests get a [`decree_host::ClientTag`],
+//!    wait in the table, and go to the host with the client's identity and HLC reading.
+//! 3. **Time**: past the host's deadline, `handle_timeout` (elections, heartbeats, HLC-6
+//!    clock probes, machine timers). `now_ns` is the monotonic clock since the shell's origin,
+//!    so a wall-clock step cannot fire or suppress an election; `wall_ns` is the physical
+//!    clock the HLC reads (injectable, [`run::PhysicalClockFn`]).
+//! 4. **Process**, once: the host runs its node — every hard-state change and entry of *all*
+//!    groups from this iteration persisted to the WAL with **one fsync** (group commit across
+//!    groups), the messages that acknowledge durable state released only after it (RAFT-1) —
+//!    applies committed entries to the machines and hands the shell, through
+//!    `decree_host::HostIo`, envelopes per peer and answers per waiting client. A failed fsync
+//!    is fatal: the loop returns the error and the process exits non-zero — it never carries
+//!    on as if the write happened.
+//! 5. **Send**: each envelope is encoded and queued on its stream to its peer ([`peers`]):
+//!    Raft batches and clock traffic on the peer's node stream, entries, snapshot chunks and
+//!    machine requests on their group's stream. Queuing never blocks; the endpoint's tasks
+//!    write while this thread fsyncs.
+//! 6. **Answer**: each answer goes back on its client's request stream. A proposal's answer
+//!    comes only once its entry is applied (so a committed entry, durable on a majority); the
+//!    host decides that, the shell only delivers.
 //!
-//! On SIGTERM or ctrl-c the loop stops after the current iteration, answers every waiting
-//! client with `ShuttingDown` (an outcome the client records as unknown), and returns.
+//! If the host stops the node (a fatal disk error, HLC-6: this node's clock is off from a
+//! majority of its peers), the loop ends with the reason. On SIGTERM or ctrl-c the loop stops
+//! after the current iteration, answers every waiting client with `ShuttingDown` (an outcome
+//! the client records as unknown), and returns.
 //!
 //! # Pieces
 //!
-//! - [`run`]: the loop ([`run::NodeShell`]) and the handle RPC handlers use to reach it
-//!   ([`run::ShellHandle`]).
-//! - [`peers`]: the node's link to its peers over [`crate::transport`]: Raft messages in
-//!   `decree_proto` envelopes — small ones of all groups coalesced into one per peer and
-//!   iteration on a node-level stream, entries and snapshot chunks on the per-(peer, group)
-//!   streams — with the HLC checks (HLC-2/3/4).
-//! - [`applied`]: the state machine (an append-only list of commands per group) and the tables
-//!   of waiting proposals and reads.
-//! - [`rpc`]: the client protocol (propose, read, status) and its total decoder.
+//! - [`run`]: the loop ([`run::NodeShell`]), its thread ([`run::ShellThread`]) and the handle
+//!   the RPC handler uses to reach it ([`run::ShellHandle`]).
+//! - [`peers`]: envelopes to and from peers over [`crate::transport`], on the node stream or
+//!   a group's stream.
+//! - [`rpc`]: the client protocol (a machine's request for a group, or the node's status) and
+//!   its total decoder.
 //! - [`timed_disk`]: a `Disk` wrapper that counts and times fsyncs for the status counters.
-//!
-//! # Time and randomness
-//!
-//! `now` for the node is the monotonic clock (`tokio::time::Instant`), so a wall-clock step
-//! cannot fire or suppress an election. HLC readings on envelopes use the wall clock. The
-//! node's random election timeouts come from a `DetRng` seeded from the node id and the start
-//! time (reproducible from the log line that prints the seed).
 
-pub mod applied;
 pub mod peers;
 pub mod rpc;
 pub mod run;

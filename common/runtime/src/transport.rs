@@ -6,19 +6,19 @@
 //!
 //! # Two ways to talk
 //!
-//! - **RPC** ([`Transport::request`]): each request opens its own bidirectional stream, so any
+//! - **RPC** ([`QuicEndpoint::request`]): each request opens its own bidirectional stream, so any
 //!   number of requests (up to [`TransportLimits::rpc_streams_max`] per connection) are in
 //!   flight at once without waiting on each other (Request Pipeline). The peer's
 //!   [`RpcHandler`] answers with bytes or a `(code, message)` refusal; the requester gets a
 //!   typed [`RpcError`] for everything else, including its own per-request timeout.
-//! - **Group messages** ([`Transport::send`]): one long-lived unidirectional stream per
+//! - **Group messages** ([`QuicEndpoint::send`]): one long-lived unidirectional stream per
 //!   (peer, group) carries that group's messages in order, so a slow or lost packet of one group
 //!   never holds up another (Single Socket Channel without head-of-line blocking). `send` never
 //!   waits: it queues into a bounded queue whose writer task packs every queued message into one
 //!   stream write. A full queue drops the message and counts it ([`TransportStats`]) — Raft
 //!   retransmits, and a queue that grows without bound is worse than a lost message.
 //!   Inbound messages arrive, in order per (peer, group), on the channel returned by
-//!   [`Transport::bind`]. The transport gives no group id a meaning; the node shell uses the
+//!   [`QuicEndpoint::bind`]. The transport gives no group id a meaning; the node shell uses the
 //!   reserved id `decree_proto::envelope::NODE_GROUP` for its node-level stream, which carries
 //!   every group's small Raft messages to a peer coalesced into one envelope per iteration.
 //!
@@ -55,7 +55,7 @@
 //!    connection is dropped from the table; the next request or message dials again. Failed
 //!    dials back off exponentially (from `backoff_initial_ms` up to `backoff_max_ms`); during the
 //!    back-off, requests fail fast with [`RpcError::Unreachable`].
-//! 7. **Close.** [`Transport::close`] stops the writer tasks, closes every connection and waits
+//! 7. **Close.** [`QuicEndpoint::close`] stops the writer tasks, closes every connection and waits
 //!    until the socket is released.
 
 use std::collections::BTreeMap;
@@ -156,11 +156,11 @@ impl Default for TransportLimits {
 /// How to start a node's transport.
 #[derive(Clone, Debug)]
 pub struct TransportConfig {
-    /// UDP address to listen on (port 0 picks one; see [`Transport::local_addr`]).
+    /// UDP address to listen on (port 0 picks one; see [`QuicEndpoint::local_addr`]).
     pub listen_addr: SocketAddr,
     /// This node's identity; must be a node certificate.
     pub identity: Identity,
-    /// Known peers and their addresses. More can be added with [`Transport::add_peer`].
+    /// Known peers and their addresses. More can be added with [`QuicEndpoint::add_peer`].
     pub peers: BTreeMap<NodeId, SocketAddr>,
     /// Bounds and timings.
     pub limits: TransportLimits,
@@ -191,11 +191,19 @@ pub enum HandlerError {
     /// The body is not a message this node understands: the stream is reset with
     /// [`StreamErrorCode::BodyUndecodable`] and the event logged.
     #[error("undecodable request: {reason}")]
-    Undecodable { reason: String },
+    Undecodable {
+        /// Why it does not decode.
+        reason: String,
+    },
     /// An application-level refusal, delivered to the requester as
     /// [`RpcError::PeerError`].
     #[error("refused with code {code}: {message}")]
-    Refused { code: u32, message: String },
+    Refused {
+        /// The application's refusal code.
+        code: u32,
+        /// What the requester is told.
+        message: String,
+    },
 }
 
 /// One inbound group message.
@@ -214,28 +222,64 @@ pub struct InboundMessage {
 pub enum RpcError {
     /// No response within the request's timeout. The request may or may not have been handled.
     #[error("no response within {after_ms} ms")]
-    Timeout { after_ms: u64 },
+    Timeout {
+        /// The timeout that passed, in milliseconds.
+        after_ms: u64,
+    },
     /// The peer could not be reached (dial failed, or backing off after failed dials).
     #[error("{peer} unreachable: {reason}")]
-    Unreachable { peer: NodeId, reason: String },
+    Unreachable {
+        /// The peer.
+        peer: NodeId,
+        /// Why.
+        reason: String,
+    },
     /// The TLS handshake failed: a certificate not from the cluster CA, or not the node dialed.
     #[error("TLS handshake with {peer} failed: {reason}")]
-    Tls { peer: NodeId, reason: String },
+    Tls {
+        /// The peer.
+        peer: NodeId,
+        /// What TLS reported.
+        reason: String,
+    },
     /// The connection broke while the request was in flight. It may or may not have been handled.
     #[error("connection to {peer} lost: {reason}")]
-    ConnectionLost { peer: NodeId, reason: String },
+    ConnectionLost {
+        /// The peer.
+        peer: NodeId,
+        /// What QUIC reported.
+        reason: String,
+    },
     /// The peer's handler refused the request.
     #[error("peer refused with code {code}: {message}")]
-    PeerError { code: u32, message: String },
+    PeerError {
+        /// The handler's refusal code.
+        code: u32,
+        /// The handler's message.
+        message: String,
+    },
     /// The peer reset the stream; `code` names why when it is one of ours.
     #[error("stream reset by peer with code {raw_code:#x} ({code:?})")]
-    StreamReset { raw_code: u64, code: Option<StreamErrorCode> },
+    StreamReset {
+        /// The QUIC application error code.
+        raw_code: u64,
+        /// That code, if it is one of ours.
+        code: Option<StreamErrorCode>,
+    },
     /// The response was not a valid frame.
     #[error("malformed response ({code:?}): {reason}")]
-    Frame { code: StreamErrorCode, reason: String },
+    Frame {
+        /// What is wrong with it.
+        code: StreamErrorCode,
+        /// Details.
+        reason: String,
+    },
     /// The request body exceeds the maximum frame size.
     #[error("request of {bytes} bytes exceeds the maximum frame body")]
-    TooLarge { bytes: usize },
+    TooLarge {
+        /// The body's size.
+        bytes: usize,
+    },
     /// No address is known for the peer.
     #[error("no address known for {0}")]
     UnknownPeer(NodeId),
@@ -255,7 +299,10 @@ pub enum SendError {
     UnknownPeer(NodeId),
     /// The body exceeds the maximum frame size.
     #[error("message of {bytes} bytes exceeds the maximum frame body")]
-    TooLarge { bytes: usize },
+    TooLarge {
+        /// The body's size.
+        bytes: usize,
+    },
     /// The transport was closed.
     #[error("transport closed")]
     Closed,
@@ -270,7 +317,9 @@ pub enum TransportError {
     /// The UDP socket could not be bound.
     #[error("cannot bind {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
+        /// What the operating system reported.
         #[source]
         source: std::io::Error,
     },
@@ -311,27 +360,27 @@ pub struct TransportStats {
 
 /// A running transport. Cheap to clone; all clones share one endpoint.
 #[derive(Clone)]
-pub struct Transport {
+pub struct QuicEndpoint {
     inner: Arc<Inner>,
 }
 
-impl fmt::Debug for Transport {
+impl fmt::Debug for QuicEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Transport")
+        f.debug_struct("QuicEndpoint")
             .field("local", &self.inner.local)
             .field("addr", &self.inner.endpoint.local_addr().ok())
             .finish_non_exhaustive()
     }
 }
 
-impl Transport {
+impl QuicEndpoint {
     /// Starts a node's transport: binds the endpoint and starts accepting. Inbound group
     /// messages arrive on the returned receiver; inbound requests go to `handler`.
     /// Must be called inside a tokio runtime.
     pub fn bind(
         config: TransportConfig,
         handler: impl RpcHandler,
-    ) -> Result<(Transport, mpsc::Receiver<InboundMessage>), TransportError> {
+    ) -> Result<(QuicEndpoint, mpsc::Receiver<InboundMessage>), TransportError> {
         if config.identity.peer.node_id().is_none() {
             return Err(TransportError::NotANode(config.identity.peer.clone()));
         }
@@ -345,7 +394,7 @@ impl Transport {
         let inner = Inner::new(config, endpoint, transport_config, Arc::new(handler), inbound_tx)?;
         let accept = inner.runtime.spawn(Arc::clone(&inner).accept_loop());
         inner.tasks.lock().push(accept.abort_handle());
-        Ok((Transport { inner }, inbound_rx))
+        Ok((QuicEndpoint { inner }, inbound_rx))
     }
 
     /// Starts a client-only transport (no listening, RPC only) for a client identity, e.g. the
@@ -354,7 +403,7 @@ impl Transport {
         identity: Identity,
         peers: BTreeMap<NodeId, SocketAddr>,
         limits: TransportLimits,
-    ) -> Result<Transport, TransportError> {
+    ) -> Result<QuicEndpoint, TransportError> {
         let addr = SocketAddr::from(([0, 0, 0, 0], 0));
         let endpoint =
             Endpoint::client(addr).map_err(|source| TransportError::Bind { addr, source })?;
@@ -367,7 +416,7 @@ impl Transport {
             Err(HandlerError::Refused { code: 0, message: "clients serve no requests".into() })
         };
         let inner = Inner::new(config, endpoint, transport_config, Arc::new(refuse), inbound_tx)?;
-        Ok(Transport { inner })
+        Ok(QuicEndpoint { inner })
     }
 
     /// The address the endpoint is bound to.
@@ -430,7 +479,7 @@ impl Transport {
         }
     }
 
-    /// Like [`Transport::send`], but waits for queue space instead of dropping: for traffic
+    /// Like [`QuicEndpoint::send`], but waits for queue space instead of dropping: for traffic
     /// that must not be lost to a momentary burst (snapshot chunks, benchmarks). Messages can
     /// still be lost with a broken stream.
     pub async fn send_wait(
@@ -490,7 +539,7 @@ impl Transport {
 // ---------------------------------------------------------------------------------------------
 // Internals.
 
-impl Transport {
+impl QuicEndpoint {
     /// The queue of (peer, group), starting its writer task on first use.
     fn writer_queue(
         &self,

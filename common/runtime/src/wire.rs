@@ -115,7 +115,12 @@ pub enum Response {
     /// The handler's reply.
     Ok(Vec<u8>),
     /// The handler's refusal.
-    Err { code: u32, message: String },
+    Err {
+        /// The handler's refusal code.
+        code: u32,
+        /// The handler's message.
+        message: String,
+    },
 }
 
 /// A frame header for a body of `body_len` bytes. The caller checked `body_len` against

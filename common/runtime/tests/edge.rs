@@ -12,15 +12,15 @@ use std::time::{Duration, Instant};
 
 use decree_proto::frame::{frame_body, FRAME_BYTES_MAX, PROTOCOL_VERSION};
 use decree_runtime::node_shell::rpc::{
-    decode_request, decode_response, encode_request, encode_response, DecodeError, LogRequest,
-    LogResponse, NodeStatus,
+    decode_request, decode_response, encode_request, encode_response, ClientReply, ClientRequest,
+    DecodeError, NodeStatus,
 };
 use decree_runtime::tls::{quic_client_config, quic_server_config};
 use decree_runtime::transport::HandlerFuture;
 use decree_runtime::wire::{close_code, error_response};
 use decree_runtime::{
-    ClusterCa, HandlerError, Identity, Peer, RpcError, StreamErrorCode, Transport, TransportConfig,
-    TransportLimits, TransportStats,
+    ClusterCa, HandlerError, Identity, Peer, QuicEndpoint, RpcError, StreamErrorCode,
+    TransportConfig, TransportLimits, TransportStats,
 };
 use decree_types::limits::{
     CONNECTIONS_PER_IDENTITY_MAX, REQUEST_BYTES_PER_CONNECTION_MAX, REQUEST_BYTES_PER_IDENTITY_MAX,
@@ -46,20 +46,20 @@ fn server(
     ca: &ClusterCa,
     limits: TransportLimits,
     handler: fn(Peer, Vec<u8>) -> HandlerFuture,
-) -> Transport {
+) -> QuicEndpoint {
     let config = TransportConfig {
         listen_addr: loopback(),
         identity: ca.issue_node(NodeId(1)).unwrap(),
         peers: BTreeMap::new(),
         limits,
     };
-    Transport::bind(config, handler).unwrap().0
+    QuicEndpoint::bind(config, handler).unwrap().0
 }
 
 /// A client transport of `ca` named `name`, knowing node 1.
-fn client(ca: &ClusterCa, name: &str, node: &Transport) -> Transport {
+fn client(ca: &ClusterCa, name: &str, node: &QuicEndpoint) -> QuicEndpoint {
     let peers = BTreeMap::from([(NodeId(1), node.local_addr().unwrap())]);
-    Transport::client(ca.issue_client(name).unwrap(), peers, TransportLimits::default()).unwrap()
+    QuicEndpoint::client(ca.issue_client(name).unwrap(), peers, TransportLimits::default()).unwrap()
 }
 
 /// A raw quinn connection to node 1 presenting `identity`: lets a test write arbitrary bytes.
@@ -106,7 +106,10 @@ async fn refused_and_waiting(
 }
 
 /// Polls the node's stats until `done` holds (at most `TIMEOUT`), and returns them.
-async fn stats_until(node: &Transport, done: impl Fn(&TransportStats) -> bool) -> TransportStats {
+async fn stats_until(
+    node: &QuicEndpoint,
+    done: impl Fn(&TransportStats) -> bool,
+) -> TransportStats {
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let stats = node.stats();
@@ -118,7 +121,7 @@ async fn stats_until(node: &Transport, done: impl Fn(&TransportStats) -> bool) -
 }
 
 /// One request from a well-behaved client, answered in full.
-async fn polite_request(polite: &Transport) {
+async fn polite_request(polite: &QuicEndpoint) {
     let body = vec![7u8; 1024 * 1024];
     assert_eq!(polite.request(NodeId(1), body.clone(), TIMEOUT).await.unwrap(), body);
 }
@@ -305,14 +308,15 @@ async fn echo_on(conn: &quinn::Connection, body: &[u8]) -> Vec<u8> {
     answer[7..].to_vec()
 }
 
-/// Answers like the log node: undecodable requests are refused; a `Read` from position 99 is
+/// Answers like a node shell: undecodable requests are refused; a `ReplicaState` of group 1 is
 /// answered with one byte more than the response.
 fn log_node(_from: Peer, body: Vec<u8>) -> HandlerFuture {
     Box::pin(async move {
-        let request = decode_request(&body)
+        let request = decode_request::<Vec<u8>>(&body)
             .map_err(|e| HandlerError::Undecodable { reason: e.to_string() })?;
-        let mut answer = encode_response(&LogResponse::Status(NodeStatus::default()));
-        if request == (LogRequest::Read { group: GroupId(1), from: 99 }) {
+        let mut answer =
+            encode_response::<Vec<u8>>(&ClientReply::Status(NodeStatus::default())).unwrap();
+        if request == (ClientRequest::ReplicaState { group: GroupId(1) }) {
             answer.push(0);
         }
         Ok(answer)
@@ -327,12 +331,14 @@ async fn a_body_with_trailing_bytes_is_an_error_both_ways() {
     let caller = client(&ca, "caller", &node);
 
     // Phase 1: a request that is exactly one message is answered.
-    let answer = caller.request(NodeId(1), encode_request(&LogRequest::Status), TIMEOUT).await;
-    let status = LogResponse::Status(NodeStatus::default());
+    let answer = caller
+        .request(NodeId(1), encode_request::<Vec<u8>>(&ClientRequest::Status).unwrap(), TIMEOUT)
+        .await;
+    let status = ClientReply::<Vec<u8>>::Status(NodeStatus::default());
     assert_eq!(decode_response(&answer.unwrap()).unwrap(), status);
 
     // Phase 2: the same request followed by one byte is refused as undecodable.
-    let mut trailing = encode_request(&LogRequest::Status);
+    let mut trailing = encode_request::<Vec<u8>>(&ClientRequest::Status).unwrap();
     trailing.push(0);
     assert_eq!(
         caller.request(NodeId(1), trailing, TIMEOUT).await,
@@ -344,12 +350,15 @@ async fn a_body_with_trailing_bytes_is_an_error_both_ways() {
     assert_eq!(node.stats().refused_streams, 1);
 
     // Phase 3: a response followed by one byte is refused by the client's decoder.
-    let read = encode_request(&LogRequest::Read { group: GroupId(1), from: 99 });
+    let read =
+        encode_request::<Vec<u8>>(&ClientRequest::ReplicaState { group: GroupId(1) }).unwrap();
     let answer = caller.request(NodeId(1), read, TIMEOUT).await.unwrap();
-    assert_eq!(decode_response(&answer), Err(DecodeError::TrailingBytes { count: 1 }));
+    assert_eq!(decode_response::<Vec<u8>>(&answer), Err(DecodeError::TrailingBytes { count: 1 }));
 
     // Phase 4: the node still serves the caller.
-    let answer = caller.request(NodeId(1), encode_request(&LogRequest::Status), TIMEOUT).await;
+    let answer = caller
+        .request(NodeId(1), encode_request::<Vec<u8>>(&ClientRequest::Status).unwrap(), TIMEOUT)
+        .await;
     assert_eq!(decode_response(&answer.unwrap()).unwrap(), status);
     node.close().await;
 }
@@ -395,7 +404,7 @@ async fn a_response_that_is_not_exactly_one_answer_is_refused_by_the_requester()
         // Phase 1: a node answers with a malformed response.
         let node = raw_server(&ca, answer);
         let peers = BTreeMap::from([(NodeId(1), node.local_addr().unwrap())]);
-        let caller = Transport::client(
+        let caller = QuicEndpoint::client(
             ca.issue_client("caller").unwrap(),
             peers,
             TransportLimits::default(),

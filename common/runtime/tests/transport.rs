@@ -12,8 +12,8 @@ use decree_runtime::certs::{load_identity, write_dir};
 use decree_runtime::tls::quic_client_config;
 use decree_runtime::transport::HandlerFuture;
 use decree_runtime::{
-    ClusterCa, HandlerError, Identity, InboundMessage, Peer, RpcError, SendError, StreamErrorCode,
-    Transport, TransportConfig, TransportLimits,
+    ClusterCa, HandlerError, Identity, InboundMessage, Peer, QuicEndpoint, RpcError, SendError,
+    StreamErrorCode, TransportConfig, TransportLimits,
 };
 use decree_types::{GroupId, NodeId};
 use tokio::sync::mpsc;
@@ -54,18 +54,18 @@ fn test_limits() -> TransportLimits {
     }
 }
 
-fn start(identity: Identity) -> (Transport, mpsc::Receiver<InboundMessage>) {
+fn start(identity: Identity) -> (QuicEndpoint, mpsc::Receiver<InboundMessage>) {
     let config = TransportConfig {
         listen_addr: loopback(),
         identity,
         peers: BTreeMap::new(),
         limits: test_limits(),
     };
-    Transport::bind(config, echo).unwrap()
+    QuicEndpoint::bind(config, echo).unwrap()
 }
 
 /// Two nodes of one cluster that know each other's address.
-fn pair(ca: &ClusterCa) -> [(Transport, mpsc::Receiver<InboundMessage>); 2] {
+fn pair(ca: &ClusterCa) -> [(QuicEndpoint, mpsc::Receiver<InboundMessage>); 2] {
     let a = start(ca.issue_node(NodeId(1)).unwrap());
     let b = start(ca.issue_node(NodeId(2)).unwrap());
     a.0.add_peer(NodeId(2), b.0.local_addr().unwrap());
@@ -147,11 +147,11 @@ async fn handler_sees_the_caller_named_by_its_certificate() {
         peers: BTreeMap::new(),
         limits: test_limits(),
     };
-    let (server, _) = Transport::bind(config, who).unwrap();
+    let (server, _) = QuicEndpoint::bind(config, who).unwrap();
     let addr = server.local_addr().unwrap();
     let peers = BTreeMap::from([(NodeId(1), addr)]);
     let client =
-        Transport::client(ca.issue_client("admin").unwrap(), peers, test_limits()).unwrap();
+        QuicEndpoint::client(ca.issue_client("admin").unwrap(), peers, test_limits()).unwrap();
     assert_eq!(client.request(NodeId(1), vec![], TIMEOUT).await.unwrap(), b"client-admin");
     let (node, _) = start(ca.issue_node(NodeId(5)).unwrap());
     node.add_peer(NodeId(1), addr);
@@ -227,7 +227,7 @@ async fn full_outbound_queue_drops_and_counts() {
         peers: BTreeMap::from([(NodeId(2), SocketAddr::from(([127, 0, 0, 1], 9)))]),
         limits,
     };
-    let (a, _) = Transport::bind(config, echo).unwrap();
+    let (a, _) = QuicEndpoint::bind(config, echo).unwrap();
 
     // On this single-threaded runtime the writer cannot run between these sends, so exactly
     // the queue's capacity is accepted and the rest are dropped.
@@ -275,14 +275,14 @@ async fn certificate_from_another_ca_is_refused_at_handshake() {
 
     // Phase 1: a client whose certificate comes from another CA is refused by the server.
     let intruder =
-        Transport::client(foreign.issue_client("admin").unwrap(), peers.clone(), test_limits())
+        QuicEndpoint::client(foreign.issue_client("admin").unwrap(), peers.clone(), test_limits())
             .unwrap();
     let refused = intruder.request(NodeId(1), b"hi".to_vec(), TIMEOUT).await;
     assert!(matches!(refused, Err(RpcError::Tls { peer: NodeId(1), .. })), "{refused:?}");
 
     // Phase 2: a node of the other CA posing as node 1 is refused by our client.
     let (impostor, _) = start(foreign.issue_node(NodeId(1)).unwrap());
-    let fooled = Transport::client(
+    let fooled = QuicEndpoint::client(
         ca.issue_client("admin").unwrap(),
         BTreeMap::from([(NodeId(1), impostor.local_addr().unwrap())]),
         test_limits(),
@@ -292,7 +292,8 @@ async fn certificate_from_another_ca_is_refused_at_handshake() {
     assert!(matches!(refused, Err(RpcError::Tls { peer: NodeId(1), .. })), "{refused:?}");
 
     // Phase 3: the server logged the refusal and still serves a well-behaved client.
-    let client = Transport::client(ca.issue_client("ops").unwrap(), peers, test_limits()).unwrap();
+    let client =
+        QuicEndpoint::client(ca.issue_client("ops").unwrap(), peers, test_limits()).unwrap();
     assert_eq!(client.request(NodeId(1), b"ok".to_vec(), TIMEOUT).await.unwrap(), b"ok");
     assert!(warnings.load(Ordering::SeqCst) >= 1);
     server.close().await;
@@ -390,7 +391,7 @@ async fn stalled_request_is_reset_after_the_read_timeout() {
         peers: BTreeMap::new(),
         limits,
     };
-    let (b, _) = Transport::bind(config, echo).unwrap();
+    let (b, _) = QuicEndpoint::bind(config, echo).unwrap();
     let raw = raw_connection(&ca.issue_node(NodeId(3)).unwrap(), b.local_addr().unwrap(), 2).await;
 
     // Phase 1: half a frame, and the stream left open.
@@ -442,7 +443,7 @@ async fn next_request_reconnects_after_peer_restart() {
             peers: BTreeMap::new(),
             limits: test_limits(),
         };
-        match Transport::bind(config, echo) {
+        match QuicEndpoint::bind(config, echo) {
             Ok(t) => {
                 restarted = Some(t);
                 break;
@@ -480,7 +481,7 @@ async fn certificates_written_by_certs_dir_are_accepted() {
     let admin = load_identity(&dir, &Peer::Client("admin".into())).unwrap();
     let (server, _) = start(node);
     let peers = BTreeMap::from([(NodeId(1), server.local_addr().unwrap())]);
-    let client = Transport::client(admin, peers, test_limits()).unwrap();
+    let client = QuicEndpoint::client(admin, peers, test_limits()).unwrap();
     assert_eq!(client.request(NodeId(1), b"hi".to_vec(), TIMEOUT).await.unwrap(), b"hi");
     server.close().await;
     std::fs::remove_dir_all(&dir).unwrap();

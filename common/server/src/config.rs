@@ -31,7 +31,8 @@
 //! replicas = [1, 2, 3]
 //! ```
 //!
-//! Every setting is checked when the file is read ([`ServerConfig::load`]); a bad file is
+//! Every setting, with its unit and default, is listed in `docs/server.md`; the defaults of
+//! `[timing]` are [`Timing`]'s. Every setting is checked when the file is read ([`ServerConfig::load`]); a bad file is
 //! one clear error naming the file and the setting, never a panic.
 
 use std::collections::{BTreeMap, BTreeSet};

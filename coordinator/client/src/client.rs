@@ -116,6 +116,9 @@ pub(crate) struct Inner {
     unresolved: Mutex<UnresolvedTable>,
     /// Set by [`Client::close`]: every request fails at once from then on.
     closed: AtomicBool,
+    /// Ambiguous commits [`Client::transact`] resolved to a decision (see
+    /// [`Client::ambiguous_resolved`]).
+    pub(crate) ambiguous_resolved: AtomicU64,
 }
 
 /// Commits whose outcome is not known yet, oldest first.
@@ -202,6 +205,7 @@ impl Client {
                 rng: Mutex::new(rng),
                 unresolved: Mutex::new(UnresolvedTable::default()),
                 closed: AtomicBool::new(false),
+                ambiguous_resolved: AtomicU64::new(0),
             }),
         }
     }
@@ -289,6 +293,13 @@ impl Client {
     /// A fresh reading of the client's HLC (HLC-1).
     pub fn now(&self) -> HlcTimestamp {
         lock(&self.inner.hlc).now(physical_now_ns())
+    }
+
+    /// How many commits that ended ambiguous [`Client::transact`] has resolved to a decision
+    /// (committed or aborted) by asking the cluster, since this client was made. A workload
+    /// reports it beside its outcome counts: ambiguity the caller never saw.
+    pub fn ambiguous_resolved(&self) -> u64 {
+        self.inner.ambiguous_resolved.load(Ordering::Relaxed)
     }
 
     /// The settings the client runs with.

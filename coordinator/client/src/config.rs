@@ -299,6 +299,7 @@ impl ClusterFile {
             coordinator_group: self.coordinator_groups.first().map(|g| g.group).unwrap_or_default(),
             leaders,
             nodes: vec![],
+            coordinator_groups: self.coordinator_groups.iter().map(|g| g.group).collect(),
         }
     }
 }

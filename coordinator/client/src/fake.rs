@@ -397,6 +397,12 @@ impl State {
                 })
                 .collect(),
             nodes: vec![],
+            coordinator_groups: self
+                .groups
+                .keys()
+                .copied()
+                .filter(|g| !self.ranges.iter().any(|(_, r)| r == g))
+                .collect(),
         }
     }
 

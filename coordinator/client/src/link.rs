@@ -2,7 +2,7 @@
 //!
 //! [`Link`] is the whole interface the client needs from a network, so the client's logic
 //! (routing, redirects, retries, ambiguity) can be tested against an in-memory cluster and run
-//! inside the simulator. [`QuicLink`] is the real one: `decree_runtime::Transport` RPC over
+//! inside the simulator. [`QuicLink`] is the real one: `decree_runtime::QuicEndpoint` RPC over
 //! QUIC with mutual TLS, one bidirectional stream per request, the envelope encoded with the
 //! proto codec.
 //!
@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use decree_proto::{decode_body, encode_body, EncodeError, Envelope};
-use decree_runtime::{Identity, RpcError, Transport, TransportLimits};
+use decree_runtime::{Identity, QuicEndpoint, RpcError, TransportLimits};
 use decree_types::NodeId;
 
 /// The future a [`Link`] returns.
@@ -76,10 +76,10 @@ pub enum LinkError {
     Closed,
 }
 
-/// The real link: RPC over `decree_runtime::Transport` (QUIC, mutual TLS, ALPN `decree/1`).
+/// The real link: RPC over `decree_runtime::QuicEndpoint` (QUIC, mutual TLS, ALPN `decree/1`).
 #[derive(Clone, Debug)]
 pub struct QuicLink {
-    transport: Transport,
+    transport: QuicEndpoint,
 }
 
 impl QuicLink {
@@ -89,12 +89,12 @@ impl QuicLink {
         identity: Identity,
         nodes: BTreeMap<NodeId, SocketAddr>,
     ) -> Result<QuicLink, decree_runtime::transport::TransportError> {
-        let transport = Transport::client(identity, nodes, TransportLimits::default())?;
+        let transport = QuicEndpoint::client(identity, nodes, TransportLimits::default())?;
         Ok(QuicLink { transport })
     }
 
     /// The transport underneath (for its statistics, or to close it).
-    pub fn transport(&self) -> &Transport {
+    pub fn transport(&self) -> &QuicEndpoint {
         &self.transport
     }
 }

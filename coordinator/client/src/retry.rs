@@ -17,6 +17,7 @@
 //! - any other error → return it.
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 
 use decree_types::{HlcTimestamp, TxnId};
 use tokio::time::Instant;
@@ -75,8 +76,14 @@ impl Client {
                     Ok(info) => return Ok((value, info)),
                     Err(Error::Ambiguous { txn_id, read_ts }) => {
                         match self.resolve(txn_id, deadline).await {
-                            Resolution::Committed(info) => return Ok((value, info)),
-                            Resolution::Aborted(e) => e,
+                            Resolution::Committed(info) => {
+                                self.inner.ambiguous_resolved.fetch_add(1, Ordering::Relaxed);
+                                return Ok((value, info));
+                            }
+                            Resolution::Aborted(e) => {
+                                self.inner.ambiguous_resolved.fetch_add(1, Ordering::Relaxed);
+                                e
+                            }
                             Resolution::Unknown => {
                                 return Err(Error::Ambiguous { txn_id, read_ts })
                             }

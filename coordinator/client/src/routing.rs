@@ -9,32 +9,13 @@
 use std::collections::BTreeMap;
 
 use decree_proto::admin::RangeMapReply;
-use decree_types::{GroupId, Key, KeyRange, NodeId, RangeMap, Term, TxnId};
+use decree_types::{GroupId, Key, KeyRange, NodeId, RangeMap, Term};
 
 use crate::Error;
 
-/// The coordinator group that decides `txn_id`: `coordinator_groups[fnv1a_64(txn_id) % n]`
-/// over the little-endian bytes of the id, with `coordinator_groups` sorted ascending.
-///
-/// This must stay identical to the coordinator crate's `coordinator_for`: participants send
-/// their in-doubt queries to the group named in the prepare, but a client resolving an
-/// ambiguous commit with `TxnStatus` recomputes the group, and asking the wrong one would make
-/// it presume an abort. `None` if there is no coordinator group.
-pub fn coordinator_for(txn_id: TxnId, coordinator_groups: &[GroupId]) -> Option<GroupId> {
-    let n = coordinator_groups.len() as u64;
-    if n == 0 {
-        return None;
-    }
-    let index = fnv1a_64(&txn_id.0.to_le_bytes()) % n;
-    coordinator_groups.get(index as usize).copied()
-}
-
-/// 64-bit FNV-1a.
-fn fnv1a_64(bytes: &[u8]) -> u64 {
-    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    bytes.iter().fold(OFFSET_BASIS, |hash, &b| (hash ^ u64::from(b)).wrapping_mul(PRIME))
-}
+/// The coordinator group that decides a transaction: the wire contract's function, the one
+/// every coordinator and participant uses.
+pub use decree_proto::placement::coordinator_for;
 
 /// What the client knows about one group.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,20 +50,17 @@ impl Routes {
     }
 
     /// Installs a fetched range map, unless it is older than the one held. The coordinator
-    /// groups are the reply's `coordinator_group` and every other group in `leaders` that
-    /// serves no range (the reply lists leaders of every coordinator group).
+    /// groups are the reply's `coordinator_groups` (the replier's `coordinator_group` if the
+    /// list is empty, as in a map built from a cluster file naming none).
     pub fn install(&mut self, reply: &RangeMapReply) -> Result<bool, Error> {
         if reply.version < self.version {
             return Ok(false);
         }
         let map = RangeMap::new(reply.ranges.clone())
             .map_err(|e| Error::protocol(format!("range map from the cluster is invalid: {e}")))?;
-        let participant_groups = map.groups();
-        let mut coordinator_groups = vec![reply.coordinator_group];
-        for leader in &reply.leaders {
-            if !participant_groups.contains(&leader.group) {
-                coordinator_groups.push(leader.group);
-            }
+        let mut coordinator_groups = reply.coordinator_groups.clone();
+        if coordinator_groups.is_empty() {
+            coordinator_groups.push(reply.coordinator_group);
         }
         coordinator_groups.sort_unstable();
         coordinator_groups.dedup();
@@ -183,22 +161,8 @@ mod tests {
                 leader(101, Some(41), 1, &[41, 42, 43]),
             ],
             nodes: vec![],
+            coordinator_groups: vec![GroupId(100), GroupId(101)],
         }
-    }
-
-    #[test]
-    fn coordinator_choice_is_fnv1a_of_the_txn_id() {
-        let groups = [GroupId(100), GroupId(101), GroupId(102)];
-        // FNV-1a of sixteen zero bytes, computed independently.
-        assert_eq!(fnv1a_64(&[0u8; 16]), 0x8820_1fb9_60ff_6465);
-        let want = groups[(0x8820_1fb9_60ff_6465u64 % 3) as usize];
-        assert_eq!(coordinator_for(TxnId(0), &groups), Some(want));
-        assert_eq!(coordinator_for(TxnId(7), &[GroupId(5)]), Some(GroupId(5)));
-        assert_eq!(coordinator_for(TxnId(7), &[]), None);
-        // Spreads over every group.
-        let hit: std::collections::BTreeSet<GroupId> =
-            (0..64u128).filter_map(|i| coordinator_for(TxnId(i), &groups)).collect();
-        assert_eq!(hit.len(), 3);
     }
 
     #[test]

@@ -398,6 +398,7 @@ async fn rec_6_lost_commit_reply_is_resolved_committed_and_not_rerun() {
     let (moved, info) = transfer(&client, "alice", "zed", &runs).await.unwrap();
     assert!(moved);
     assert_eq!(runs.load(Ordering::SeqCst), 1, "never rerun after an ambiguous commit");
+    assert_eq!(client.ambiguous_resolved(), 1, "counted as resolved");
     assert_eq!(balance(&fake.latest("alice")), 90);
     assert_eq!(total(&fake), 300);
     // The status came from the coordinator group that got the commit.
@@ -432,6 +433,7 @@ async fn lost_commit_request_is_rerun_only_after_a_confirmed_abort() {
     assert_eq!(gets_before, 2, "one run's reads before resolution");
     assert_eq!(gets_between, 0, "nothing reruns while the outcome is pending");
     assert_eq!(fake.sent("Request::TxnStatus").len(), 3, "pending, pending, aborted");
+    assert_eq!(client.ambiguous_resolved(), 1, "the resolved abort is counted");
     // Applied exactly once, by the second run.
     assert_eq!(balance(&fake.latest("alice")), 90);
     assert_eq!(total(&fake), 300);

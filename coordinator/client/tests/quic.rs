@@ -9,7 +9,9 @@ use decree_client::{Client, ClientConfig, ClientSettings, Error};
 use decree_proto::admin::{GroupLeader, RangeMapReply};
 use decree_proto::txn::{OutcomeReply, TxnOutcome, ValueReply};
 use decree_proto::{decode_body, encode_body, Envelope, ErrorResponse, Payload, Request, Response};
-use decree_runtime::{ClusterCa, HandlerError, Peer, Transport, TransportConfig, TransportLimits};
+use decree_runtime::{
+    ClusterCa, HandlerError, Peer, QuicEndpoint, TransportConfig, TransportLimits,
+};
 use decree_types::{GroupId, HlcTimestamp, KeyRange, NodeId, Term};
 
 const NODE: NodeId = NodeId(1);
@@ -40,6 +42,7 @@ async fn handle(_peer: Peer, body: Vec<u8>) -> Result<Vec<u8>, HandlerError> {
                 coordinator_group: COORDINATOR,
                 leaders: vec![leader(GROUP), leader(COORDINATOR)],
                 nodes: vec![],
+                coordinator_groups: vec![COORDINATOR],
             }),
         },
         Request::Get(get) => Payload::Response {
@@ -65,14 +68,14 @@ async fn handle(_peer: Peer, body: Vec<u8>) -> Result<Vec<u8>, HandlerError> {
     encode_body(&reply).map_err(|e| HandlerError::Undecodable { reason: e.to_string() })
 }
 
-fn start_node(ca: &ClusterCa) -> (Transport, SocketAddr) {
+fn start_node(ca: &ClusterCa) -> (QuicEndpoint, SocketAddr) {
     let config = TransportConfig {
         listen_addr: "127.0.0.1:0".parse().unwrap(),
         identity: ca.issue_node(NODE).unwrap(),
         peers: BTreeMap::new(),
         limits: TransportLimits::default(),
     };
-    let (transport, _inbound) = Transport::bind(config, handle).unwrap();
+    let (transport, _inbound) = QuicEndpoint::bind(config, handle).unwrap();
     let addr = transport.local_addr().unwrap();
     (transport, addr)
 }

@@ -151,9 +151,8 @@ impl ClusterMap {
     /// knows nothing of is reported with `leader: None`, term 0). `replier` is the coordinator
     /// group answering.
     ///
-    /// The reply lists every group in `leaders`; the ones serving no range are exactly the
-    /// coordinator groups (type invariant), which is how a client learns the list
-    /// [`crate::coordinator_for`] needs without a wire field of its own.
+    /// The reply lists every group in `leaders`, and the coordinator groups, ascending, in
+    /// `coordinator_groups`: the list [`crate::coordinator_for`] chooses among.
     pub fn reply(
         &self,
         replier: GroupId,
@@ -180,6 +179,7 @@ impl ClusterMap {
             coordinator_group: replier,
             leaders,
             nodes,
+            coordinator_groups: self.coordinator_groups.clone(),
         }
     }
 

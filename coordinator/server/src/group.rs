@@ -566,7 +566,8 @@ impl CoordinatorGroup {
     /// Refuses a client request for a transaction another coordinator group decides: two
     /// groups must never both decide one `txn_id`.
     fn check_owner(&self, txn_id: TxnId) -> Result<(), ErrorResponse> {
-        let owner = coordinator_for(txn_id, self.map.coordinator_groups());
+        // The map lists at least one coordinator group (type invariant of `ClusterMap`).
+        let owner = coordinator_for(txn_id, self.map.coordinator_groups()).unwrap_or(self.group);
         if owner == self.group {
             Ok(())
         } else {

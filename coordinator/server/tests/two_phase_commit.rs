@@ -507,10 +507,10 @@ fn wrong_coordinator_group_refuses_client_requests_for_a_transaction_it_does_not
     h.become_ready_leader(Term(1));
     let groups = [COORD, decree_types::GroupId(11)];
     let foreign = (0..100u128)
-        .find(|t| decree_coordinator::coordinator_for(TxnId(*t), &groups) != COORD)
+        .find(|t| decree_coordinator::coordinator_for(TxnId(*t), &groups) != Some(COORD))
         .expect("some txn is g11's");
     let own = (0..100u128)
-        .find(|t| decree_coordinator::coordinator_for(TxnId(*t), &groups) == COORD)
+        .find(|t| decree_coordinator::coordinator_for(TxnId(*t), &groups) == Some(COORD))
         .expect("some txn is ours");
     let read_ts = fresh_read_ts(&h);
     assert!(matches!(

@@ -114,6 +114,12 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// The coordinator group that owns `txn_id`.
+    fn coordinator_of(&self, txn_id: TxnId) -> GroupId {
+        // Invariant: a bank run has at least one coordinator group (`run` takes `coordinator_groups.max(1)`).
+        coordinator_for(txn_id, &self.coordinators).expect("a bank run has a coordinator group")
+    }
+
     /// `n` clients of `bank`.
     pub fn new(
         n: usize,
@@ -312,7 +318,7 @@ impl Clients {
             &self.clients[c].phase
         {
             let status = TxnStatus { txn_id: commit.txn_id, read_ts: commit.read_ts };
-            let group = coordinator_for(commit.txn_id, &self.coordinators);
+            let group = self.coordinator_of(commit.txn_id);
             self.clients[c].phase = Phase::Resolving { index: *index, group, status };
         }
         // Reads, a CommitLocal (answered from OPC-2's session table when sent again) and a
@@ -374,7 +380,7 @@ impl Clients {
             Phase::Committing { index, request: Request::CommitTxn(commit), .. } => {
                 // The coordinator refused or lost track: resolve, never guess.
                 let status = TxnStatus { txn_id: commit.txn_id, read_ts: commit.read_ts };
-                let group = coordinator_for(commit.txn_id, &self.coordinators);
+                let group = self.coordinator_of(commit.txn_id);
                 self.clients[c].phase = Phase::Resolving { index, group, status };
             }
             Phase::Committing { index, request: Request::CommitLocal(_), .. } => {
@@ -553,7 +559,7 @@ impl Clients {
                 parallel_commit: false,
             };
             let request = Request::CommitTxn(CommitTxn { txn_id, read_ts, per_group, mode });
-            (coordinator_for(txn_id, &self.coordinators), request)
+            (self.coordinator_of(txn_id), request)
         };
         self.transfers.push(TransferRecord {
             txn_id,

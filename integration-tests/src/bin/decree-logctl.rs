@@ -4,7 +4,7 @@
 //! decree-logctl certs --out DIR --nodes 3            # ephemeral CA + node and client certs
 //! decree-logctl --certs DIR --node 1=ADDR ... status  # role/term/leader/indexes per group
 //! decree-logctl --certs DIR --node 1=ADDR ... propose 1 hello
-//! decree-logctl --certs DIR --node 1=ADDR ... read 1 [--from-node 2]
+//! decree-logctl --certs DIR --node 1=ADDR ... read 1 [--from-node 2]  # one replica's commands
 //! decree-logctl demo --root DIR [--kills 4]          # starts its own cluster (scripts/demo.sh)
 //! decree-logctl bench [--seconds 10]                 # starts its own cluster (scripts/bench.sh)
 //! ```
@@ -55,7 +55,8 @@ enum Cmd {
     Status,
     /// Propose a command (UTF-8 text) to a group; prints the applied index.
     Propose { group: u64, text: String },
-    /// Read a group's applied commands (linearizable, RAFT-3) from one node.
+    /// Print a group's commands as one replica applied them (the leader's by default). The
+    /// replica's own state, not a linearizable read: a follower may lag.
     Read {
         group: u64,
         #[arg(long)]
@@ -158,7 +159,7 @@ async fn run(args: Args) -> Result<(), String> {
                     client.find_leader(GroupId(group)).await.map(|(n, _)| n).ok_or("no leader")?
                 }
             };
-            for cmd in client.read_all(node, GroupId(group)).await? {
+            for cmd in client.replica_commands(node, GroupId(group)).await? {
                 println!("{}", String::from_utf8_lossy(&cmd));
             }
             Ok(())
@@ -185,8 +186,8 @@ fn cluster_client(
 
 async fn print_status(client: &LogClient<QuicCaller>, nodes: &[(NodeId, SocketAddr)]) {
     println!(
-        "{:<5} {:<6} {:<9} {:>6} {:>7} {:>9} {:>9} {:>9}",
-        "node", "group", "role", "term", "leader", "commit", "applied", "commands"
+        "{:<5} {:<6} {:<9} {:>6} {:>7} {:>9} {:>9} {:>16}",
+        "node", "group", "role", "term", "leader", "commit", "applied", "state digest"
     );
     for (node, _) in nodes {
         match client.status(*node).await {
@@ -195,7 +196,7 @@ async fn print_status(client: &LogClient<QuicCaller>, nodes: &[(NodeId, SocketAd
                     let role = if g.is_leader { "leader" } else { "follower" };
                     let leader = g.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
                     println!(
-                        "{:<5} {:<6} {:<9} {:>6} {:>7} {:>9} {:>9} {:>9}",
+                        "{:<5} {:<6} {:<9} {:>6} {:>7} {:>9} {:>9} {:>16x}",
                         node.to_string(),
                         g.group.to_string(),
                         role,
@@ -203,7 +204,7 @@ async fn print_status(client: &LogClient<QuicCaller>, nodes: &[(NodeId, SocketAd
                         leader,
                         g.commit.0,
                         g.applied.0,
-                        g.commands
+                        g.digest
                     );
                 }
             }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use decree_runtime::node_shell::rpc::{LogRequest, LogResponse, ShellCounters};
+use decree_runtime::node_shell::rpc::{ClientReply, ClientRequest, ShellCounters};
 use decree_types::{GroupId, NodeId};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
@@ -109,8 +109,8 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 async fn counters<C: Caller>(client: &LogClient<C>, node: NodeId) -> ShellCounters {
-    match client.call(node, LogRequest::Status).await {
-        Ok(LogResponse::Status(s)) => s.counters,
+    match client.call(node, ClientRequest::Status).await {
+        Ok(ClientReply::Status(s)) => s.counters,
         _ => ShellCounters::default(),
     }
 }

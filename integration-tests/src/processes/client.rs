@@ -1,15 +1,21 @@
-//! A client of `decree-lognode` clusters: follows `NotLeader` hints, retries what is safe to
-//! retry, and reports an outcome it could not learn as [`ProposeOutcome::Unknown`] — never as
-//! a failure, because such a proposal may still be applied.
+//! A client of `decree-lognode` clusters: follows the machine's redirects, retries what is
+//! safe to retry, and reports an outcome it could not learn as [`ProposeOutcome::Unknown`] —
+//! never as a failure, because such a proposal may still be applied.
+//!
+//! It speaks the node shell's client protocol (`decree_runtime::node_shell::rpc`) carrying
+//! the replicated log's requests ([`super::log_machine`]), and keeps the highest HLC reading
+//! any node answered with, to send with its next request (HLC-4: causality across nodes).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use decree_runtime::node_shell::rpc::{LogRequest, LogResponse, NodeStatus, Refusal};
-use decree_types::{GroupId, LogIndex, NodeId, Term};
+use decree_runtime::node_shell::rpc::{ClientReply, ClientRequest, NodeStatus, Refusal};
+use decree_types::{GroupId, HlcTimestamp, LogIndex, NodeId, Term};
 use tokio::time::Instant;
+
+use super::log_machine::{self, Answer, LogRequest, LogResponse};
 
 /// Why one call got no answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,9 +32,9 @@ pub trait Caller: Send + Sync + 'static {
     fn call(
         &self,
         node: NodeId,
-        request: LogRequest,
+        request: ClientRequest<LogRequest>,
         timeout: Duration,
-    ) -> impl Future<Output = Result<LogResponse, CallError>> + Send;
+    ) -> impl Future<Output = Result<ClientReply<LogResponse>, CallError>> + Send;
 }
 
 /// What became of one proposal.
@@ -50,12 +56,19 @@ pub struct LogClient<C> {
     caller: Arc<C>,
     nodes: Vec<NodeId>,
     leaders: Mutex<BTreeMap<GroupId, NodeId>>,
+    /// The highest HLC reading any node answered with.
+    clock: Mutex<HlcTimestamp>,
 }
 
 impl<C: Caller> LogClient<C> {
     /// A client of the cluster made of `nodes`.
     pub fn new(caller: Arc<C>, nodes: Vec<NodeId>) -> Self {
-        LogClient { caller, nodes, leaders: Mutex::new(BTreeMap::new()) }
+        LogClient {
+            caller,
+            nodes,
+            leaders: Mutex::new(BTreeMap::new()),
+            clock: Mutex::new(HlcTimestamp::default()),
+        }
     }
 
     /// The node this client believes leads `group`.
@@ -75,16 +88,37 @@ impl<C: Caller> LogClient<C> {
     }
 
     /// One raw call.
-    pub async fn call(&self, node: NodeId, request: LogRequest) -> Result<LogResponse, CallError> {
+    pub async fn call(
+        &self,
+        node: NodeId,
+        request: ClientRequest<LogRequest>,
+    ) -> Result<ClientReply<LogResponse>, CallError> {
         self.caller.call(node, request, CALL_TIMEOUT).await
+    }
+
+    /// One request for `group`'s machine on `node`: the reply's HLC reading is kept for the
+    /// next request.
+    pub async fn call_machine(
+        &self,
+        node: NodeId,
+        group: GroupId,
+        request: LogRequest,
+    ) -> Result<ClientReply<LogResponse>, CallError> {
+        let sender_clock = *self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        let reply = self.call(node, ClientRequest::Machine { group, sender_clock, request }).await;
+        if let Ok(ClientReply::Machine { sender_clock, .. }) = &reply {
+            let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+            *clock = (*clock).max(*sender_clock);
+        }
+        reply
     }
 
     /// Proposes `command` to `group` until it is acknowledged, or until `deadline` passes or an
     /// attempt's outcome cannot be learned (then [`ProposeOutcome::Unknown`]).
     ///
-    /// Retried only when the proposal was certainly not appended (NotLeader, Overloaded,
-    /// unreachable node) or certainly never applied (Superseded), so an acknowledged command
-    /// is never applied twice.
+    /// Retried only when the proposal was certainly not appended (a redirect, an overloaded
+    /// node, an unreachable node) or certainly never applied (superseded by another leader's
+    /// entry), so an acknowledged command is never applied twice.
     pub async fn propose(
         &self,
         group: GroupId,
@@ -97,28 +131,12 @@ impl<C: Caller> LogClient<C> {
             if Instant::now() >= deadline {
                 return ProposeOutcome::Unknown("deadline passed before an answer".into());
             }
-            let request = LogRequest::Propose { group, command: command.clone() };
-            match self.call(target, request).await {
-                Ok(LogResponse::Applied { index, term }) => {
-                    self.set_leader(group, target);
-                    return ProposeOutcome::Acknowledged { index, term, via: target };
-                }
-                Ok(LogResponse::NotLeader { hint, .. }) => {
-                    let next = hint.filter(|h| *h != target).unwrap_or(self.next_after(target));
-                    if hint.is_none() {
-                        // Nobody leads yet (an election is running): wait a little.
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_millis(200));
-                    }
-                    self.set_leader(group, next);
-                    target = next;
-                }
-                Ok(LogResponse::Refused(Refusal::Superseded { .. }))
-                | Ok(LogResponse::Refused(Refusal::Overloaded)) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(200));
-                }
-                Ok(LogResponse::Refused(Refusal::ShuttingDown)) => {
+            let request = log_machine::append(command.clone());
+            let answer = match self.call_machine(target, group, request).await {
+                Ok(ClientReply::Machine { response, .. }) => log_machine::answer(response),
+                Ok(ClientReply::Error { error, .. }) => log_machine::refused(error),
+                Ok(ClientReply::Refused(Refusal::Overloaded)) => Answer::RetryLater,
+                Ok(ClientReply::Refused(Refusal::ShuttingDown)) => {
                     return ProposeOutcome::Unknown(format!("{target} shut down while waiting"));
                 }
                 Ok(other) => {
@@ -130,37 +148,59 @@ impl<C: Caller> LogClient<C> {
                     backoff = (backoff * 2).min(Duration::from_millis(200));
                     target = self.next_after(target);
                     self.set_leader(group, target);
+                    continue;
                 }
                 Err(CallError::NoAnswer(why)) => {
                     self.set_leader(group, self.next_after(target));
+                    return ProposeOutcome::Unknown(format!("{target}: {why}"));
+                }
+            };
+            match answer {
+                Answer::Applied { index, term } => {
+                    self.set_leader(group, target);
+                    return ProposeOutcome::Acknowledged { index, term, via: target };
+                }
+                Answer::Redirect { hint } => {
+                    let next = hint.filter(|h| *h != target).unwrap_or(self.next_after(target));
+                    if hint.is_none() {
+                        // Nobody leads yet (an election is running): wait a little.
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(200));
+                    }
+                    self.set_leader(group, next);
+                    target = next;
+                }
+                Answer::RetryLater => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+                Answer::Unknown(why) => {
                     return ProposeOutcome::Unknown(format!("{target}: {why}"));
                 }
             }
         }
     }
 
-    /// A linearizable read (RAFT-3) of all of `group`'s applied commands, served by `node`.
-    pub async fn read_all(&self, node: NodeId, group: GroupId) -> Result<Vec<Vec<u8>>, String> {
-        let mut out = Vec::new();
-        loop {
-            let request = LogRequest::Read { group, from: out.len() as u64 };
-            match self.call(node, request).await {
-                Ok(LogResponse::Commands { commands, more, .. }) => {
-                    out.extend(commands);
-                    if !more {
-                        return Ok(out);
-                    }
-                }
-                Ok(other) => return Err(format!("{node} answered a read with {other:?}")),
-                Err(e) => return Err(format!("{node}: {e:?}")),
+    /// Every command of `group` applied on `node`'s replica, in log order: the replica's own
+    /// state (not a linearizable read; a follower may lag), for checks once faults stop.
+    pub async fn replica_commands(
+        &self,
+        node: NodeId,
+        group: GroupId,
+    ) -> Result<Vec<Vec<u8>>, String> {
+        match self.call(node, ClientRequest::ReplicaState { group }).await {
+            Ok(ClientReply::ReplicaState { state, .. }) => {
+                log_machine::commands_of_state(&state).map_err(|e| format!("{node}: {e}"))
             }
+            Ok(other) => Err(format!("{node} answered a replica read with {other:?}")),
+            Err(e) => Err(format!("{node}: {e:?}")),
         }
     }
 
     /// `node`'s status.
     pub async fn status(&self, node: NodeId) -> Result<NodeStatus, String> {
-        match self.call(node, LogRequest::Status).await {
-            Ok(LogResponse::Status(s)) => Ok(s),
+        match self.call(node, ClientRequest::Status).await {
+            Ok(ClientReply::Status(s)) => Ok(s),
             Ok(other) => Err(format!("{node} answered status with {other:?}")),
             Err(e) => Err(format!("{node}: {e:?}")),
         }

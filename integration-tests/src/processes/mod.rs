@@ -6,5 +6,7 @@ pub mod bench;
 pub mod check;
 pub mod client;
 pub mod harness;
+pub mod log_machine;
 pub mod quic;
+pub mod server;
 pub mod workload;

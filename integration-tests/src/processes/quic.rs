@@ -7,11 +7,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use decree_runtime::certs::{load_identity, write_dir, Peer};
-use decree_runtime::node_shell::rpc::{decode_response, encode_request, LogRequest, LogResponse};
-use decree_runtime::{RpcError, Transport, TransportLimits};
+use decree_runtime::node_shell::rpc::{
+    decode_response, encode_request, ClientReply, ClientRequest,
+};
+use decree_runtime::{QuicEndpoint, RpcError, TransportLimits};
 use decree_types::NodeId;
 
 use super::client::{CallError, Caller};
+use super::log_machine::{LogRequest, LogResponse};
 
 /// The client name the certificates of a test cluster are issued for.
 pub const CLIENT_NAME: &str = "logctl";
@@ -24,7 +27,7 @@ pub fn write_certs(dir: &Path, nodes: u64) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Transport settings for a client that must notice restarted nodes quickly: short idle
+/// QuicEndpoint settings for a client that must notice restarted nodes quickly: short idle
 /// timeout and dial back-off (the defaults suit long-lived node links).
 pub fn client_limits() -> TransportLimits {
     TransportLimits {
@@ -40,7 +43,7 @@ pub fn client_limits() -> TransportLimits {
 /// A QUIC client endpoint with a client certificate. Must be created inside a tokio runtime.
 #[derive(Debug)]
 pub struct QuicCaller {
-    transport: Transport,
+    endpoint: QuicEndpoint,
 }
 
 /// Opens a client endpoint presenting the client certificate found in `certs`.
@@ -56,9 +59,9 @@ pub fn connect_client(
             certs.display()
         )
     })?;
-    let transport =
-        Transport::client(identity, nodes.clone(), client_limits()).map_err(|e| e.to_string())?;
-    Ok(QuicCaller { transport })
+    let endpoint = QuicEndpoint::client(identity, nodes.clone(), client_limits())
+        .map_err(|e| e.to_string())?;
+    Ok(QuicCaller { endpoint })
 }
 
 /// The client certificate to use from `certs`: `client-logctl` if present, otherwise the first
@@ -82,10 +85,12 @@ impl Caller for QuicCaller {
     async fn call(
         &self,
         node: NodeId,
-        request: LogRequest,
+        request: ClientRequest<LogRequest>,
         timeout: Duration,
-    ) -> Result<LogResponse, CallError> {
-        match self.transport.request(node, encode_request(&request), timeout).await {
+    ) -> Result<ClientReply<LogResponse>, CallError> {
+        // Not sent: our own request cannot be encoded.
+        let body = encode_request(&request).map_err(|e| CallError::Unreachable(e.to_string()))?;
+        match self.endpoint.request(node, body, timeout).await {
             Ok(body) => decode_response(&body).map_err(|e| CallError::NoAnswer(e.to_string())),
             // Never delivered: the request did not leave this process.
             Err(

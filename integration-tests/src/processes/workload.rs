@@ -218,7 +218,7 @@ pub async fn run_kill_scenario<C: Caller>(
             }
             let mut replicas = BTreeMap::new();
             for n in &nodes {
-                match client.read_all(*n, *g).await {
+                match client.replica_commands(*n, *g).await {
                     Ok(list) => {
                         replicas.insert(*n, list);
                     }

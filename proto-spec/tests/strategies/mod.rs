@@ -300,14 +300,26 @@ pub fn range_map_reply() -> impl Strategy<Value = RangeMapReply> {
     let leader = (group(), option::of(node()), term(), vec(node(), 0..4))
         .prop_map(|(group, leader, term, replicas)| GroupLeader { group, leader, term, replicas });
     let addr = (node(), text()).prop_map(|(node, addr)| NodeAddr { node, addr });
-    (any::<u64>(), vec((range(), group()), 0..4), group(), vec(leader, 0..3), vec(addr, 0..3))
-        .prop_map(|(version, ranges, coordinator_group, leaders, nodes)| RangeMapReply {
-            version,
-            ranges,
-            coordinator_group,
-            leaders,
-            nodes,
-        })
+    (
+        any::<u64>(),
+        vec((range(), group()), 0..4),
+        group(),
+        vec(leader, 0..3),
+        vec(addr, 0..3),
+        vec(group(), 0..3),
+    )
+        .prop_map(
+            |(version, ranges, coordinator_group, leaders, nodes, coordinator_groups)| {
+                RangeMapReply {
+                    version,
+                    ranges,
+                    coordinator_group,
+                    leaders,
+                    nodes,
+                    coordinator_groups,
+                }
+            },
+        )
 }
 
 pub fn cluster_status_reply() -> impl Strategy<Value = ClusterStatusReply> {

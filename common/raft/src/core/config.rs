@@ -193,9 +193,10 @@ pub enum RestoreError {
     InvalidSnapshot(LogIndex),
 }
 
-/// Why a proposal was not appended. The caller may retry elsewhere or later.
+/// Why the core did not append a proposal to its log (`decree_raft::node::ProposeError` is what
+/// the node reports for it, with the group). The caller may retry elsewhere or later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ProposeError {
+pub enum AppendError {
     /// Only the leader appends; `leader_hint` is the leader this replica knows of.
     #[error("not the leader (leader hint: {})", hint(*.leader_hint))]
     NotLeader {

@@ -1,83 +1,102 @@
-//! The log node's client protocol: what `decree-lognode` serves over the endpoint's
-//! request/response streams.
+//! The node shell's client protocol: what a client sends over the endpoint's request streams
+//! and what comes back, for any replicated state machine.
 //!
-//! These messages are the shell's own (the replicated-log node is a test and benchmark vehicle,
-//! not a product API), so they live beside the shell rather than in `decree-proto`. They travel
-//! as postcard bodies inside the transport's frames; [`decode_request`] and [`decode_response`]
-//! are total: any byte string yields a value or a typed error, never a panic. A body is exactly
-//! one message: bytes left over after it are refused, as the envelope decoder refuses them.
+//! A request is either for a group's machine ([`ClientRequest::Machine`], carrying the
+//! machine's own request type and the client's HLC reading) or for the shell itself
+//! ([`ClientRequest::Status`]: roles, indexes and counters of the process;
+//! [`ClientRequest::ReplicaState`]: one replica's state, for checkers). The shell hands the
+//! first kind to the host and answers the others from the host it runs; it never looks inside
+//! a machine's request, response or state.
+//!
+//! Bodies are postcard, one message per frame body. [`decode_request`] and [`decode_response`]
+//! are total: any byte string yields a value or a typed error, never a panic, and bytes left
+//! over after the message are refused (as the envelope decoder refuses them).
 
-use decree_types::{GroupId, LogIndex, NodeId, Term};
+use decree_proto::ErrorResponse;
+use decree_types::{GroupId, HlcTimestamp, LogIndex, NodeId, Term};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Largest command a client may propose, in bytes. Bounds the memory one request can pin in the
-/// pending-proposal table and the size of an append.
-pub const COMMAND_BYTES_MAX: usize = 64 * 1024;
-
-/// Most commands returned by one [`LogRequest::Read`] reply; a reader pages with `from`.
-/// 16 Ki commands of [`COMMAND_BYTES_MAX`] would exceed a frame, so replies are also cut at
-/// [`READ_REPLY_BYTES_MAX`].
-pub const READ_REPLY_COMMANDS_MAX: usize = 16 * 1024;
-
-/// Most command bytes in one read reply (well under the 16 MiB frame limit).
-pub const READ_REPLY_BYTES_MAX: usize = 4 * 1024 * 1024;
-
-/// A client's request to a log node.
+/// A client's request to a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LogRequest {
-    /// Append `command` to `group`'s log. Answered once the entry is **applied** on this node
-    /// (so it is a committed entry, durable on a majority), or with a refusal.
-    Propose { group: GroupId, command: Vec<u8> },
-    /// A linearizable read (RAFT-3, ReadIndex) of `group`'s applied commands, starting at
-    /// position `from` (0-based) of the applied list. Served by leaders and followers alike:
-    /// a follower asks the leader for the read index, then serves from its own state.
-    Read { group: GroupId, from: u64 },
-    /// Role, term, leader and indexes of every group on the node.
+pub enum ClientRequest<Rq> {
+    /// A request for the machine of `group`; answered with [`ClientReply::Machine`] (the
+    /// machine's answer, a redirect included) or a [`Refusal`].
+    Machine {
+        /// The group whose machine it is for.
+        group: GroupId,
+        /// The client's HLC reading (HLC-4): the host observes it before admitting the request
+        /// and refuses a reading too far ahead of its clock (HLC-3).
+        sender_clock: HlcTimestamp,
+        /// The machine's request.
+        request: Rq,
+    },
+    /// Role, term, leader and indexes of every group on the node, and the shell's counters.
     Status,
+    /// This replica's applied state of `group`, encoded as its machine encodes a snapshot.
+    /// Not linearizable (a follower may lag): for checkers that compare replicas once the
+    /// faults stop, and for operators.
+    ReplicaState {
+        /// The group.
+        group: GroupId,
+    },
+    /// A request for the node itself rather than one group's machine, in the machine's
+    /// request type (decree's `NODE_GROUP` requests: the range map, the cluster status).
+    /// Answered by the shell's node service ([`crate::node_shell::run::NodeService`]) with
+    /// [`ClientReply::Machine`], or refused with [`Refusal::NoNodeService`] if it has none.
+    Node(Rq),
 }
 
-/// A log node's answer.
+/// A node's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LogResponse {
-    /// The proposal is applied at `index` (it was appended in `term`).
-    Applied { index: LogIndex, term: Term },
-    /// This node does not lead `group`; `hint` is the leader it knows of, if any.
-    /// The proposal was not appended.
-    NotLeader { group: GroupId, hint: Option<NodeId> },
-    /// Commands of `group` at positions `from..from + commands.len()` of the applied list, read
-    /// at or after `read_index`. `more` says the reply was cut and the reader should page on.
-    Commands { group: GroupId, read_index: LogIndex, from: u64, commands: Vec<Vec<u8>>, more: bool },
+pub enum ClientReply<Rs> {
+    /// The machine's answer to a [`ClientRequest::Machine`].
+    Machine {
+        /// The node's HLC reading when it answered, at least every timestamp in `response`
+        /// (HLC-4); a client that sends it with its next request carries causality along.
+        sender_clock: HlcTimestamp,
+        /// The machine's response.
+        response: Rs,
+    },
     /// The node's status.
     Status(NodeStatus),
-    /// The request was refused; see the reason for whether it may have taken effect.
+    /// The answer to [`ClientRequest::ReplicaState`].
+    ReplicaState {
+        /// The group.
+        group: GroupId,
+        /// The replica's applied index: `state` holds every entry up to it.
+        applied: LogIndex,
+        /// The machine's encoded snapshot of its replicated state.
+        state: Vec<u8>,
+    },
+    /// The host refused a [`ClientRequest::Machine`] without asking the machine: the clock
+    /// reading is too far ahead (HLC-3), the group is not hosted here, too many requests wait,
+    /// or the node stopped. Nothing happened, except after a stop (outcome unknown).
+    Error {
+        /// The node's HLC reading when it refused.
+        sender_clock: HlcTimestamp,
+        /// Why.
+        error: ErrorResponse,
+    },
+    /// The shell refused the request before the host saw it.
     Refused(Refusal),
 }
 
-/// Why a request was refused.
+/// Why the shell refused a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Refusal {
     /// The node hosts no such group. Nothing happened.
     #[error("this node hosts no group {0}")]
     UnknownGroup(GroupId),
-    /// The command exceeds [`COMMAND_BYTES_MAX`]. Nothing happened.
-    #[error("command of {bytes} bytes exceeds the maximum of {max} bytes")]
-    CommandTooLarge { bytes: usize, max: usize },
     /// Too many requests are waiting on this node; retry later. Nothing happened.
     #[error("node overloaded: too many pending requests")]
     Overloaded,
-    /// The proposal was appended but another leader's entry took its index: it will never be
-    /// applied. The client may retry.
-    #[error("proposal superseded at index {index} by a newer leader")]
-    Superseded { index: LogIndex },
-    /// The read could not be confirmed (leadership changed meanwhile); retry.
-    #[error("read not confirmed: leadership changed")]
-    ReadAborted,
-    /// The node is shutting down. A pending proposal's outcome is unknown.
+    /// The node is shutting down, or stopped. A pending request's outcome is unknown.
     #[error("node shutting down")]
     ShuttingDown,
-    /// The request could not be decoded.
-    #[error("bad request: {0}")]
-    BadRequest(String),
+    /// The node answers no [`ClientRequest::Node`] requests. Nothing happened.
+    #[error("this node serves no node-level requests")]
+    NoNodeService,
 }
 
 /// One node's view of its groups.
@@ -106,72 +125,85 @@ pub struct GroupStatus {
     pub commit: LogIndex,
     /// Highest entry applied here.
     pub applied: LogIndex,
-    /// Commands applied (the length of the group's list).
-    pub commands: u64,
+    /// The machine's digest of its replicated state (`ReplicatedMachine::digest`): replicas
+    /// that applied the same entries report the same value.
+    pub digest: u64,
 }
 
 /// What the shell loop did since the process started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShellCounters {
-    /// Loop iterations that called `process`.
+    /// Loop iterations that called the host's `process`.
     pub iterations: u64,
     /// Iterations whose `process` synced the WAL (one fsync each).
     pub fsyncs: u64,
-    /// Wall time inside `process` (persist + fsync + hand-off of messages), in microseconds.
+    /// Wall time inside `process` (persist + fsync + apply + hand-off of messages), in
+    /// microseconds.
     pub process_us: u64,
     /// Wall time inside fsync (file and directory), in microseconds: part of `process_us`.
     pub sync_us: u64,
     /// Wall time of the whole loop body excluding the wait for input, in microseconds.
     pub busy_us: u64,
-    /// Raft messages received from peers and handed to the node (a coalesced batch counts
-    /// each of its messages).
+    /// Raft messages received from peers (a coalesced batch counts each of its messages).
     pub messages_in: u64,
-    /// Raft messages sent to peers.
+    /// Raft messages sent to peers (likewise).
     pub messages_out: u64,
-    /// Proposals accepted into the log.
-    pub proposals: u64,
-    /// Entries applied.
+    /// Client requests handed to the host.
+    pub client_requests: u64,
+    /// Entries applied (the sum over groups of the applied index's advance, Raft's own no-op
+    /// entries included).
     pub applied: u64,
+    /// Envelopes not sent: undecodable by our own encoder (over a bound), a full queue or an
+    /// unknown peer. Raft retransmits; a machine's request is retried by the machine.
+    pub dropped_out: u64,
+    /// Envelopes from peers refused by the shell: undecodable, or on a stream their kind does
+    /// not belong on.
+    pub refused_in: u64,
 }
 
 /// A message that could not be decoded.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The body does not start with a message.
-    #[error("undecodable log-node message: {0}")]
+    #[error("undecodable client message: {0}")]
     Body(#[from] postcard::Error),
     /// The body holds a message and then more bytes.
-    #[error("log-node message followed by {count} trailing bytes")]
+    #[error("client message followed by {count} trailing bytes")]
     TrailingBytes {
         /// Bytes left over after the message.
         count: usize,
     },
 }
 
+/// A message that could not be encoded (a machine type that postcard cannot serialise).
+#[derive(Debug, thiserror::Error)]
+#[error("unencodable client message: {0}")]
+pub struct EncodeError(#[from] postcard::Error);
+
 /// Encodes a request body.
-pub fn encode_request(request: &LogRequest) -> Vec<u8> {
-    // Invariant: postcard serialisation into a Vec of plain data types cannot fail.
-    postcard::to_stdvec(request).expect("postcard encodes plain data into a Vec")
+pub fn encode_request<Rq: Serialize>(request: &ClientRequest<Rq>) -> Result<Vec<u8>, EncodeError> {
+    Ok(postcard::to_stdvec(request)?)
 }
 
 /// Decodes a request body that holds exactly one request. Total.
-pub fn decode_request(bytes: &[u8]) -> Result<LogRequest, DecodeError> {
+pub fn decode_request<Rq: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<ClientRequest<Rq>, DecodeError> {
     decode_exact(bytes)
 }
 
 /// Encodes a response body.
-pub fn encode_response(response: &LogResponse) -> Vec<u8> {
-    // Invariant: postcard serialisation into a Vec of plain data types cannot fail.
-    postcard::to_stdvec(response).expect("postcard encodes plain data into a Vec")
+pub fn encode_response<Rs: Serialize>(response: &ClientReply<Rs>) -> Result<Vec<u8>, EncodeError> {
+    Ok(postcard::to_stdvec(response)?)
 }
 
 /// Decodes a response body that holds exactly one response. Total.
-pub fn decode_response(bytes: &[u8]) -> Result<LogResponse, DecodeError> {
+pub fn decode_response<Rs: DeserializeOwned>(bytes: &[u8]) -> Result<ClientReply<Rs>, DecodeError> {
     decode_exact(bytes)
 }
 
 /// Decodes one value that must use every byte of `bytes`.
-fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     match postcard::take_from_bytes::<T>(bytes)? {
         (value, []) => Ok(value),
         (_, rest) => Err(DecodeError::TrailingBytes { count: rest.len() }),
@@ -182,24 +214,44 @@ fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeErro
 mod tests {
     use super::*;
 
+    type Rq = Vec<u8>;
+    type Rs = (u64, String);
+
     #[test]
     fn requests_and_responses_round_trip() {
-        let reqs = [
-            LogRequest::Propose { group: GroupId(1), command: b"abc".to_vec() },
-            LogRequest::Read { group: GroupId(2), from: 7 },
-            LogRequest::Status,
+        let reqs: [ClientRequest<Rq>; 4] = [
+            ClientRequest::Machine {
+                group: GroupId(1),
+                sender_clock: HlcTimestamp::new(5, 1),
+                request: b"abc".to_vec(),
+            },
+            ClientRequest::Status,
+            ClientRequest::ReplicaState { group: GroupId(4) },
+            ClientRequest::Node(b"n".to_vec()),
         ];
         for r in reqs {
-            assert_eq!(decode_request(&encode_request(&r)).unwrap(), r);
+            assert_eq!(decode_request::<Rq>(&encode_request(&r).unwrap()).unwrap(), r);
         }
-        let resp = LogResponse::Commands {
-            group: GroupId(1),
-            read_index: LogIndex(9),
-            from: 0,
-            commands: vec![b"x".to_vec()],
-            more: false,
-        };
-        assert_eq!(decode_response(&encode_response(&resp)).unwrap(), resp);
+        let resps: [ClientReply<Rs>; 5] = [
+            ClientReply::Machine {
+                sender_clock: HlcTimestamp::new(9, 0),
+                response: (7, "x".into()),
+            },
+            ClientReply::Status(NodeStatus {
+                node: NodeId(2),
+                groups: vec![GroupStatus { group: GroupId(1), digest: 3, ..Default::default() }],
+                counters: ShellCounters { iterations: 4, ..Default::default() },
+            }),
+            ClientReply::ReplicaState { group: GroupId(4), applied: LogIndex(8), state: vec![1] },
+            ClientReply::Error {
+                sender_clock: HlcTimestamp::new(9, 1),
+                error: ErrorResponse::UnknownGroup { group: GroupId(5) },
+            },
+            ClientReply::Refused(Refusal::Overloaded),
+        ];
+        for r in resps {
+            assert_eq!(decode_response::<Rs>(&encode_response(&r).unwrap()).unwrap(), r);
+        }
     }
 
     #[test]
@@ -207,19 +259,21 @@ mod tests {
         for bytes in
             [&[][..], &[0xff; 3][..], &[9, 9, 9, 9, 9][..], &[0, 1, 200, 200, 200, 200][..]]
         {
-            let _ = decode_request(bytes);
-            let _ = decode_response(bytes);
+            let _ = decode_request::<Rq>(bytes);
+            let _ = decode_response::<Rs>(bytes);
         }
-        assert!(decode_request(&[0xff]).is_err());
+        assert!(decode_request::<Rq>(&[0xff]).is_err());
+        assert!(decode_response::<Rs>(&[]).is_err());
     }
 
     #[test]
     fn trailing_bytes_are_refused() {
-        let mut request = encode_request(&LogRequest::Status);
+        let mut request = encode_request::<Rq>(&ClientRequest::Status).unwrap();
         request.extend_from_slice(&[0, 0]);
-        assert_eq!(decode_request(&request), Err(DecodeError::TrailingBytes { count: 2 }));
-        let mut response = encode_response(&LogResponse::Refused(Refusal::Overloaded));
+        assert_eq!(decode_request::<Rq>(&request), Err(DecodeError::TrailingBytes { count: 2 }));
+        let mut response =
+            encode_response::<Rs>(&ClientReply::Refused(Refusal::Overloaded)).unwrap();
         response.push(7);
-        assert_eq!(decode_response(&response), Err(DecodeError::TrailingBytes { count: 1 }));
+        assert_eq!(decode_response::<Rs>(&response), Err(DecodeError::TrailingBytes { count: 1 }));
     }
 }

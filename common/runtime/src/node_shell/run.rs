@@ -1,198 +1,230 @@
 //! The loop itself: see the module docs of [`crate::node_shell`] for the numbered steps.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use decree_raft::msg::Message;
-use decree_raft::node::{Node, Output, ProposeError, Transport};
+use decree_host::{ClientTag, Fatal, Host, HostEnvelope, HostIo, ReplicatedMachine};
+use decree_proto::ErrorResponse;
+use decree_raft::node::Output;
 use decree_raft::Disk;
-use decree_types::{GroupId, LogIndex, NodeId};
+use decree_types::{ClientId, HlcTimestamp, NodeId};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::applied::{AppliedLog, Waiters};
+use super::peers::{raft_messages, QuicPeers};
 use super::rpc::{
-    GroupStatus, LogRequest, LogResponse, NodeStatus, Refusal, ShellCounters, COMMAND_BYTES_MAX,
+    decode_request, encode_response, ClientReply, ClientRequest, GroupStatus, NodeStatus, Refusal,
+    ShellCounters,
 };
 use super::timed_disk::TimedDisk;
+use crate::certs::Peer;
+use crate::transport::{HandlerError, InboundMessage, RpcHandler};
 
-/// Client requests that may queue for the shell task before senders wait (backpressure).
+/// Client requests that may queue for the shell thread before senders wait (backpressure).
 pub const CLIENT_QUEUE_LEN: usize = 4096;
 
-/// Inputs (peer messages plus client requests) handled in one iteration at most, so a flood
+/// Client requests that may wait for their answers at once; past it a request is refused with
+/// [`Refusal::Overloaded`]. Bounds the table of waiting clients.
+pub const CLIENTS_WAITING_MAX: usize = 64 * 1024;
+
+/// Inputs (peer envelopes plus client requests) handled in one iteration at most, so a flood
 /// cannot delay the timer or the answers of the previous iteration for long.
 pub const INPUTS_PER_ITERATION_MAX: usize = 4096;
 
-/// How often waiters whose client went away are swept.
+/// Rounds of handing the host's envelopes to itself back to it within one iteration.
+const LOOPBACK_ROUNDS_MAX: usize = 8;
+
+/// How often waiting clients that went away are swept from the table.
 const PRUNE_PERIOD: Duration = Duration::from_secs(1);
+
+/// The physical clock, in nanoseconds since the Unix epoch (injectable for tests).
+pub type PhysicalClockFn = std::sync::Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system's wall clock, in nanoseconds since the Unix epoch (0 if it reads before 1970).
+pub fn wall_clock_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// What a machine's requests and responses must be to cross the network and the shell's
+/// threads: postcard-encodable, owned, sendable. Every such type is one.
+pub trait Wire: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> Wire for T {}
+
+/// Answers [`ClientRequest::Node`] requests on the shell thread, from the host it runs (its
+/// groups' roles and indexes, its machines' replicated state, its clock). A product that
+/// speaks node-level requests (decree's range map and cluster status) installs one with
+/// [`NodeShell::with_node_service`]; it must not block.
+pub type NodeService<D, M> = Box<
+    dyn FnMut(
+            &Host<TimedDisk<D>, M>,
+            <M as ReplicatedMachine>::Request,
+        ) -> <M as ReplicatedMachine>::Response
+        + Send,
+>;
 
 /// A client request and where to send its answer.
 #[derive(Debug)]
-pub struct ClientCall {
+pub struct ClientCall<Rq, Rs> {
+    /// The client, named by its certificate.
+    pub client: ClientId,
     /// The request.
-    pub request: LogRequest,
+    pub request: ClientRequest<Rq>,
     /// Its answer goes here (dropped if the client gave up).
-    pub reply: oneshot::Sender<LogResponse>,
+    pub reply: oneshot::Sender<ClientReply<Rs>>,
 }
 
-/// A Raft message from a peer, as the endpoint delivers it.
+/// The way into the shell thread for RPC handlers. Cheap to clone.
 #[derive(Debug)]
-pub struct PeerMessage {
-    /// The sending node (checked by the transport against its certificate).
-    pub from: NodeId,
-    /// The group it is for.
-    pub group: GroupId,
-    /// The message.
-    pub message: Message,
+pub struct ShellHandle<Rq, Rs> {
+    calls: mpsc::Sender<ClientCall<Rq, Rs>>,
 }
 
-/// The node's link to its peers: the node's [`Transport`] for what goes out, and a decoder
-/// for what comes in (run on the shell task, so it may hold state such as the HLC).
-pub trait PeerLink: Transport {
-    /// What the endpoint delivers.
-    type Inbound: Send;
-    /// Decodes and checks one inbound item and appends the Raft messages it carries to `out`:
-    /// none if it is refused (the link logs why), one, or — for a coalesced batch of many
-    /// groups' messages — one per group message, in order. Total: never panics on peer input.
-    fn receive(&mut self, inbound: Self::Inbound, out: &mut Vec<PeerMessage>);
-
-    /// Called every tick (HLC-6: probe the peers' clocks, check the offsets). `Err` says why
-    /// this node's clock can no longer be trusted, and the shell stops the node. A link that
-    /// measures no clocks has nothing to do.
-    fn on_tick(&mut self) -> Result<(), String> {
-        Ok(())
+impl<Rq, Rs> Clone for ShellHandle<Rq, Rs> {
+    fn clone(&self) -> Self {
+        ShellHandle { calls: self.calls.clone() }
     }
 }
 
-/// The way into the shell task for RPC handlers. Cheap to clone.
-#[derive(Clone, Debug)]
-pub struct ShellHandle {
-    calls: mpsc::Sender<ClientCall>,
-}
-
-impl ShellHandle {
-    /// A handle and the receiving end the shell task drains.
-    pub fn channel() -> (ShellHandle, mpsc::Receiver<ClientCall>) {
+impl<Rq: Wire, Rs: Wire> ShellHandle<Rq, Rs> {
+    /// A handle and the receiving end the shell thread drains.
+    pub fn channel() -> (Self, mpsc::Receiver<ClientCall<Rq, Rs>>) {
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE_LEN);
         (ShellHandle { calls: tx }, rx)
     }
 
     /// Hands `request` to the shell and waits for its answer. If the shell is gone the answer
-    /// is `ShuttingDown` (for a proposal: outcome unknown).
-    pub async fn call(&self, request: LogRequest) -> LogResponse {
+    /// is [`Refusal::ShuttingDown`] (for a write: outcome unknown).
+    pub async fn call(&self, client: ClientId, request: ClientRequest<Rq>) -> ClientReply<Rs> {
         let (reply, answer) = oneshot::channel();
-        if self.calls.send(ClientCall { request, reply }).await.is_err() {
-            return LogResponse::Refused(Refusal::ShuttingDown);
+        if self.calls.send(ClientCall { client, request, reply }).await.is_err() {
+            return ClientReply::Refused(Refusal::ShuttingDown);
         }
-        answer.await.unwrap_or(LogResponse::Refused(Refusal::ShuttingDown))
+        answer.await.unwrap_or(ClientReply::Refused(Refusal::ShuttingDown))
     }
+
+    /// The endpoint's request handler: decodes a client's request body (total), hands it to
+    /// the shell, and encodes the answer. Requests from nodes are refused: nodes talk to each
+    /// other in envelopes on streams, never through the client protocol.
+    pub fn rpc_handler(self) -> impl RpcHandler {
+        move |from: Peer, body: Vec<u8>| {
+            let shell = self.clone();
+            async move {
+                let Peer::Client(name) = from else {
+                    return Err(HandlerError::Refused {
+                        code: CLIENT_ONLY_CODE,
+                        message: "the client protocol serves clients, not nodes".into(),
+                    });
+                };
+                let request = decode_request::<Rq>(&body)
+                    .map_err(|e| HandlerError::Undecodable { reason: e.to_string() })?;
+                let reply = shell.call(client_id(&name), request).await;
+                encode_response(&reply).map_err(|e| HandlerError::Refused {
+                    code: UNENCODABLE_CODE,
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+}
+
+/// The refusal code of a client request sent by a node.
+pub const CLIENT_ONLY_CODE: u32 = 1;
+/// The refusal code of an answer that could not be encoded.
+pub const UNENCODABLE_CODE: u32 = 2;
+
+/// The [`ClientId`] of a client certificate's name: its 64-bit FNV-1a hash, the same on every
+/// node and across restarts.
+pub fn client_id(name: &str) -> ClientId {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    ClientId(hash)
 }
 
 /// Why the shell stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
-    /// The node hit a fatal error (a failed fsync, a corrupt log): the replica must stop.
+    /// The host hit a fatal error (a failed fsync, a corrupt log or entry, HLC-6: its clock
+    /// is off from a majority of its peers): the replica must stop.
     #[error("node stopped on a fatal error: {0}")]
-    Fatal(String),
+    Fatal(#[from] Fatal),
+    /// The shell's thread or runtime could not start.
+    #[error("cannot start the shell: {0}")]
+    Start(#[source] std::io::Error),
+    /// The shell's thread panicked (a bug).
+    #[error("the shell thread panicked")]
+    Panicked,
 }
 
-/// The shell's settings.
-#[derive(Clone, Copy, Debug)]
-pub struct ShellConfig {
-    /// How often the node is ticked (well below the heartbeat interval).
-    pub tick: Duration,
-    /// Snapshot a group (and let the WAL drop segments below it) after this many entries
-    /// applied since its last snapshot; `None` never snapshots.
-    pub snapshot_every_entries: Option<u64>,
+/// The host (the node, its machines, the HLC) and its waiting clients, owned by one thread.
+pub struct NodeShell<D: Disk, M: ReplicatedMachine> {
+    host: Host<TimedDisk<D>, M>,
+    peers: QuicPeers,
+    clock: PhysicalClockFn,
+    /// Origin of the host's monotonic `now_ns` (the host was opened at `now_ns` 0 here).
+    origin: Instant,
+    waiting: BTreeMap<ClientTag, oneshot::Sender<ClientReply<M::Response>>>,
+    next_tag: u64,
+    counters: ShellCounters,
+    /// The sum of the groups' applied indexes when the shell started.
+    applied_at_start: u64,
+    /// Answers node-level requests, if the product has any.
+    node_service: Option<NodeService<D, M>>,
+    /// Envelopes the host addressed to this node itself (a machine's request to a group led
+    /// here, and its answer): handed back to the host, never to the network.
+    loopback: Vec<HostEnvelope<M>>,
 }
 
-/// Applies a node's outputs to the state machine and answers the clients waiting on them; the
-/// first failure is kept in `failed` (the callback of `Node::process_with` cannot return it).
-struct Applier<'a> {
-    state: &'a mut AppliedLog,
-    waiters: &'a mut Waiters<oneshot::Sender<LogResponse>>,
-    counters: &'a mut ShellCounters,
-    snapshotted: &'a mut std::collections::BTreeMap<GroupId, LogIndex>,
-    failed: Option<ShellError>,
-}
-
-impl Applier<'_> {
-    fn handle(&mut self, output: Output) {
-        if self.failed.is_some() {
-            return;
-        }
-        match output {
-            Output::Role { group, state } => {
-                tracing::info!(
-                    %group,
-                    term = state.term.0,
-                    leader = ?state.leader,
-                    is_leader = state.is_leader,
-                    "role changed"
-                );
-            }
-            Output::Restore { group, meta, data } => {
-                if let Err(e) = self.state.restore(group, meta.last_index, &data) {
-                    self.failed = Some(ShellError::Fatal(format!("restoring a snapshot: {e}")));
-                    return;
-                }
-                self.snapshotted.insert(group, meta.last_index);
-                let index = meta.last_index.0;
-                tracing::info!(%group, index, "state restored from snapshot");
-            }
-            Output::Apply { group, entries } => {
-                for entry in &entries {
-                    if self.state.apply(group, entry) {
-                        self.counters.applied += 1;
-                    }
-                    if let Some((reply, response)) = self.waiters.on_applied(group, entry) {
-                        let _ = reply.send(response);
-                    }
-                }
-            }
-            Output::Read { ctx, index, .. } => self.waiters.read_confirmed(ctx, index),
-            Output::ReadFailed { ctx, .. } => {
-                if let Some(reply) = self.waiters.remove_read(ctx) {
-                    let _ = reply.send(LogResponse::Refused(Refusal::ReadAborted));
-                }
-            }
-        }
+impl<D: Disk, M: ReplicatedMachine> std::fmt::Debug for NodeShell<D, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeShell")
+            .field("node", &self.host.node().id())
+            .field("waiting", &self.waiting.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
     }
 }
 
-/// The node, its state machine and its waiting clients, owned by one task.
-#[derive(Debug)]
-pub struct NodeShell<D: Disk, T: PeerLink> {
-    node: Node<TimedDisk<D>>,
-    peers: Counting<T>,
-    config: ShellConfig,
-    state: AppliedLog,
-    waiters: Waiters<oneshot::Sender<LogResponse>>,
-    counters: ShellCounters,
-    /// Origin of the node's monotonic `now_ns`.
-    origin: Instant,
-    /// Applied index of each group at its last snapshot.
-    snapshotted: std::collections::BTreeMap<GroupId, LogIndex>,
-    /// Scratch space for the messages of one inbound item (empty between items).
-    inbox: Vec<PeerMessage>,
-}
-
-impl<D: Disk, T: PeerLink> NodeShell<D, T> {
-    /// A shell around an opened node; `peers` carries its outgoing batches, `origin` is the
-    /// time `now_ns` counts from (the one the node was opened with).
-    pub fn new(node: Node<TimedDisk<D>>, peers: T, config: ShellConfig, origin: Instant) -> Self {
-        let state = AppliedLog::new(node.groups());
-        NodeShell {
-            node,
-            peers: Counting { inner: peers, messages: 0 },
-            config,
-            state,
-            waiters: Waiters::default(),
-            counters: ShellCounters::default(),
+impl<D, M> NodeShell<D, M>
+where
+    D: Disk,
+    M: ReplicatedMachine,
+    M::Request: Wire,
+    M::Response: Wire,
+{
+    /// A shell around an opened host: `peers` carries its envelopes, `clock` is the physical
+    /// clock the host's HLC reads, `origin` the instant the host's `now_ns` counts from (it
+    /// was opened with `now_ns` 0 at `origin`).
+    pub fn new(
+        host: Host<TimedDisk<D>, M>,
+        peers: QuicPeers,
+        clock: PhysicalClockFn,
+        origin: Instant,
+    ) -> Self {
+        let mut shell = NodeShell {
+            host,
+            peers,
+            clock,
             origin,
-            snapshotted: Default::default(),
-            inbox: Vec::new(),
-        }
+            waiting: BTreeMap::new(),
+            next_tag: 0,
+            counters: ShellCounters::default(),
+            applied_at_start: 0,
+            node_service: None,
+            loopback: Vec::new(),
+        };
+        shell.applied_at_start = shell.applied_sum();
+        shell
+    }
+
+    /// Answers [`ClientRequest::Node`] requests with `service` (without one they are refused
+    /// with [`Refusal::NoNodeService`]).
+    pub fn with_node_service(mut self, service: NodeService<D, M>) -> Self {
+        self.node_service = Some(service);
+        self
     }
 
     /// Starts the loop on a thread of its own (with a single-threaded tokio runtime), so the
@@ -200,56 +232,64 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
     /// the main runtime. The loop runs until [`ShellThread::stop`] or a fatal error.
     pub fn spawn(
         self,
-        inbound: mpsc::Receiver<T::Inbound>,
-        calls: mpsc::Receiver<ClientCall>,
-    ) -> std::io::Result<ShellThread>
+        inbound: mpsc::Receiver<InboundMessage>,
+        calls: mpsc::Receiver<ClientCall<M::Request, M::Response>>,
+    ) -> Result<ShellThread, ShellError>
     where
         D: Send + 'static,
-        T: Send + 'static,
-        T::Inbound: 'static,
+        M: Send + 'static,
+        M::Command: Send,
     {
         let (stop, stopped) = oneshot::channel::<()>();
         let (done_tx, done) = oneshot::channel();
-        std::thread::Builder::new().name("node-shell".into()).spawn(move || {
-            let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime.block_on(self.run(inbound, calls, async {
-                    // Stop on request, or when the handle is dropped.
-                    let _ = stopped.await;
-                })),
-                Err(e) => Err(ShellError::Fatal(format!("cannot start the shell runtime: {e}"))),
-            };
-            let _ = done_tx.send(result);
-        })?;
+        std::thread::Builder::new()
+            .name("node-shell".into())
+            .spawn(move || {
+                let result =
+                    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(runtime) => runtime.block_on(self.run(inbound, calls, async {
+                            // Stop on request, or when the handle is dropped.
+                            let _ = stopped.await;
+                        })),
+                        Err(e) => Err(ShellError::Start(e)),
+                    };
+                let _ = done_tx.send(result);
+            })
+            .map_err(ShellError::Start)?;
         Ok(ShellThread { stop: Some(stop), done })
     }
 
-    /// Runs the loop until `shutdown` completes (Ok) or the node fails (Err). The fsync inside
+    /// Runs the loop until `shutdown` completes (Ok) or the node stops (Err). The fsync inside
     /// `process` blocks the calling thread: run it where nothing else waits on that thread, as
     /// [`NodeShell::spawn`] does.
     pub async fn run(
         mut self,
-        mut inbound: mpsc::Receiver<T::Inbound>,
-        mut calls: mpsc::Receiver<ClientCall>,
+        mut inbound: mpsc::Receiver<InboundMessage>,
+        mut calls: mpsc::Receiver<ClientCall<M::Request, M::Response>>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<ShellCounters, ShellError> {
         tokio::pin!(shutdown);
-        let mut next_tick = Instant::now();
         let mut next_prune = Instant::now() + PRUNE_PERIOD;
         let (mut inbound_open, mut calls_open) = (true, true);
         let result = loop {
-            // 1. Wait for at least one input (or the timer, or shutdown).
+            // 1. Wait for at least one input, the host's deadline, or shutdown.
+            // (A deadline too far to represent is no deadline.)
+            let deadline = self
+                .host
+                .poll_timeout()
+                .and_then(|ns| self.origin.checked_add(Duration::from_nanos(ns)));
             tokio::select! {
                 biased;
                 () = &mut shutdown => break Ok(()),
                 m = inbound.recv(), if inbound_open => match m {
-                    Some(m) => self.on_peer_message(m),
+                    Some(m) => self.on_envelope(m),
                     None => inbound_open = false,
                 },
                 c = calls.recv(), if calls_open => match c {
                     Some(c) => self.on_call(c),
                     None => calls_open = false,
                 },
-                () = tokio::time::sleep_until(next_tick) => {}
+                () = sleep_until(deadline) => {}
             }
             let busy_from = Instant::now();
 
@@ -257,7 +297,7 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
             let mut budget = INPUTS_PER_ITERATION_MAX;
             while budget > 0 {
                 let Ok(m) = inbound.try_recv() else { break };
-                self.on_peer_message(m);
+                self.on_envelope(m);
                 budget -= 1;
             }
             while budget > 0 {
@@ -266,222 +306,227 @@ impl<D: Disk, T: PeerLink> NodeShell<D, T> {
                 budget -= 1;
             }
 
-            // 3. Tick when the period is up.
-            if busy_from >= next_tick {
-                if let Err(e) = self.peers.inner.on_tick() {
-                    tracing::error!("{e}");
-                    break Err(ShellError::Fatal(e));
-                }
-                self.node.tick(self.now_ns());
-                next_tick = busy_from + self.config.tick;
+            // 3. The host's deadline (elections, heartbeats, clock probes, machine timers).
+            if deadline.is_some_and(|d| busy_from >= d) {
+                let (now_ns, wall_ns) = self.clocks();
+                self.host.handle_timeout(now_ns, wall_ns);
             }
 
-            // 4-6. Persist + one fsync + send, then apply and answer.
-            if self.node.has_ready() {
-                if let Err(e) = self.process_once() {
+            // 4-6. Persist + one fsync + send, apply, answer. A host that stopped (in
+            // `handle_timeout` for HLC-6, or in an earlier `process`) still answers what it
+            // refused meanwhile, then the loop ends with the reason.
+            if self.host.has_work() || self.host.stopped().is_some() || !self.loopback.is_empty() {
+                if let Err(e) = self.process_with_loopback() {
+                    tracing::error!("node stopped: {e}");
                     break Err(e);
                 }
             }
 
             if busy_from >= next_prune {
-                self.waiters.retain(|reply| !reply.is_closed());
+                self.waiting.retain(|_, reply| !reply.is_closed());
                 next_prune = busy_from + PRUNE_PERIOD;
             }
             self.counters.busy_us += busy_from.elapsed().as_micros() as u64;
         };
 
         // Shutdown (or failure): everyone still waiting learns that the outcome is unknown.
-        for (reply, response) in self.waiters.drain() {
-            let _ = reply.send(response);
+        for (_, reply) in std::mem::take(&mut self.waiting) {
+            let _ = reply.send(ClientReply::Refused(Refusal::ShuttingDown));
         }
         result.map(|()| self.counters)
     }
 
-    fn now_ns(&self) -> u64 {
-        self.origin.elapsed().as_nanos() as u64
+    /// Monotonic time since `origin` and the physical clock, both in ns.
+    fn clocks(&self) -> (u64, u64) {
+        (self.origin.elapsed().as_nanos() as u64, (self.clock)())
     }
 
-    fn on_peer_message(&mut self, inbound: T::Inbound) {
-        let now = self.now_ns();
-        self.peers.inner.receive(inbound, &mut self.inbox);
-        self.counters.messages_in += self.inbox.len() as u64;
-        for m in self.inbox.drain(..) {
-            self.node.step(now, m.from, m.group, m.message);
-        }
+    fn on_envelope(&mut self, inbound: InboundMessage) {
+        let Some(envelope) = self.peers.receive::<M::Request, M::Response>(&inbound) else {
+            return;
+        };
+        self.counters.messages_in += raft_messages(&envelope.payload);
+        let (now_ns, wall_ns) = self.clocks();
+        self.host.handle_envelope(now_ns, wall_ns, inbound.from, envelope);
     }
 
-    fn on_call(&mut self, call: ClientCall) {
-        let ClientCall { request, reply } = call;
+    fn on_call(&mut self, call: ClientCall<M::Request, M::Response>) {
+        let ClientCall { client, request, reply } = call;
         match request {
-            LogRequest::Propose { group, command } => {
-                if let Some(refusal) = self.propose(group, command, reply) {
-                    let (reply, response) = refusal;
-                    let _ = reply.send(response);
+            ClientRequest::Machine { group, sender_clock, request } => {
+                if self.waiting.len() >= CLIENTS_WAITING_MAX {
+                    let _ = reply.send(ClientReply::Refused(Refusal::Overloaded));
+                    return;
                 }
+                self.next_tag += 1;
+                let tag = ClientTag(self.next_tag);
+                self.waiting.insert(tag, reply);
+                self.counters.client_requests += 1;
+                let (now_ns, wall_ns) = self.clocks();
+                self.host.handle_client_request(
+                    now_ns,
+                    wall_ns,
+                    client,
+                    tag,
+                    sender_clock,
+                    group,
+                    request,
+                );
             }
-            LogRequest::Read { group, from } => {
-                if self.state.group(group).is_none() {
-                    let _ = reply.send(LogResponse::Refused(Refusal::UnknownGroup(group)));
-                    return;
-                }
-                if self.waiters.is_full() {
-                    let _ = reply.send(LogResponse::Refused(Refusal::Overloaded));
-                    return;
-                }
-                let ctx = self.waiters.add_read(group, from, reply);
-                let now = self.now_ns();
-                if let Err(e) = self.node.read_index(now, group, ctx) {
-                    tracing::debug!(%group, "read refused: {e}");
-                    if let Some(reply) = self.waiters.remove_read(ctx) {
-                        let _ = reply.send(LogResponse::Refused(Refusal::ReadAborted));
+            ClientRequest::Status => {
+                let _ = reply.send(ClientReply::Status(self.status()));
+            }
+            ClientRequest::ReplicaState { group } => {
+                let answer = match (self.host.machine(group), self.host.applied(group)) {
+                    (Some(machine), Some(applied)) => ClientReply::ReplicaState {
+                        group,
+                        applied,
+                        state: M::encode_snapshot(&machine.snapshot()),
+                    },
+                    _ => ClientReply::Refused(Refusal::UnknownGroup(group)),
+                };
+                let _ = reply.send(answer);
+            }
+            ClientRequest::Node(request) => {
+                let answer = match self.node_service.as_mut() {
+                    Some(service) => {
+                        let response = service(&self.host, request);
+                        ClientReply::Machine { sender_clock: self.host.clock_last(), response }
                     }
-                }
-            }
-            LogRequest::Status => {
-                let _ = reply.send(LogResponse::Status(self.status()));
-            }
-        }
-    }
-
-    /// Appends a proposal, or returns the refusal to send at once.
-    fn propose(
-        &mut self,
-        group: GroupId,
-        command: Vec<u8>,
-        reply: oneshot::Sender<LogResponse>,
-    ) -> Option<(oneshot::Sender<LogResponse>, LogResponse)> {
-        if command.len() > COMMAND_BYTES_MAX {
-            let refusal = Refusal::CommandTooLarge { bytes: command.len(), max: COMMAND_BYTES_MAX };
-            return Some((reply, LogResponse::Refused(refusal)));
-        }
-        if self.waiters.is_full() {
-            return Some((reply, LogResponse::Refused(Refusal::Overloaded)));
-        }
-        let now = self.now_ns();
-        match self.node.propose(now, group, command) {
-            Ok((index, term)) => {
-                self.counters.proposals += 1;
-                self.waiters.add_proposal(group, index, term, reply)
-            }
-            Err(ProposeError::NotLeader { group, leader_hint }) => {
-                Some((reply, LogResponse::NotLeader { group, hint: leader_hint }))
-            }
-            Err(ProposeError::TransferInProgress { group, target }) => {
-                Some((reply, LogResponse::NotLeader { group, hint: Some(target) }))
-            }
-            Err(ProposeError::UnknownGroup(g)) => {
-                Some((reply, LogResponse::Refused(Refusal::UnknownGroup(g))))
-            }
-            Err(ProposeError::TooLarge { bytes }) => Some((
-                reply,
-                LogResponse::Refused(Refusal::CommandTooLarge { bytes, max: COMMAND_BYTES_MAX }),
-            )),
-            Err(ProposeError::Backpressure { .. }) => {
-                // Flow control: too many of this leader's entries await commit. Nothing was
-                // appended; the client retries after a pause.
-                Some((reply, LogResponse::Refused(Refusal::Overloaded)))
-            }
-            Err(ProposeError::Stopped(_)) => {
-                Some((reply, LogResponse::Refused(Refusal::ShuttingDown)))
+                    None => ClientReply::Refused(Refusal::NoNodeService),
+                };
+                let _ = reply.send(answer);
             }
         }
     }
 
-    /// Steps 4-6 of the loop.
-    fn process_once(&mut self) -> Result<(), ShellError> {
-        let started = Instant::now();
-        let fsyncs_before = self.node.wal().stats().fsyncs;
-        let messages_before = self.peers.messages;
-        // 4 + 5. Persist every group's writes, one fsync, hand messages to the endpoint (which
-        // queues them on its streams without blocking). The fsync blocks this thread, which
-        // runs nothing else. Committed entries this node already holds durably come through
-        // the callback before the fsync: they are applied and their proposers answered (the
-        // answers leave on the endpoint's threads) while the disk works.
-        let (node, peers) = (&mut self.node, &mut self.peers);
-        let mut applier = Applier {
-            state: &mut self.state,
-            waiters: &mut self.waiters,
-            counters: &mut self.counters,
-            snapshotted: &mut self.snapshotted,
-            failed: None,
-        };
-        let outputs = node.process_with(peers, &mut |output| applier.handle(output));
-        let process_us = started.elapsed().as_micros() as u64;
-        let outputs = outputs.map_err(|e| ShellError::Fatal(e.to_string()))?;
-        // 6. Apply the rest in log order, acknowledge applied proposals, serve reads.
-        for output in outputs {
-            applier.handle(output);
-        }
-        if let Some(e) = applier.failed.take() {
-            return Err(e);
-        }
-        // Report what is applied: reads waiting for it are served by the next iteration.
-        let groups: Vec<GroupId> = self.node.groups().collect();
-        for group in groups {
-            if let Some(log) = self.state.group(group) {
-                self.node.on_applied(group, log.applied);
+    /// Steps 4-6, then again for what the host sent itself, a bounded number of rounds (what
+    /// is left waits for the next iteration).
+    fn process_with_loopback(&mut self) -> Result<(), ShellError> {
+        for _ in 0..LOOPBACK_ROUNDS_MAX {
+            let me = self.host.id();
+            for envelope in std::mem::take(&mut self.loopback) {
+                let (now_ns, wall_ns) = self.clocks();
+                self.host.handle_envelope(now_ns, wall_ns, me, envelope);
             }
-        }
-        self.counters.iterations += 1;
-        self.counters.fsyncs += self.node.wal().stats().fsyncs - fsyncs_before;
-        let synced = self.node.wal().disk().times();
-        self.counters.sync_us = synced.sync_us;
-        self.counters.messages_out += self.peers.messages - messages_before;
-        self.counters.process_us += process_us;
-        for (reply, response) in self.waiters.ready_reads(&self.state) {
-            let _ = reply.send(response);
-        }
-        self.maybe_snapshot()
-    }
-
-    /// Snapshots groups that applied enough since their last snapshot (Low-Water Mark).
-    fn maybe_snapshot(&mut self) -> Result<(), ShellError> {
-        let Some(every) = self.config.snapshot_every_entries else {
-            return Ok(());
-        };
-        let groups: Vec<GroupId> = self.node.groups().collect();
-        for group in groups {
-            let last = self.snapshotted.get(&group).copied().unwrap_or_default();
-            let Some(log) = self.state.group(group) else { continue };
-            if log.applied.0 < last.0 + every {
-                continue;
-            }
-            let Some((index, data)) = self.state.snapshot(group) else { continue };
-            let node = &mut self.node;
-            match node.snapshot(group, index, data) {
-                Ok(()) => {
-                    self.snapshotted.insert(group, index);
-                    tracing::info!(%group, index = index.0, "snapshot taken");
-                }
-                Err(decree_raft::node::SnapshotRequestError::Fatal(f)) => {
-                    return Err(ShellError::Fatal(f.to_string()));
-                }
-                Err(e) => tracing::debug!(%group, "snapshot not taken: {e}"),
+            self.process_once()?;
+            if self.loopback.is_empty() {
+                break;
             }
         }
         Ok(())
     }
 
+    /// Steps 4-6 of the loop.
+    fn process_once(&mut self) -> Result<(), ShellError> {
+        let started = Instant::now();
+        let fsyncs_before = self.host.node().wal().stats().fsyncs;
+        let (now_ns, wall_ns) = self.clocks();
+        let mut io = ShellIo {
+            me: self.host.id(),
+            loopback: &mut self.loopback,
+            peers: &mut self.peers,
+            waiting: &mut self.waiting,
+            messages_out: &mut self.counters.messages_out,
+        };
+        // The fsync inside blocks this thread, which runs nothing else; envelopes handed to
+        // the endpoint before it leave on the endpoint's threads meanwhile.
+        let result = self.host.process(now_ns, wall_ns, &mut io);
+        self.counters.process_us += started.elapsed().as_micros() as u64;
+        result?;
+        self.counters.iterations += 1;
+        self.counters.fsyncs += self.host.node().wal().stats().fsyncs - fsyncs_before;
+        self.counters.sync_us = self.host.node().wal().disk().times().sync_us;
+        Ok(())
+    }
+
+    fn applied_sum(&self) -> u64 {
+        self.host.node().groups().filter_map(|g| self.host.applied(g)).map(|i| i.0).sum()
+    }
+
     fn status(&self) -> NodeStatus {
-        let groups = self
-            .node
+        let node = self.host.node();
+        let groups = node
             .groups()
             .filter_map(|g| {
-                let core = self.node.core(g)?;
-                let log = self.state.group(g)?;
+                let core = node.core(g)?;
                 Some(GroupStatus {
                     group: g,
-                    is_leader: core.leader() == Some(self.node.id())
-                        && core.role() == decree_raft::core::Role::Leader,
+                    is_leader: core.role() == decree_raft::core::Role::Leader,
                     term: core.term(),
                     leader: core.leader(),
                     commit: core.commit_index(),
-                    applied: log.applied,
-                    commands: log.commands.len() as u64,
+                    applied: self.host.applied(g).unwrap_or_default(),
+                    digest: self.host.machine(g).map_or(0, |m| m.digest()),
                 })
             })
             .collect();
-        NodeStatus { node: self.node.id(), groups, counters: self.counters }
+        let counters = ShellCounters {
+            applied: self.applied_sum().saturating_sub(self.applied_at_start),
+            dropped_out: self.peers.dropped,
+            refused_in: self.peers.refused,
+            ..self.counters
+        };
+        NodeStatus { node: node.id(), groups, counters }
+    }
+}
+
+/// What the host's `process` hands to the world: envelopes to the endpoint, answers to the
+/// clients waiting on their streams.
+struct ShellIo<'a, M: ReplicatedMachine> {
+    me: NodeId,
+    loopback: &'a mut Vec<HostEnvelope<M>>,
+    peers: &'a mut QuicPeers,
+    waiting: &'a mut BTreeMap<ClientTag, oneshot::Sender<ClientReply<M::Response>>>,
+    messages_out: &'a mut u64,
+}
+
+impl<M> HostIo<M> for ShellIo<'_, M>
+where
+    M: ReplicatedMachine,
+    M::Request: Wire,
+    M::Response: Wire,
+{
+    fn send(&mut self, to: NodeId, envelopes: Vec<HostEnvelope<M>>) {
+        if to == self.me {
+            self.loopback.extend(envelopes);
+            return;
+        }
+        for envelope in &envelopes {
+            if self.peers.send(to, envelope) {
+                *self.messages_out += raft_messages(&envelope.payload);
+            }
+        }
+    }
+
+    fn reply(&mut self, client: ClientTag, clock: HlcTimestamp, response: M::Response) {
+        // A client swept from the table (it went away) has nobody left to answer.
+        if let Some(reply) = self.waiting.remove(&client) {
+            let _ = reply.send(ClientReply::Machine { sender_clock: clock, response });
+        }
+    }
+
+    fn refuse(&mut self, client: ClientTag, clock: HlcTimestamp, error: ErrorResponse) {
+        if let Some(reply) = self.waiting.remove(&client) {
+            let _ = reply.send(ClientReply::Error { sender_clock: clock, error });
+        }
+    }
+
+    /// The operator's log of what the node does: role changes and snapshot restores.
+    fn observe(&mut self, output: &Output) {
+        match output {
+            Output::Role { group, state } => tracing::info!(
+                %group,
+                term = state.term.0,
+                leader = ?state.leader,
+                is_leader = state.is_leader,
+                "role changed"
+            ),
+            Output::Restore { group, meta, .. } => {
+                tracing::info!(%group, index = meta.last_index.0, "state restored from snapshot")
+            }
+            Output::Apply { .. } | Output::Read { .. } | Output::ReadFailed { .. } => {}
+        }
     }
 }
 
@@ -500,25 +545,17 @@ impl ShellThread {
         }
     }
 
-    /// Waits for the loop to end: after [`ShellThread::stop`], or on its own with a fatal
-    /// error. Cancel-safe (may be raced in `select!` and awaited again).
+    /// Waits for the loop to end: after [`ShellThread::stop`], or on its own when the node
+    /// stops. Cancel-safe (may be raced in `select!` and awaited again).
     pub async fn finished(&mut self) -> Result<ShellCounters, ShellError> {
-        (&mut self.done)
-            .await
-            .unwrap_or_else(|_| Err(ShellError::Fatal("the shell thread panicked".into())))
+        (&mut self.done).await.unwrap_or(Err(ShellError::Panicked))
     }
 }
 
-/// Counts the Raft messages handed to the endpoint.
-#[derive(Debug)]
-struct Counting<T> {
-    inner: T,
-    messages: u64,
-}
-
-impl<T: Transport> Transport for Counting<T> {
-    fn send(&mut self, to: NodeId, batch: Vec<(GroupId, Message)>) {
-        self.messages += batch.len() as u64;
-        self.inner.send(to, batch);
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }

@@ -9,7 +9,7 @@ use decree_types::{DetRng, LogIndex, NodeId, Term};
 
 use super::harness::{test_config, Cluster, MS};
 use crate::core::{
-    Ignored, ProposeError, RaftConfig, RaftCore, ReadIndexError, ReplicationState, RestoreError,
+    AppendError, Ignored, RaftConfig, RaftCore, ReadIndexError, ReplicationState, RestoreError,
     Restored, Role, SnapshotError, TransferError,
 };
 use crate::msg::{Entry, EntryPayload, HardState, Message, RejectHint, SnapshotMeta};
@@ -540,10 +540,7 @@ fn raft_4_check_quorum_steps_down() {
     let at = stepped_down_at.expect("the isolated leader steps down");
     assert!(at <= 2000, "within two election timeouts (stepped down after {at} ms)");
     assert_eq!(c.core(1).term(), Term(1), "stepping down does not change the term");
-    assert_eq!(
-        c.core_mut(1).propose(0, vec![]),
-        Err(ProposeError::NotLeader { leader_hint: None })
-    );
+    assert_eq!(c.core_mut(1).propose(0, vec![]), Err(AppendError::NotLeader { leader_hint: None }));
 }
 
 #[test]
@@ -632,7 +629,7 @@ fn raft_6_transfer_refuses_proposals_and_aborts_after_an_election_timeout() {
     c.core_mut(1).transfer_leadership(now, n(3)).expect("leader");
     assert_eq!(
         c.core_mut(1).propose(now, vec![]),
-        Err(ProposeError::TransferInProgress { target: n(3) })
+        Err(AppendError::TransferInProgress { target: n(3) })
     );
     c.run_for(990);
     assert_eq!(c.core(1).transfer_target(), Some(n(3)));
@@ -1149,7 +1146,7 @@ fn raft_5_3_flow_control_refuses_proposals_beyond_max_uncommitted_bytes() {
     core.propose(now, vec![0; 6]).expect("room");
     assert_eq!(
         core.propose(now, vec![0; 6]),
-        Err(ProposeError::TooManyUncommitted { uncommitted_bytes: 6 })
+        Err(AppendError::TooManyUncommitted { uncommitted_bytes: 6 })
     );
     c.heal();
     c.run_for(300);

@@ -12,7 +12,7 @@ use super::paper::{
     after_sync_to, append, elected_three, entry, follower_behind_a_snapshot, n, replica, round,
     snapshot_chunk,
 };
-use crate::core::{Ignored, ProposeError, RaftConfig, RaftCore, ReplicationState, Restored, Role};
+use crate::core::{AppendError, Ignored, RaftConfig, RaftCore, ReplicationState, Restored, Role};
 use crate::msg::{Entry, HardState, Message, RejectHint};
 
 // ----- RAFT-6 + RAFT-8: leadership transfer to a follower behind the compaction point -----
@@ -673,7 +673,7 @@ fn raft_6_transfer_to_self_cancels_another_target_replaces_a_repeat_keeps_the_de
     assert_eq!(t.deadline_ns, later + test_config().election_timeout_min.as_nanos() as u64);
     assert!(matches!(
         c.core_mut(1).propose(later, vec![]),
-        Err(ProposeError::TransferInProgress { target }) if target == n(3)
+        Err(AppendError::TransferInProgress { target }) if target == n(3)
     ));
     // Heal (well within the followers' election timeouts): only the current target is told
     // to campaign.
@@ -721,7 +721,7 @@ fn accepted_until_refused(c: &mut Cluster, id: u64, bytes: usize) -> usize {
     loop {
         match c.core_mut(id).propose(now, vec![7; bytes]) {
             Ok(_) => accepted += 1,
-            Err(ProposeError::TooManyUncommitted { .. }) => return accepted,
+            Err(AppendError::TooManyUncommitted { .. }) => return accepted,
             Err(e) => panic!("unexpected refusal {e}"),
         }
         assert!(accepted <= 1000, "flow control never refused");

@@ -1,75 +1,36 @@
-//! The `decree` command-line tool.
-//!
-//! Each subcommand is a variant of [`Command`] with its own argument struct and a `run_*`
-//! function returning a [`CliError`]; `main` only parses, dispatches and turns errors into a
-//! message and exit status. New subcommands (demo, bank, get/put/txn, status) slot in the same
-//! way.
+//! `decree certs`: a cluster CA and node and client certificates (PEM) in a directory.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use decree_runtime::certs::{self, CertError};
+use clap::Args;
+use decree_runtime::certs;
 use decree_types::NodeId;
 
-/// decree: a distributed transactional key-value store.
-#[derive(Debug, Parser)]
-#[command(name = "decree", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use super::CliError;
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Generate a cluster CA and node and client certificates (PEM) into a directory.
-    Certs(CertsArgs),
-}
-
+/// Arguments of `decree certs`.
 #[derive(Debug, Args)]
-struct CertsArgs {
+pub struct CertsArgs {
     /// Directory to write into (created if missing).
     #[arg(long, value_name = "DIR")]
-    out: PathBuf,
+    pub out: PathBuf,
     /// Node ids to issue certificates for, comma separated.
     #[arg(long, value_delimiter = ',', value_name = "IDS", required = true)]
-    nodes: Vec<u64>,
+    pub nodes: Vec<u64>,
     /// Client names to issue certificates for, comma separated (a-z, 0-9, '-').
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
-    clients: Vec<String>,
+    pub clients: Vec<String>,
     /// Extra host names or IP addresses added to every node certificate, comma separated
     /// (`localhost`, `127.0.0.1` and `node-<id>` are always included).
     #[arg(long, value_delimiter = ',', value_name = "HOSTS")]
-    hosts: Vec<String>,
+    pub hosts: Vec<String>,
     /// Replace an existing CA (every certificate it signed stops being trusted).
     #[arg(long)]
-    force: bool,
+    pub force: bool,
 }
 
-/// A failed command: the message printed to the user.
-#[derive(Debug, thiserror::Error)]
-enum CliError {
-    #[error(transparent)]
-    Certs(#[from] CertError),
-    #[error("{0}")]
-    Usage(String),
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Certs(args) => run_certs(args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("decree: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run_certs(args: CertsArgs) -> Result<(), CliError> {
+/// `decree certs`.
+pub fn run(args: CertsArgs) -> Result<(), CliError> {
     let mut nodes: Vec<NodeId> = args.nodes.iter().copied().map(NodeId).collect();
     nodes.sort();
     let before = nodes.len();
