@@ -16,10 +16,8 @@ fn a_short_demo_with_a_coordinator_leader_kill_keeps_every_audit_valid() {
     let dir = std::env::temp_dir().join(format!("decree-demo-test-{}-{nanos}", std::process::id()));
     // Phase 1: a 30-second run with three faults, which cycle through all three kinds
     // (participant leader kill, coordinator leader kill, leader pause). The coordinator group
-    // runs on nodes of its own: a server that leads both the coordinator group and a
-    // participant group today drops the Prepare it addresses to itself ("no address known"
-    // for its own id), so a transaction whose coordinator and participant leaders share a
-    // node waits for the prepare timeout.
+    // runs on nodes of its own here, so that killing its leader's node never also kills a
+    // participant leader: the run shows the coordinator's recovery on its own.
     let out = Command::new(env!("CARGO_BIN_EXE_decree"))
         .args(["demo", "--duration", "30", "--faults", "3", "--clients", "6", "--accounts", "6"])
         .args(["--seed", "2", "--separate-coordinator", "--json", "--quiet", "--dir"])
