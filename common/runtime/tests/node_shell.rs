@@ -16,7 +16,7 @@ use decree_raft::msg::Message;
 use decree_raft::node::NodeConfig;
 use decree_runtime::fs_disk::FsDisk;
 use decree_runtime::node_shell::peers::QuicPeers;
-use decree_runtime::node_shell::rpc::{ClientReply, ClientRequest, NodeStatus};
+use decree_runtime::node_shell::rpc::{ClientReply, ClientRequest, NodeStatus, Refusal};
 use decree_runtime::node_shell::run::{
     client_id, wall_clock_ns, NodeShell, PhysicalClockFn, ShellError, ShellHandle, ShellThread,
 };
@@ -288,7 +288,8 @@ async fn a_peer_claiming_another_nodes_id_is_refused_and_the_node_keeps_serving(
 
 /// The client protocol through the endpoint: a node answers its own client's status, an append
 /// once applied, a request for a group it does not host with the host's refusal — never by
-/// hanging — and refuses the client protocol to another node's certificate.
+/// hanging — and a replica read with its machine's state; it refuses the client protocol to
+/// another node's certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_reach_the_shell_and_nodes_may_not_use_the_client_protocol() {
     let ca = ClusterCa::generate().unwrap();
@@ -348,7 +349,32 @@ async fn clients_reach_the_shell_and_nodes_may_not_use_the_client_protocol() {
         other => panic!("a request for an unknown group answered {other:?}"),
     }
 
-    // Phase 3: another node's certificate is refused with a code, not served.
+    // Phase 3: the replica's state, as its machine encodes a snapshot, holds the append; a
+    // group the node does not host has none.
+    let replica = |group: GroupId| {
+        let body = decree_runtime::node_shell::rpc::encode_request::<Request>(
+            &ClientRequest::ReplicaState { group },
+        )
+        .unwrap();
+        let client = &client;
+        async move {
+            let answer = client.request(NodeId(1), body, Duration::from_secs(5)).await.unwrap();
+            decree_runtime::node_shell::rpc::decode_response::<Response>(&answer).unwrap()
+        }
+    };
+    match replica(G1).await {
+        ClientReply::ReplicaState { group, applied, state } => {
+            assert_eq!(group, G1);
+            let log = CommandLog::decode_snapshot(&state).unwrap();
+            let commands: Vec<&[u8]> = log.commands().iter().map(|(_, c)| c.as_slice()).collect();
+            assert_eq!(commands, vec![&b"hello"[..]]);
+            assert!(applied >= log.commands()[0].0);
+        }
+        other => panic!("a replica read answered {other:?}"),
+    }
+    assert_eq!(replica(GroupId(9)).await, ClientReply::Refused(Refusal::UnknownGroup(GroupId(9))));
+
+    // Phase 4: another node's certificate is refused with a code, not served.
     let (other_node, _inbound) = QuicEndpoint::bind(
         TransportConfig {
             listen_addr: loopback(),

@@ -13,9 +13,15 @@
 //! over after the message are refused (as the envelope decoder refuses them).
 
 use decree_proto::ErrorResponse;
+use decree_types::limits::FRAME_BYTES_MAX;
 use decree_types::{GroupId, HlcTimestamp, LogIndex, NodeId, Term};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+/// Largest replica state a [`ClientReply::ReplicaState`] carries, in bytes: room is left in
+/// the frame for the reply's other fields (a response frame body is a tag byte, then this
+/// reply). A larger state is refused with [`Refusal::StateTooLarge`].
+pub const REPLICA_STATE_BYTES_MAX: usize = FRAME_BYTES_MAX - 64 * 1024;
 
 /// A client's request to a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +95,14 @@ pub enum Refusal {
     /// The node is shutting down, or stopped. A pending request's outcome is unknown.
     #[error("node shutting down")]
     ShuttingDown,
+    /// The replica's encoded state exceeds [`REPLICA_STATE_BYTES_MAX`].
+    #[error("replica state of {bytes} bytes exceeds the maximum of {max} bytes")]
+    StateTooLarge {
+        /// The encoded state's size.
+        bytes: usize,
+        /// [`REPLICA_STATE_BYTES_MAX`].
+        max: usize,
+    },
 }
 
 /// One node's view of its groups.

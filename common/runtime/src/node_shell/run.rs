@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::peers::{raft_messages, QuicPeers};
 use super::rpc::{
     decode_request, encode_response, ClientReply, ClientRequest, GroupStatus, NodeStatus, Refusal,
-    ShellCounters,
+    ShellCounters, REPLICA_STATE_BYTES_MAX,
 };
 use super::timed_disk::TimedDisk;
 use crate::certs::Peer;
@@ -349,11 +349,15 @@ where
             }
             ClientRequest::ReplicaState { group } => {
                 let answer = match (self.host.machine(group), self.host.applied(group)) {
-                    (Some(machine), Some(applied)) => ClientReply::ReplicaState {
-                        group,
-                        applied,
-                        state: M::encode_snapshot(&machine.snapshot()),
-                    },
+                    (Some(machine), Some(applied)) => {
+                        let state = M::encode_snapshot(&machine.snapshot());
+                        if state.len() > REPLICA_STATE_BYTES_MAX {
+                            let max = REPLICA_STATE_BYTES_MAX;
+                            ClientReply::Refused(Refusal::StateTooLarge { bytes: state.len(), max })
+                        } else {
+                            ClientReply::ReplicaState { group, applied, state }
+                        }
+                    }
                     _ => ClientReply::Refused(Refusal::UnknownGroup(group)),
                 };
                 let _ = reply.send(answer);
