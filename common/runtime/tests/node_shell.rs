@@ -209,9 +209,10 @@ async fn hlc_6_a_node_whose_clock_is_off_from_the_majority_stops_and_the_others_
 
 /// A peer's envelope is accepted only from the node its certificate names, on the stream its
 /// kind belongs on: a vote request for a much higher term, claimed by n3's certificate to come
-/// from n1, leaves n2's term alone; so do garbage and a batch on a group's stream (counted as
-/// refused by the shell); the same request honestly from n3 moves n2 to that term — the
-/// refusals were not for any other reason, and the node kept serving the same stream.
+/// from n1, leaves n2's term alone (counted as refused by the host); so do garbage and a batch
+/// on a group's stream (counted as refused by the shell); the same request honestly from n3
+/// moves n2 to that term — the refusals were not for any other reason, and the node kept
+/// serving the same stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_claiming_another_nodes_id_is_refused_and_the_node_keeps_serving() {
     // Phase 1: n2 runs alone (voters n1..n3, so it never elects itself); n3 is a bare endpoint
@@ -272,7 +273,9 @@ async fn a_peer_claiming_another_nodes_id_is_refused_and_the_node_keeps_serving(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let term = n2.term().await;
     assert!(term < Term(100), "a forged vote request moved the term to {term:?}");
-    assert_eq!(n2.status().await.counters.refused_in, 2);
+    let counters = n2.status().await.counters;
+    assert_eq!(counters.refused_in, 2, "garbage and the misplaced batch, refused by the shell");
+    assert_eq!(counters.host_refused, 1, "the forged sender, refused by the host");
 
     // Phase 3: the same request from n3 as itself is accepted: n2 moves to term 100.
     n3.send(NodeId(2), NODE_GROUP, vote(3)).unwrap();

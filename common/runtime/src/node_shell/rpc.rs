@@ -165,6 +165,10 @@ pub struct ShellCounters {
     /// Envelopes from peers refused by the shell: undecodable, or on a stream their kind does
     /// not belong on.
     pub refused_in: u64,
+    /// Envelopes and client requests refused by the host (`decree_host::HostStats::refused`):
+    /// a sender other than the certificate's node, a node-level payload naming a group, a
+    /// clock reading too far ahead (HLC-3).
+    pub host_refused: u64,
 }
 
 /// A message that could not be decoded.

@@ -411,6 +411,7 @@ where
             applied: self.applied_sum().saturating_sub(self.applied_at_start),
             dropped_out: self.peers.dropped,
             refused_in: self.peers.refused,
+            host_refused: self.host.stats().refused,
             ..self.counters
         };
         NodeStatus { node: node.id(), groups, counters }
