@@ -1,35 +1,46 @@
 //! decree's deterministic whole-cluster simulator (TESTING.md §3).
 //!
-//! It runs the **real** [`decree_raft::node::Node`] code of N nodes — the same driver loop,
-//! Raft cores and write-ahead log the shell runs — in one thread, and swaps only the world
-//! around them: the network ([`network`]), the disks (`MemDisk`, which loses unsynced writes
-//! on a crash and can tear the last write), and the clocks ([`clock`]). A single `u64` seed
-//! decides everything: every random choice comes from a [`decree_types::DetRng`] forked from
-//! it in a fixed order, the event queue is a `BTreeMap` ordered by (time, sequence number), and
-//! nothing reads the system clock, spawns a thread or iterates a `HashMap`. Replaying a seed
-//! therefore replays the run exactly, which the [`trace`] hash proves.
+//! It runs the **real** [`decree_host::Host`] code of N nodes — the host with its machines,
+//! proposal table, HLC and envelope checks, over the same Raft node, driver loop and
+//! write-ahead log the shell runs — in one thread, and swaps only the world around them: the
+//! network ([`network`]), the disks (`MemDisk`, which loses unsynced writes on a crash and
+//! can tear the last write), and the clocks ([`clock`]: monotonic, and physical with bounded
+//! skew and occasional violations). A single `u64` seed decides everything: every random
+//! choice comes from a [`decree_types::DetRng`] forked from it in a fixed order, the event
+//! queue is a `BTreeMap` ordered by (time, sequence number), and nothing reads the system
+//! clock, spawns a thread or iterates a `HashMap`. Replaying a seed therefore replays the run
+//! exactly, which the [`trace`] hash proves.
+//!
+//! # World and workloads
+//!
+//! [`world`] is reusable: events, network, disks, clocks, faults, and the Raft-level checkers
+//! (election safety, log matching, leader completeness, state machine safety, liveness). A
+//! [`workload::Workload`] plugs into it: the machines the hosts run, the client, and the
+//! checkers of what answers promise. [`replicated_log`] is the first plug-in: command-log
+//! groups (and register groups beside them, a second kind of machine on the same hosts).
 //!
 //! # The event loop ([`sim::run`])
 //!
 //! 1. Derive the run's shape from the seed: 2–3 groups with a replica on every node, Raft and
 //!    WAL limits (tiny append, apply and snapshot-chunk sizes, small segments), how often the
-//!    state machines snapshot, and the fault plan ([`faults`]).
-//! 2. Open every node on an empty `MemDisk`; schedule ticks, the client, the first fault, the
+//!    hosts snapshot, and the fault plan ([`faults`]).
+//! 2. Open every host on an empty `MemDisk`; schedule ticks, the client, the first fault, the
 //!    periodic log check and the end of the faulty phase.
-//! 3. Pop the earliest event and handle it; every node input (a delivered batch, a tick, a
-//!    proposal) schedules one `process` call shortly after, so inputs arriving meanwhile share
-//!    its single fsync. `process` sends through the seeded network (delay, loss, duplication,
-//!    reordering, partitions, clogging) and returns outputs: roles feed the election-safety and
-//!    leader-completeness checkers; applied entries feed the per-node state machine
-//!    ([`decree_raft::node::CommandList`]), state machine safety, and the client, which turns
-//!    "applied at the index I was given, with my command" into an acknowledgement.
+//! 3. Pop the earliest event and handle it; every host input (delivered envelopes, a tick, a
+//!    client request) schedules one `process` call shortly after, so inputs arriving
+//!    meanwhile share its single fsync. `process` sends envelopes through the seeded network
+//!    (delay, loss, duplication, reordering, partitions, clogging) and hands the world every
+//!    node output (roles feed election safety and leader completeness; applied entries feed
+//!    state machine safety) and the client its answers: "applied at index i" is an
+//!    acknowledgement, checked against the entry committed at i.
 //! 4. Faulty phase: crashes (with or without a torn last write), fsync failures (the node must
-//!    stop), partitions of every shape, swizzle-clogging, clock jumps, network changes.
-//! 5. Healing phase: faults off, links healed, every node restarted. Each group must elect
-//!    exactly one leader that every replica follows, acknowledge a proposal made after the
-//!    heal, and every replica must apply every acknowledged entry — within a bound.
-//! 6. Final checks: log matching across all replicas, and every acknowledged command present
-//!    at its index in every replica's state machine.
+//!    stop), partitions of every shape, swizzle-clogging, clock jumps, physical clocks out of
+//!    bound (HLC-3 refusals; HLC-6 stops the nodes that are off), network changes.
+//! 5. Healing phase: faults off, links healed, clocks right, every node restarted. Each group
+//!    must elect exactly one leader that every replica follows, acknowledge a command sent
+//!    after the heal, and every replica must apply every acknowledged entry — within a bound.
+//! 6. Final checks: log matching, replicas that applied the same entries have equal machine
+//!    digests, and every acknowledged command is at its index in every replica's log.
 //!
 //! A failure names the broken invariant and prints the single command that replays the seed.
 //!
@@ -59,9 +70,11 @@ pub mod clock;
 pub mod faults;
 pub mod network;
 pub mod processes;
+pub mod replicated_log;
 pub mod sim;
 pub mod trace;
 pub mod workload;
+pub mod world;
 
 pub use sim::{run, Outcome, SimConfig};
 

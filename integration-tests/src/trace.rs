@@ -5,18 +5,23 @@
 //! format) and folded into 64-bit FNV-1a, so the hash does not depend on `Debug` formatting or on
 //! anything the standard library may change between versions.
 
-use decree_types::{GroupId, LogIndex, NodeId, Term};
+use std::fmt::Debug;
 
-use crate::sim::SimEnvelope;
+use decree_types::{GroupId, LogIndex, NodeId, Term};
 use serde::Serialize;
+
+/// Envelopes on the network, of whatever machines the hosts run.
+#[derive(Debug, Serialize)]
+pub enum Traffic<'a, E> {
+    /// Envelopes left `from` for `to`; `copies` is how many deliveries the network scheduled.
+    Send { from: NodeId, to: NodeId, copies: u8, batch: &'a [E] },
+    /// Envelopes arrived and were handed to `to`'s host.
+    Deliver { from: NodeId, to: NodeId, batch: &'a [E] },
+}
 
 /// One thing that happened in a simulated run. Times are global simulated nanoseconds.
 #[derive(Debug, Serialize)]
 pub enum TraceEvent<'a> {
-    /// Envelopes left `from` for `to`; `copies` is how many deliveries the network scheduled.
-    Send { from: NodeId, to: NodeId, copies: u8, batch: &'a [SimEnvelope] },
-    /// Envelopes arrived and were handed to `to`'s host.
-    Deliver { from: NodeId, to: NodeId, batch: &'a [SimEnvelope] },
     /// A batch was dropped (partition or loss).
     Drop { from: NodeId, to: NodeId },
     /// The node ticked.
@@ -59,7 +64,7 @@ impl Trace {
     }
 
     /// Folds one event at global time `at_ns` into the hash.
-    pub fn record(&mut self, at_ns: u64, event: &TraceEvent<'_>) {
+    pub fn record(&mut self, at_ns: u64, event: &(impl Serialize + Debug)) {
         self.buf.clear();
         self.buf.extend_from_slice(&at_ns.to_le_bytes());
         // Encoding into a Vec cannot fail: every field is plain data, and `Vec` grows as needed.

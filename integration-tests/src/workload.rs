@@ -1,4 +1,11 @@
-//! The client workload: unique commands sent to each group's leader, through its host.
+//! Workloads: what runs on the simulated [`World`] — the client requests, what the answers
+//! promise, and the checkers of those promises. [`Workload`] is the plug-in interface; the
+//! replicated-log workload ([`crate::replicated_log`]) is the first plug-in, and its client
+//! ([`Client`]) is below.
+//!
+//! # The client
+//!
+//! Unique commands sent to each group's leader, through its host.
 //!
 //! The client guesses a leader per group, follows `NotLeader` hints, and keeps a few requests
 //! in flight per group. A command is **acknowledged** only when the host it was sent to
@@ -14,10 +21,50 @@
 use std::collections::BTreeMap;
 
 use decree_host::machines::{LogRequest, LogResponse, RegisterRequest, RegisterResponse, Tagged};
+use decree_host::ReplicatedMachine;
+use decree_raft::EntryPayload;
 use decree_types::{DetRng, GroupId, LogIndex, NodeId};
 
-use crate::check::command_digest;
-use crate::sim::{SimRequest, SimResponse};
+use crate::check::{command_digest, Violation};
+use crate::replicated_log::{SimRequest, SimResponse};
+use crate::world::{Note, World};
+
+/// A workload plug-in: the machines the world's hosts run, the client that talks to them,
+/// and the checkers of what the answers promise. The world runs the Raft-level checkers
+/// itself; it asks the workload only how to identify an entry and a snapshot's contents.
+pub trait Workload {
+    /// The machine every host runs (one value per group; several kinds through
+    /// [`decree_host::machines::Either`]).
+    type Machine: ReplicatedMachine + Clone;
+
+    /// A fresh machine for each group of the world, in the world's group order.
+    fn machines(&self, groups: &[GroupId]) -> Vec<Self::Machine>;
+
+    /// The identity of a log entry's payload (0 for a no-op), for the Raft-level checkers.
+    fn entry_digest(payload: &EntryPayload) -> u64;
+
+    /// The `(index, digest)` of every command an encoded snapshot holds.
+    fn snapshot_contents(data: &[u8]) -> Result<Vec<(LogIndex, u64)>, String>;
+
+    /// Something happened in the world (see [`Note`]).
+    fn on_note(
+        &mut self,
+        world: &mut World<Self::Machine>,
+        note: Note<Self::Machine>,
+    ) -> Result<(), Violation>;
+
+    /// While healing: the index every replica of `group` must reach, once known.
+    fn heal_target(&self, group: GroupId) -> Option<LogIndex>;
+
+    /// End of run: what the answers promised holds on every replica.
+    fn final_checks(&self, world: &World<Self::Machine>) -> Result<(), Violation>;
+
+    /// Writes acknowledged.
+    fn acked(&self) -> usize;
+
+    /// Reads served and checked.
+    fn reads(&self) -> usize;
+}
 
 /// Requests a client keeps in flight per group.
 pub const INFLIGHT_PER_GROUP_MAX: usize = 4;

@@ -263,7 +263,7 @@ struct State<M: ReplicatedMachine> {
     reads: BTreeMap<u64, PendingRead<M>>,
     next_read_ctx: u64,
     /// Proposals machines asked for while the node was busy.
-    deferred: Vec<(GroupId, M::Command, Option<(ReplyTo, M::Response)>)>,
+    deferred: Vec<Deferred<M>>,
     /// Responses to machines' own requests that could not be routed (no replica known).
     no_route: Vec<(GroupId, RequestId, GroupId)>,
     outbox: BTreeMap<NodeId, Vec<HostEnvelope<M>>>,
@@ -274,6 +274,13 @@ struct State<M: ReplicatedMachine> {
     stats: HostStats,
 }
 
+/// A proposal a machine asked for while the node was busy: group, command, waiter.
+type Deferred<M> = (
+    GroupId,
+    <M as ReplicatedMachine>::Command,
+    Option<(ReplyTo, <M as ReplicatedMachine>::Response)>,
+);
+
 #[derive(Debug)]
 struct Group<M> {
     machine: M,
@@ -282,6 +289,8 @@ struct Group<M> {
     applied: LogIndex,
     /// Last applied index at the last snapshot (taken or restored).
     snapshotted: LogIndex,
+    /// Last applied index reported to the node (`Node::on_applied`).
+    reported: LogIndex,
     /// Requests the machine keeps ([`Admission::Later`]).
     kept: BTreeSet<ReplyTo>,
 }
@@ -336,6 +345,7 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
                     role: Role::Follower { term: Term(0), leader: None },
                     applied: LogIndex(0),
                     snapshotted: LogIndex(0),
+                    reported: LogIndex(0),
                     kept: BTreeSet::new(),
                 };
                 (g.group, group)
@@ -636,10 +646,16 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
             }
             late?
         };
-        // Step 3: the rest, in the node's order.
+        // Step 3: the rest, in the node's order; then the node learns what was applied.
         for output in late {
             io.observe(&output);
             self.st.on_output(output)?;
+        }
+        for (&group, g) in &mut self.st.groups {
+            if g.applied > g.reported {
+                self.node.on_applied(group, g.applied);
+                g.reported = g.applied;
+            }
         }
         // Step 4: proposals machines asked for while the node was busy.
         self.run_deferred();
@@ -1048,6 +1064,8 @@ impl<M: ReplicatedMachine> State<M> {
                 })?;
                 g.applied = meta.last_index;
                 g.snapshotted = meta.last_index;
+                // The node installed it: it counts as applied there already.
+                g.reported = meta.last_index;
                 // Entries the snapshot covers are settled, but not known to be ours.
                 let lost: Vec<_> = self
                     .proposals

@@ -17,4 +17,4 @@ pub mod wal;
 
 pub use disk::{Disk, DiskError};
 pub use msg::{Entry, EntryPayload, HardState, Message, SnapshotMeta};
-pub use ready::{AfterSync, Ready, SyncToken};
+pub use ready::{AfterSync, Ready, SyncToken, WalPosition};

@@ -41,9 +41,14 @@
 //! 6. Tell each core what is durable (`on_persisted`).
 //! 7. **Hand out** per group, in this order: the new role ([`Output::Role`]), a snapshot to
 //!    install ([`Output::Restore`]), the remaining committed entries to apply
-//!    ([`Output::Apply`]) — which
-//!    the node reports to the core as applied, because the caller applies every output before
-//!    its next call — and reads that became servable ([`Output::Read`], [`Output::ReadFailed`]).
+//!    ([`Output::Apply`]), and reads that failed ([`Output::ReadFailed`]). The caller reports
+//!    what it applied with [`Node::on_applied`]; reads whose index is then applied are handed
+//!    out first by the next iteration ([`Output::Read`]).
+//!
+//! Each step is a method of its own (`collect_readies`, `send_unacknowledging`,
+//! `hand_out_durable`, `append`, `sync`, `release_acknowledgements`, `hand_out`) that asserts
+//! what it leaves behind; the held acknowledgements are sealed with the WAL position of the
+//! iteration's writes, and only a [`SyncToken`] through that position releases them.
 //!
 //! When nothing needs persisting in an iteration, steps 2 and 5 merge into one send per peer.
 //!
@@ -81,7 +86,7 @@ use crate::core::{
 };
 use crate::disk::Disk;
 use crate::msg::{Entry, HardState, Message, SnapshotMeta};
-use crate::ready::{Ready, SoftState, SyncToken};
+use crate::ready::{Ready, SoftState, SyncToken, WalPosition};
 use crate::wal::{FatalError, InvalidRequest, Wal, WalConfig, WalError};
 
 /// The largest command a client may propose, in bytes. Well below the WAL's per-record limit
@@ -413,6 +418,23 @@ impl<D: Disk> Node<D> {
         Ok(r.core.read_index(now_ns, ctx)?)
     }
 
+    /// The caller applied `group`'s committed entries up to `index` (everything the node
+    /// handed out, or a prefix of it). Reads waiting for that index become servable: they
+    /// are handed out first by the next `process` ([`Output::Read`]).
+    pub fn on_applied(&mut self, group: GroupId, index: LogIndex) {
+        let Some(r) = self.groups.get_mut(&group) else { return };
+        r.core.on_applied(index);
+        let applied = r.core.applied();
+        let pending = &mut self.pending;
+        r.waiting_reads.retain(|&(ctx, read_index)| {
+            let servable = read_index <= applied;
+            if servable {
+                pending.push(Output::Read { group, ctx, index: read_index });
+            }
+            !servable
+        });
+    }
+
     /// Moves leadership of `group` to `target` (RAFT-6): the leader stops taking proposals,
     /// brings `target` up to date and tells it to start an election at once.
     pub fn transfer_leadership(
@@ -552,50 +574,80 @@ impl<D: Disk> Node<D> {
         &self.wal
     }
 
+    /// The driver loop of the module docs, one named step per method; each step asserts
+    /// what it leaves behind.
     fn drive(&mut self, io: &mut (impl Transport + EarlyOutputs)) -> Result<Vec<Output>, Fatal> {
-        // Recovered snapshots come before anything else of their group.
+        // Recovered snapshots, and reads that became servable since the last iteration, come
+        // before anything else of their group.
         for output in std::mem::take(&mut self.pending) {
             io.early(output);
         }
-        let mut out = Vec::new();
-
-        // Step 1: every group's Ready.
-        let mut readies: Vec<(GroupId, Ready)> = Vec::new();
-        for (&group, r) in &mut self.groups {
-            if r.core.has_ready() {
-                readies.push((group, r.core.ready()));
-            }
-        }
+        let mut readies = self.collect_readies();
         if readies.is_empty() {
-            return Ok(out);
+            return Ok(Vec::new());
         }
+        let needs_fsync = self.needs_fsync(&readies);
+        let mut batches: BTreeMap<NodeId, Batch> = BTreeMap::new();
+        self.send_unacknowledging(&mut readies, &mut batches, needs_fsync, io);
+        self.hand_out_durable(&mut readies, io);
+        let needs = self.append(&mut readies)?;
+        let token = self.sync(needs)?;
+        Self::release_acknowledgements(&mut readies, &token, &mut batches, io);
+        Ok(self.hand_out(readies))
+    }
 
-        // Step 2: messages that acknowledge nothing durable. If nothing needs an fsync they
-        // wait and leave with the step-5 batch, so each peer gets one send.
-        let needs_fsync = readies.iter().any(|(group, r)| {
+    /// Step 1: the `Ready` of every group that has one, in `GroupId` order.
+    fn collect_readies(&mut self) -> Vec<(GroupId, Ready)> {
+        let readies: Vec<(GroupId, Ready)> = self
+            .groups
+            .iter_mut()
+            .filter(|(_, r)| r.core.has_ready())
+            .map(|(&group, r)| (group, r.core.ready()))
+            .collect();
+        debug_assert!(self.groups.values().all(|r| !r.core.has_ready()), "every Ready taken");
+        readies
+    }
+
+    /// Does this iteration write anything an acknowledgement depends on (RAFT-1)?
+    fn needs_fsync(&self, readies: &[(GroupId, Ready)]) -> bool {
+        readies.iter().any(|(group, r)| {
             let old = self.wal.hard_state(*group);
             r.hard_state.is_some_and(|hs| hs.changes_term_or_vote(&old))
                 || r.snapshot.is_some()
                 || !r.entries.is_empty()
-        });
-        let mut batches: BTreeMap<NodeId, Batch> = BTreeMap::new();
-        for (group, ready) in &mut readies {
+        })
+    }
+
+    /// Step 2: messages that acknowledge nothing durable. If nothing needs an fsync they wait
+    /// and leave with the step-5 batch, so each peer gets one send.
+    fn send_unacknowledging(
+        &mut self,
+        readies: &mut [(GroupId, Ready)],
+        batches: &mut BTreeMap<NodeId, Batch>,
+        needs_fsync: bool,
+        io: &mut impl Transport,
+    ) {
+        for (group, ready) in readies.iter_mut() {
             for (to, msg) in ready.messages.drain(..) {
                 batches.entry(to).or_default().push((*group, msg));
             }
         }
         if needs_fsync {
-            flush(io, &mut batches);
+            flush(io, batches);
+            debug_assert!(batches.is_empty());
         }
+        debug_assert!(readies.iter().all(|(_, r)| r.messages.is_empty()), "step 2 sent all");
+    }
 
-        // Step 2½: committed entries this replica already holds durably need nothing from
-        // this iteration's fsync: hand them out now, so they are applied and answered while
-        // the disk works. That is every committed entry below the first one this `Ready`
-        // appends — entries of earlier iterations were fsynced before those returned. A leader
-        // only commits what it persisted, so there it is all of them; a follower may learn
-        // that an entry it is appending right now is committed, and that one waits for the
-        // fsync. A group installing a snapshot hands everything out after it.
-        for (group, ready) in &mut readies {
+    /// Step 2½: committed entries this replica already holds durably need nothing from this
+    /// iteration's fsync: hand them out now, so they are applied and answered while the disk
+    /// works. That is every committed entry below the first one this `Ready` appends —
+    /// entries of earlier iterations were fsynced before those returned. A leader only
+    /// commits what it persisted, so there it is all of them; a follower may learn that an
+    /// entry it is appending right now is committed, and that one waits for the fsync. A
+    /// group installing a snapshot hands everything out after it.
+    fn hand_out_durable(&mut self, readies: &mut [(GroupId, Ready)], io: &mut impl EarlyOutputs) {
+        for (group, ready) in readies.iter_mut() {
             if ready.snapshot.is_some() || ready.committed_entries.is_empty() {
                 continue;
             }
@@ -603,24 +655,28 @@ impl<D: Disk> Node<D> {
             let durable = ready.committed_entries.partition_point(|e| e.index < first_new);
             let rest = ready.committed_entries.split_off(durable);
             let entries = std::mem::replace(&mut ready.committed_entries, rest);
-            if let Some(last) = entries.last() {
-                // Invariant: `readies` was built from `self.groups`, which has not changed.
-                let r = self.groups.get_mut(group).expect("ready came from a hosted group");
-                r.core.on_applied(last.index);
+            if !entries.is_empty() {
                 io.early(Output::Apply { group: *group, entries });
             }
+            // Postcondition: what is left is not durable here yet.
+            debug_assert!(ready.committed_entries.first().is_none_or(|e| e.index >= first_new));
         }
+    }
 
-        // Step 3: append everything to the one WAL. A power cut (or a failed fsync of a later
-        // segment) may keep any prefix of the unsynced writes, so the order makes every prefix
-        // a valid state:
-        //   a. the new term and vote, with the commit index that was already durable — no
-        //      entry below may carry a term above the durable term;
-        //   b. the snapshot, which replaces the log (RAFT-8);
-        //   c. the entries;
-        //   d. the new commit index — never durable before the entries it covers, or a
-        //      restart could apply a stale entry that the lost write was replacing (INV-R5).
-        for (group, ready) in &readies {
+    /// Step 3: append everything to the one WAL. A power cut (or a failed fsync of a later
+    /// segment) may keep any prefix of the unsynced writes, so the order makes every prefix a
+    /// valid state:
+    ///   a. the new term and vote, with the commit index that was already durable — no entry
+    ///      below may carry a term above the durable term;
+    ///   b. the snapshot, which replaces the log (RAFT-8);
+    ///   c. the entries;
+    ///   d. the new commit index — never durable before the entries it covers, or a restart
+    ///      could apply a stale entry that the lost write was replacing (INV-R5).
+    ///
+    /// Returns the WAL position the acknowledgements of this iteration need durable, and
+    /// seals each group's held messages with it.
+    fn append(&mut self, readies: &mut [(GroupId, Ready)]) -> Result<WalPosition, Fatal> {
+        for (group, ready) in readies.iter() {
             let old = self.wal.hard_state(*group);
             if let Some(hs) = ready.hard_state.filter(|hs| hs.changes_term_or_vote(&old)) {
                 let commit = hs.commit.min(old.commit);
@@ -633,23 +689,48 @@ impl<D: Disk> Node<D> {
             if let Some(hs) = ready.hard_state {
                 self.wal.set_hard_state(*group, hs)?;
             }
+            // Postcondition: the WAL holds the group's new hard state.
+            debug_assert!(ready.hard_state.is_none_or(|hs| self.wal.hard_state(*group) == hs));
         }
+        let needs = self.wal.ack_position();
+        for (_, ready) in readies.iter_mut() {
+            ready.persisted_messages.seal(needs);
+        }
+        Ok(needs)
+    }
 
-        // Step 4: one fsync for all groups, unless only commit indexes changed (the WAL
-        // writes those with the next fsync: `Wal::sync_for_ack`). `?` makes a failure fatal:
-        // nothing below runs.
+    /// Step 4: one fsync for all groups, unless only commit indexes changed (the WAL writes
+    /// those with the next fsync: `Wal::sync_for_ack`). A failure is fatal: nothing after it
+    /// runs.
+    fn sync(&mut self, needs: WalPosition) -> Result<SyncToken, Fatal> {
         let token: SyncToken = self.wal.sync_for_ack()?;
+        // Postcondition (RAFT-1): every write an acknowledgement depends on is durable.
+        assert!(token.through() >= needs, "the fsync covers this iteration's writes");
+        Ok(token)
+    }
 
-        // Step 5: the durable acknowledgements may leave now (RAFT-1).
-        for (group, ready) in &mut readies {
+    /// Step 5: the durable acknowledgements may leave now (RAFT-1), with whatever waited.
+    fn release_acknowledgements(
+        readies: &mut [(GroupId, Ready)],
+        token: &SyncToken,
+        batches: &mut BTreeMap<NodeId, Batch>,
+        io: &mut impl Transport,
+    ) {
+        for (group, ready) in readies.iter_mut() {
             let persisted = std::mem::take(&mut ready.persisted_messages);
-            for (to, msg) in persisted.release(&token) {
+            for (to, msg) in persisted.release(token) {
                 batches.entry(to).or_default().push((*group, msg));
             }
         }
-        flush(io, &mut batches);
+        flush(io, batches);
+        debug_assert!(batches.is_empty(), "step 5 sent all");
+    }
 
-        // Steps 6 and 7, per group.
+    /// Steps 6 and 7, per group: tell the core what is durable, then hand out the role, a
+    /// snapshot to install, the remaining committed entries and the reads that failed. Reads
+    /// are served once the caller reports them applied ([`Node::on_applied`]).
+    fn hand_out(&mut self, readies: Vec<(GroupId, Ready)>) -> Vec<Output> {
+        let mut out = Vec::new();
         for (group, ready) in readies {
             // Invariant: `readies` was built from `self.groups`, which has not changed since.
             let r = self.groups.get_mut(&group).expect("ready came from a hosted group");
@@ -665,8 +746,7 @@ impl<D: Disk> Node<D> {
             if let Some((meta, data)) = snapshot {
                 out.push(Output::Restore { group, meta, data });
             }
-            if let Some(last) = committed_entries.last() {
-                r.core.on_applied(last.index);
+            if !committed_entries.is_empty() {
                 out.push(Output::Apply { group, entries: committed_entries });
             }
             r.waiting_reads.extend(read_states.iter().map(|rs| (rs.ctx, rs.index)));
@@ -680,7 +760,7 @@ impl<D: Disk> Node<D> {
             });
             out.extend(failed_reads.into_iter().map(|ctx| Output::ReadFailed { group, ctx }));
         }
-        Ok(out)
+        out
     }
 }
 

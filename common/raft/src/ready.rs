@@ -22,40 +22,74 @@ use decree_types::{LogIndex, NodeId, Term};
 
 use crate::msg::{Entry, HardState, Message, SnapshotMeta};
 
-/// Proof that an fsync succeeded. Only the write-ahead log creates it, right after its
-/// `Disk::sync` returned `Ok`.
+/// A position in the write-ahead log: the count of record bytes the WAL has taken since it
+/// was opened, over every segment. Positions only grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WalPosition(pub u64);
+
+/// Proof that every record the WAL took up to a position is durable. Only the write-ahead
+/// log creates it, right after its `Disk::sync` returned `Ok` (or when nothing that an
+/// acknowledgement depends on was pending).
 #[derive(Debug)]
 pub struct SyncToken {
-    _private: (),
+    through: WalPosition,
 }
 
 impl SyncToken {
-    /// Called by the WAL (and only by it) after a successful fsync.
+    /// Called by the WAL (and only by it) once everything up to `through` is durable.
     #[allow(dead_code, reason = "the WAL is its only caller outside tests")]
-    pub(crate) fn after_fsync() -> Self {
-        SyncToken { _private: () }
+    pub(crate) fn after_fsync(through: WalPosition) -> Self {
+        SyncToken { through }
+    }
+
+    /// Everything the WAL took up to this position is durable.
+    pub fn through(&self) -> WalPosition {
+        self.through
     }
 }
 
-/// A value that may be used only after the preceding writes are durable.
+/// A value that may be used only after the writes it depends on are durable: the driver
+/// seals it with the WAL position those writes end at ([`AfterSync::seal`]), and only a
+/// [`SyncToken`] covering that position releases it (asserted).
 #[derive(Debug, Default)]
 #[must_use = "messages held until fsync must be released and sent"]
-pub struct AfterSync<T>(T);
+pub struct AfterSync<T> {
+    value: T,
+    needs: WalPosition,
+}
 
 impl<T> AfterSync<T> {
     /// Wraps a value produced by the core.
     pub(crate) fn new(value: T) -> Self {
-        AfterSync(value)
+        AfterSync { value, needs: WalPosition(0) }
     }
 
-    /// Unwraps the value; the token proves the fsync happened.
-    pub fn release(self, _proof: &SyncToken) -> T {
-        self.0
+    /// The writes this value depends on end at `position` (or earlier): the driver calls it
+    /// after handing them to the WAL.
+    pub fn seal(&mut self, position: WalPosition) {
+        self.needs = self.needs.max(position);
+    }
+
+    /// The position a token must cover to release the value.
+    pub fn needs(&self) -> WalPosition {
+        self.needs
+    }
+
+    /// Unwraps the value. The token must prove the writes it depends on durable: RAFT-1
+    /// guards safety, so this is asserted in release builds too.
+    pub fn release(self, proof: &SyncToken) -> T {
+        assert!(
+            proof.through >= self.needs,
+            "RAFT-1: released with a token through {:?}, but the value needs {:?} durable",
+            proof.through,
+            self.needs
+        );
+        self.value
     }
 
     /// Look without taking (for tests and traces).
     pub fn peek(&self) -> &T {
-        &self.0
+        &self.value
     }
 }
 

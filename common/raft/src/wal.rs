@@ -133,7 +133,7 @@ use decree_types::{GroupId, LogIndex, Term};
 
 use crate::disk::{Disk, DiskError};
 use crate::msg::{Entry, HardState, SnapshotMeta};
-use crate::ready::SyncToken;
+use crate::ready::{SyncToken, WalPosition};
 
 mod record;
 mod recovery;
@@ -335,6 +335,12 @@ pub struct Wal<D: Disk> {
     /// Is a record buffered or written that must be durable before the next acknowledgement
     /// (anything but a commit-index-only hard state)? Cleared by a successful `sync`.
     ack_pending: bool,
+    /// Record bytes taken since open (the WAL's position).
+    position: u64,
+    /// The position at the end of the last record an acknowledgement depends on.
+    ack_position: u64,
+    /// Everything up to this position is durable. Invariant: `durable_position <= position`.
+    durable_position: u64,
     fsyncs: u64,
     segments_removed: u64,
 }
@@ -350,6 +356,9 @@ impl<D: Disk> Wal<D> {
             groups: found.groups,
             poisoned: None,
             ack_pending: false,
+            position: 0,
+            ack_position: 0,
+            durable_position: 0,
             fsyncs: 0,
             segments_removed: 0,
         };
@@ -458,7 +467,8 @@ impl<D: Disk> Wal<D> {
         self.check_poisoned()?;
         let Some(first) = self.segments.iter().position(Segment::needs_sync) else {
             self.ack_pending = false;
-            return Ok(SyncToken::after_fsync());
+            self.durable_position = self.position;
+            return Ok(SyncToken::after_fsync(WalPosition(self.durable_position)));
         };
         for i in first..self.segments.len() {
             let path = self.segments[i].path.clone();
@@ -483,7 +493,8 @@ impl<D: Disk> Wal<D> {
             }
         }
         self.ack_pending = false;
-        Ok(SyncToken::after_fsync())
+        self.durable_position = self.position;
+        Ok(SyncToken::after_fsync(WalPosition(self.durable_position)))
     }
 
     /// The sync a driver needs before it sends acknowledgements (RAFT-1): [`Wal::sync`] if
@@ -502,8 +513,18 @@ impl<D: Disk> Wal<D> {
         if self.ack_pending {
             self.sync()
         } else {
-            Ok(SyncToken::after_fsync())
+            // Only commit-index records are pending, if anything: every record an
+            // acknowledgement depends on is durable already.
+            debug_assert!(self.durable_position >= self.ack_position);
+            Ok(SyncToken::after_fsync(WalPosition(self.ack_position.max(self.durable_position))))
         }
+    }
+
+    /// The position at the end of the last record an acknowledgement depends on (every
+    /// record but a commit-index-only hard state): what a [`SyncToken`] from
+    /// [`Wal::sync_for_ack`] covers.
+    pub fn ack_position(&self) -> WalPosition {
+        WalPosition(self.ack_position)
     }
 
     /// Deletes the oldest segments below the low-water mark (see the module docs). Returns
@@ -595,8 +616,10 @@ impl<D: Disk> Wal<D> {
         entries_of: Option<(GroupId, LogIndex)>,
         durability: Durability,
     ) {
+        self.position += bytes.len() as u64;
         if durability == Durability::BeforeAck {
             self.ack_pending = true;
+            self.ack_position = self.position;
         }
         let segment_bytes = self.config.segment_bytes;
         let roll = match self.segments.last() {

@@ -48,25 +48,6 @@ pub fn command_digest(bytes: &[u8]) -> u64 {
     }) | 1
 }
 
-/// The identity of a log entry's payload: 0 for a no-op, the [`command_digest`] of the client
-/// command inside a host entry (`(proposed_at, command)`), or of the raw bytes if they are not
-/// one (the host would stop on such an entry; the checkers still compare it).
-pub fn payload_digest(payload: &decree_raft::EntryPayload) -> u64 {
-    match payload {
-        decree_raft::EntryPayload::Noop => 0,
-        decree_raft::EntryPayload::Command(bytes) => {
-            type Entry = (decree_types::HlcTimestamp, crate::sim::SimCommand);
-            match postcard::from_bytes::<Entry>(bytes) {
-                Ok((_, decree_host::machines::Tagged::A(command))) => command_digest(&command),
-                Ok((_, decree_host::machines::Tagged::B(value))) => {
-                    command_digest(&value.to_le_bytes())
-                }
-                _ => command_digest(bytes),
-            }
-        }
-    }
-}
-
 /// What a checker may see of one replica's log: the snapshot it starts after, and the entries
 /// it holds (contiguous from `snapshot_index + 1`) as `(index, term, payload digest)`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

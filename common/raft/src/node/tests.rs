@@ -312,6 +312,7 @@ fn restart_restores_the_snapshot_and_reapplies_the_rest() {
         let mut out = node.process(&mut Outbox::default()).unwrap();
         out.extend(node.process(&mut Outbox::default()).unwrap());
         apply(&out, &mut machine);
+        node.on_applied(g, machine.applied());
         if k == 2 {
             node.snapshot(g, machine.applied(), machine.snapshot()).unwrap();
         }
@@ -485,13 +486,17 @@ fn route(
     outs
 }
 
-/// Applies each node's outputs to its state machine (snapshots restore it).
-fn feed(machines: &mut [CommandList], outs: Vec<Vec<Output>>) {
-    for (machine, out) in machines.iter_mut().zip(outs) {
+/// Applies each node's outputs to its state machine (snapshots restore it) and reports the
+/// applied index to the node.
+fn feed(nodes: &mut [Node<MemDisk>], machines: &mut [CommandList], outs: Vec<Vec<Output>>) {
+    for ((node, machine), out) in nodes.iter_mut().zip(machines.iter_mut()).zip(outs) {
         for o in out {
             match o {
                 Output::Restore { data, .. } => machine.restore(&data).unwrap(),
-                Output::Apply { entries, .. } => entries.iter().for_each(|e| machine.apply(e)),
+                Output::Apply { group, entries } => {
+                    entries.iter().for_each(|e| machine.apply(e));
+                    node.on_applied(group, machine.applied());
+                }
                 _ => {}
             }
         }
@@ -517,13 +522,15 @@ fn raft_8_compaction_during_a_snapshot_transfer_goes_ahead_and_the_transfer_comp
     let mut machines = vec![CommandList::new(); 3];
     let mut now = 10_000 * MS;
     nodes[0].tick(now);
-    feed(&mut machines, route(&mut nodes, now, None, 20));
+    let outs = route(&mut nodes, now, None, 20);
+    feed(&mut nodes, &mut machines, outs);
     assert_eq!(nodes[0].core(g).unwrap().role(), core::Role::Leader);
     // n3 is cut off while the others commit and n1 compacts its log.
     for k in 0..20u8 {
         nodes[0].propose(now, g, vec![k]).unwrap();
     }
-    feed(&mut machines, route(&mut nodes, now, Some(2), 20));
+    let outs = route(&mut nodes, now, Some(2), 20);
+    feed(&mut nodes, &mut machines, outs);
     nodes[0].snapshot(g, machines[0].applied(), machines[0].snapshot()).unwrap();
     // Reconnected, n3 receives that snapshot chunk by chunk while n1 keeps committing and
     // compacting: no compaction is refused, and n3's snapshot index keeps moving.
@@ -535,7 +542,8 @@ fn raft_8_compaction_during_a_snapshot_transfer_goes_ahead_and_the_transfer_comp
         now += 10 * MS;
         nodes.iter_mut().for_each(|n| n.tick(now));
         nodes[0].propose(now, g, vec![k]).unwrap();
-        feed(&mut machines, route(&mut nodes, now, None, 1));
+        let outs = route(&mut nodes, now, None, 1);
+        feed(&mut nodes, &mut machines, outs);
         transfer_seen |= n3_state(&nodes) == ReplicationState::Snapshot;
         if machines[0].applied() > nodes[0].core(g).unwrap().snapshot_index() {
             nodes[0].snapshot(g, machines[0].applied(), machines[0].snapshot()).unwrap();
@@ -554,7 +562,8 @@ fn raft_8_compaction_during_a_snapshot_transfer_goes_ahead_and_the_transfer_comp
     for _ in 0..20 {
         now += 100 * MS;
         nodes.iter_mut().for_each(|n| n.tick(now));
-        feed(&mut machines, route(&mut nodes, now, None, 20));
+        let outs = route(&mut nodes, now, None, 20);
+        feed(&mut nodes, &mut machines, outs);
     }
     assert_ne!(n3_state(&nodes), ReplicationState::Snapshot);
     assert_eq!(machines[2].commands(), machines[0].commands());
@@ -622,4 +631,57 @@ fn heartbeats_of_every_led_group_leave_in_one_batch_per_peer() {
         assert_eq!(heartbeats, (1..=GROUPS).map(GroupId).collect::<Vec<_>>(), "to {to}");
         assert_eq!(batch.len(), GROUPS as usize, "nothing but heartbeats to {to}: {batch:?}");
     }
+}
+
+/// RAFT-3 with explicit applied reports: a leader's read becomes servable only once the
+/// caller reported its read index applied, and then comes first in the next iteration.
+#[test]
+fn raft_3_a_read_is_served_once_the_caller_reports_its_index_applied() {
+    let disk = MemDisk::new();
+    let g = GroupId(1);
+    let mut now = 0;
+    let mut node = open(1, &[(1, &[1])], &disk, now);
+    let mut out = Vec::new();
+    elect_alone(&mut node, &mut now, &mut out);
+    let (index, _) = node.propose(now, g, vec![7]).unwrap();
+    node.read_index(now, g, 42).unwrap();
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        out.extend(node.process(&mut Outbox::default()).unwrap());
+    }
+    assert!(applied(&out, g).iter().any(|e| e.index == index));
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Read { .. })),
+        "nothing reported applied yet: {out:?}"
+    );
+    node.on_applied(g, index);
+    assert!(node.has_ready(), "the servable read is work for the next iteration");
+    let out = node.process(&mut Outbox::default()).unwrap();
+    // The read index is the commit index when the read arrived: at or below the entry.
+    assert!(
+        matches!(out.first(), Some(&Output::Read { group, ctx: 42, index: at }) if group == g && at <= index),
+        "{out:?}"
+    );
+}
+
+/// RAFT-1 by position: the iteration's acknowledgements are sealed with the WAL position of
+/// its writes, and the token of its fsync covers it.
+#[test]
+fn raft_1_acknowledgements_are_sealed_with_the_position_the_fsync_covers() {
+    let disk = MemDisk::new();
+    let mut wal = Wal::open(disk, WalConfig::default()).unwrap().0;
+    let before = wal.ack_position();
+    let hs = HardState { term: Term(1), vote: Some(NodeId(1)), commit: LogIndex(0) };
+    wal.set_hard_state(GroupId(1), hs).unwrap();
+    let needs = wal.ack_position();
+    assert!(needs > before);
+    let mut held = crate::ready::AfterSync::new(vec![1u8]);
+    held.seal(needs);
+    let token = wal.sync_for_ack().unwrap();
+    assert!(token.through() >= needs);
+    assert_eq!(held.release(&token), vec![1u8]);
+    // A commit-only change needs no fsync, and the token still covers every acknowledgement.
+    wal.set_hard_state(GroupId(1), HardState { commit: LogIndex(0), ..hs }).unwrap();
+    let token = wal.sync_for_ack().unwrap();
+    assert!(token.through() >= wal.ack_position());
 }

@@ -293,7 +293,7 @@ impl Cluster {
             self.net.push(InFlight { from: id, to: *to, msg: msg.clone() });
         }
         node.storage.persist(&ready);
-        let token = SyncToken::after_fsync();
+        let token = SyncToken::after_fsync(crate::ready::WalPosition(0));
         let mark = ready.persist_mark();
         let Ready {
             persisted_messages,
