@@ -16,7 +16,7 @@ use decree_raft::msg::Message;
 use decree_raft::node::NodeConfig;
 use decree_runtime::fs_disk::FsDisk;
 use decree_runtime::node_shell::peers::QuicPeers;
-use decree_runtime::node_shell::rpc::{ClientReply, ClientRequest, NodeStatus};
+use decree_runtime::node_shell::rpc::{ClientReply, ClientRequest, NodeStatus, Refusal};
 use decree_runtime::node_shell::run::{
     client_id, wall_clock_ns, NodeShell, PhysicalClockFn, ShellError, ShellHandle, ShellThread,
 };
@@ -209,9 +209,10 @@ async fn hlc_6_a_node_whose_clock_is_off_from_the_majority_stops_and_the_others_
 
 /// A peer's envelope is accepted only from the node its certificate names, on the stream its
 /// kind belongs on: a vote request for a much higher term, claimed by n3's certificate to come
-/// from n1, leaves n2's term alone; so do garbage and a batch on a group's stream (counted as
-/// refused by the shell); the same request honestly from n3 moves n2 to that term — the
-/// refusals were not for any other reason, and the node kept serving the same stream.
+/// from n1, leaves n2's term alone (counted as refused by the host); so do garbage and a batch
+/// on a group's stream (counted as refused by the shell); the same request honestly from n3
+/// moves n2 to that term — the refusals were not for any other reason, and the node kept
+/// serving the same stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_claiming_another_nodes_id_is_refused_and_the_node_keeps_serving() {
     // Phase 1: n2 runs alone (voters n1..n3, so it never elects itself); n3 is a bare endpoint
@@ -272,7 +273,9 @@ async fn a_peer_claiming_another_nodes_id_is_refused_and_the_node_keeps_serving(
     tokio::time::sleep(Duration::from_millis(200)).await;
     let term = n2.term().await;
     assert!(term < Term(100), "a forged vote request moved the term to {term:?}");
-    assert_eq!(n2.status().await.counters.refused_in, 2);
+    let counters = n2.status().await.counters;
+    assert_eq!(counters.refused_in, 2, "garbage and the misplaced batch, refused by the shell");
+    assert_eq!(counters.host_refused, 1, "the forged sender, refused by the host");
 
     // Phase 3: the same request from n3 as itself is accepted: n2 moves to term 100.
     n3.send(NodeId(2), NODE_GROUP, vote(3)).unwrap();
@@ -288,7 +291,8 @@ async fn a_peer_claiming_another_nodes_id_is_refused_and_the_node_keeps_serving(
 
 /// The client protocol through the endpoint: a node answers its own client's status, an append
 /// once applied, a request for a group it does not host with the host's refusal — never by
-/// hanging — and refuses the client protocol to another node's certificate.
+/// hanging — and a replica read with its machine's state; it refuses the client protocol to
+/// another node's certificate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_reach_the_shell_and_nodes_may_not_use_the_client_protocol() {
     let ca = ClusterCa::generate().unwrap();
@@ -348,7 +352,32 @@ async fn clients_reach_the_shell_and_nodes_may_not_use_the_client_protocol() {
         other => panic!("a request for an unknown group answered {other:?}"),
     }
 
-    // Phase 3: another node's certificate is refused with a code, not served.
+    // Phase 3: the replica's state, as its machine encodes a snapshot, holds the append; a
+    // group the node does not host has none.
+    let replica = |group: GroupId| {
+        let body = decree_runtime::node_shell::rpc::encode_request::<Request>(
+            &ClientRequest::ReplicaState { group },
+        )
+        .unwrap();
+        let client = &client;
+        async move {
+            let answer = client.request(NodeId(1), body, Duration::from_secs(5)).await.unwrap();
+            decree_runtime::node_shell::rpc::decode_response::<Response>(&answer).unwrap()
+        }
+    };
+    match replica(G1).await {
+        ClientReply::ReplicaState { group, applied, state } => {
+            assert_eq!(group, G1);
+            let log = CommandLog::decode_snapshot(&state).unwrap();
+            let commands: Vec<&[u8]> = log.commands().iter().map(|(_, c)| c.as_slice()).collect();
+            assert_eq!(commands, vec![&b"hello"[..]]);
+            assert!(applied >= log.commands()[0].0);
+        }
+        other => panic!("a replica read answered {other:?}"),
+    }
+    assert_eq!(replica(GroupId(9)).await, ClientReply::Refused(Refusal::UnknownGroup(GroupId(9))));
+
+    // Phase 4: another node's certificate is refused with a code, not served.
     let (other_node, _inbound) = QuicEndpoint::bind(
         TransportConfig {
             listen_addr: loopback(),

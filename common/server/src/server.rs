@@ -325,6 +325,7 @@ pub fn client_handler(
                     })
                 }
                 other @ (ClientReply::Refused(Refusal::NoNodeService)
+                | ClientReply::Refused(Refusal::StateTooLarge { .. })
                 | ClientReply::Status(_)
                 | ClientReply::ReplicaState { .. }) => (
                     now(),

@@ -13,9 +13,15 @@
 //! over after the message are refused (as the envelope decoder refuses them).
 
 use decree_proto::ErrorResponse;
+use decree_types::limits::FRAME_BYTES_MAX;
 use decree_types::{GroupId, HlcTimestamp, LogIndex, NodeId, Term};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+/// Largest replica state a [`ClientReply::ReplicaState`] carries, in bytes: room is left in
+/// the frame for the reply's other fields (a response frame body is a tag byte, then this
+/// reply). A larger state is refused with [`Refusal::StateTooLarge`].
+pub const REPLICA_STATE_BYTES_MAX: usize = FRAME_BYTES_MAX - 64 * 1024;
 
 /// A client's request to a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +103,14 @@ pub enum Refusal {
     /// The node answers no [`ClientRequest::Node`] requests. Nothing happened.
     #[error("this node serves no node-level requests")]
     NoNodeService,
+    /// The replica's encoded state exceeds [`REPLICA_STATE_BYTES_MAX`].
+    #[error("replica state of {bytes} bytes exceeds the maximum of {max} bytes")]
+    StateTooLarge {
+        /// The encoded state's size.
+        bytes: usize,
+        /// [`REPLICA_STATE_BYTES_MAX`].
+        max: usize,
+    },
 }
 
 /// One node's view of its groups.
@@ -159,6 +173,10 @@ pub struct ShellCounters {
     /// Envelopes from peers refused by the shell: undecodable, or on a stream their kind does
     /// not belong on.
     pub refused_in: u64,
+    /// Envelopes and client requests refused by the host (`decree_host::HostStats::refused`):
+    /// a sender other than the certificate's node, a node-level payload naming a group, a
+    /// clock reading too far ahead (HLC-3).
+    pub host_refused: u64,
 }
 
 /// A message that could not be decoded.

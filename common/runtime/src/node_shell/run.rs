@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::peers::{raft_messages, QuicPeers};
 use super::rpc::{
     decode_request, encode_response, ClientReply, ClientRequest, GroupStatus, NodeStatus, Refusal,
-    ShellCounters,
+    ShellCounters, REPLICA_STATE_BYTES_MAX,
 };
 use super::timed_disk::TimedDisk;
 use crate::certs::Peer;
@@ -378,11 +378,15 @@ where
             }
             ClientRequest::ReplicaState { group } => {
                 let answer = match (self.host.machine(group), self.host.applied(group)) {
-                    (Some(machine), Some(applied)) => ClientReply::ReplicaState {
-                        group,
-                        applied,
-                        state: M::encode_snapshot(&machine.snapshot()),
-                    },
+                    (Some(machine), Some(applied)) => {
+                        let state = M::encode_snapshot(&machine.snapshot());
+                        if state.len() > REPLICA_STATE_BYTES_MAX {
+                            let max = REPLICA_STATE_BYTES_MAX;
+                            ClientReply::Refused(Refusal::StateTooLarge { bytes: state.len(), max })
+                        } else {
+                            ClientReply::ReplicaState { group, applied, state }
+                        }
+                    }
                     _ => ClientReply::Refused(Refusal::UnknownGroup(group)),
                 };
                 let _ = reply.send(answer);
@@ -465,6 +469,7 @@ where
             applied: self.applied_sum().saturating_sub(self.applied_at_start),
             dropped_out: self.peers.dropped,
             refused_in: self.peers.refused,
+            host_refused: self.host.stats().refused,
             ..self.counters
         };
         NodeStatus { node: node.id(), groups, counters }
