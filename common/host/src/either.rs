@@ -311,19 +311,6 @@ mod tests {
             self.0 += e.command;
             Some(self.0.to_string())
         }
-        fn on_role(&mut self, _cx: &mut Context<'_, Self>, _event: RoleEvent) {}
-        fn handle_response(
-            &mut self,
-            _cx: &mut Context<'_, Self>,
-            _id: RequestId,
-            _from: NodeId,
-            _r: Result<String, PeerError>,
-        ) {
-        }
-        fn poll_timeout(&self) -> Option<u64> {
-            None
-        }
-        fn handle_timeout(&mut self, _cx: &mut Context<'_, Self>) {}
         fn redirect(group: GroupId, leader: Option<NodeId>) -> String {
             format!("{group} is led by {leader:?}")
         }
@@ -372,19 +359,6 @@ mod tests {
         ) -> Option<String> {
             Some(std::mem::replace(&mut self.0, e.command))
         }
-        fn on_role(&mut self, _cx: &mut Context<'_, Self>, _event: RoleEvent) {}
-        fn handle_response(
-            &mut self,
-            _cx: &mut Context<'_, Self>,
-            _id: RequestId,
-            _from: NodeId,
-            _r: Result<String, PeerError>,
-        ) {
-        }
-        fn poll_timeout(&self) -> Option<u64> {
-            None
-        }
-        fn handle_timeout(&mut self, _cx: &mut Context<'_, Self>) {}
         fn redirect(_group: GroupId, _leader: Option<NodeId>) -> String {
             "elsewhere".into()
         }

@@ -99,24 +99,34 @@ pub trait ReplicatedMachine: Debug {
         entry: Applied<Self::Command>,
     ) -> Option<Self::Response>;
 
-    /// The role of this replica changed (see the module docs, step 3).
-    fn on_role(&mut self, cx: &mut Context<'_, Self>, event: RoleEvent);
+    /// The role of this replica changed (see the module docs, step 3). The default is for
+    /// machines that keep no leader-only state.
+    fn on_role(&mut self, cx: &mut Context<'_, Self>, event: RoleEvent) {
+        let _ = (cx, event);
+    }
 
     /// The answer to a request this machine sent with [`Context::send`], or the host's
-    /// report that it could not be delivered.
+    /// report that it could not be delivered. The default is for machines that send none.
     fn handle_response(
         &mut self,
         cx: &mut Context<'_, Self>,
         request_id: RequestId,
         from: NodeId,
         response: Result<Self::Response, PeerError>,
-    );
+    ) {
+        let _ = (cx, request_id, from, response);
+    }
 
     /// The earliest monotonic time (ns) at which the machine needs [`Self::handle_timeout`].
-    fn poll_timeout(&self) -> Option<u64>;
+    /// The default is for machines without deadlines of their own.
+    fn poll_timeout(&self) -> Option<u64> {
+        None
+    }
 
     /// A deadline given by [`Self::poll_timeout`] passed.
-    fn handle_timeout(&mut self, cx: &mut Context<'_, Self>);
+    fn handle_timeout(&mut self, cx: &mut Context<'_, Self>) {
+        let _ = cx;
+    }
 
     /// The answer for a request that reached a replica that does not lead the group.
     fn redirect(group: GroupId, leader: Option<NodeId>) -> Self::Response;

@@ -121,23 +121,6 @@ impl ReplicatedMachine for CommandLog {
         Some(LogResponse::Appended { index: entry.index, term: entry.term })
     }
 
-    fn on_role(&mut self, _cx: &mut Context<'_, Self>, _event: RoleEvent) {}
-
-    fn handle_response(
-        &mut self,
-        _cx: &mut Context<'_, Self>,
-        _request_id: RequestId,
-        _from: NodeId,
-        _response: Result<LogResponse, PeerError>,
-    ) {
-    }
-
-    fn poll_timeout(&self) -> Option<u64> {
-        None
-    }
-
-    fn handle_timeout(&mut self, _cx: &mut Context<'_, Self>) {}
-
     fn redirect(_group: GroupId, leader: Option<NodeId>) -> LogResponse {
         LogResponse::NotLeader { leader }
     }
@@ -251,23 +234,6 @@ impl ReplicatedMachine for Register {
         self.writes += 1;
         Some(RegisterResponse::Written { index: entry.index })
     }
-
-    fn on_role(&mut self, _cx: &mut Context<'_, Self>, _event: RoleEvent) {}
-
-    fn handle_response(
-        &mut self,
-        _cx: &mut Context<'_, Self>,
-        _request_id: RequestId,
-        _from: NodeId,
-        _response: Result<RegisterResponse, PeerError>,
-    ) {
-    }
-
-    fn poll_timeout(&self) -> Option<u64> {
-        None
-    }
-
-    fn handle_timeout(&mut self, _cx: &mut Context<'_, Self>) {}
 
     fn redirect(_group: GroupId, leader: Option<NodeId>) -> RegisterResponse {
         RegisterResponse::NotLeader { leader }
