@@ -82,7 +82,8 @@ struct Volatile {
     pending: BTreeMap<TxnId, Pending>,
     /// P-4: the keys the pending proposals write, with the owner and its `P`.
     pending_keys: BTreeMap<Key, (TxnId, HlcTimestamp)>,
-    /// Prepares and 1PC commits held by the LC-2 gate, in arrival order.
+    /// Requests that arrived before the no-op applied, and prepares and 1PC commits held by
+    /// the LC-2 gate, in arrival order.
     gated: VecDeque<(Requester, ReplyTo, Request)>,
     /// Reads waiting on a pending prepare or a prepared intent (R-4, RI-2), by arrival.
     reads: BTreeMap<u64, WaitingRead>,
@@ -472,7 +473,8 @@ impl ParticipantGroup {
         Admission::Reply(Ok(Response::Prepared(PreparedReply { txn_id: query.txn_id, state })))
     }
 
-    /// Keeps a request the LC-2 gate holds, or answers `Busy` when too many wait.
+    /// Keeps a request until the leader is ready (§5.3) or the LC-2 gate opens, or answers
+    /// `Busy` when too many wait.
     fn hold(
         &mut self,
         requester: Requester,
@@ -650,8 +652,7 @@ impl ParticipantGroup {
         query.next_ns = query.next_ns.min(at_ns);
     }
 
-    /// Hands the requests the LC-2 gate held back to the host, in arrival order, to be
-    /// admitted again.
+    /// Hands the held requests back to the host, in arrival order, to be admitted again.
     fn open_gate(&mut self, cx: &mut Context<'_, Self>) {
         let gated = std::mem::take(&mut self.v.gated);
         for (requester, reply_to, request) in gated {
@@ -806,10 +807,10 @@ impl ReplicatedMachine for ParticipantGroup {
         self.last_now_ns = cx.now_ns();
         if !self.v.ready {
             // Commit-protocol.md §5.3: nothing is served before the leader's no-op applied.
-            return Admission::Reply(Err(ErrorResponse::NotLeader {
-                hint: Some(cx.node()),
-                term: cx.role().term(),
-            }));
+            // The request waits for LeaderReady (the host redirects it if leadership is lost
+            // first): a coordinator that found this new leader is answered as soon as it
+            // serves, not after its next retransmission.
+            return self.hold(requester, reply_to, request);
         }
         match request {
             // R-2 / LC-2 (commit-protocol.md §6 step 1): a snapshot read is served only once a
@@ -922,6 +923,9 @@ impl ReplicatedMachine for ParticipantGroup {
                     self.v.gate_open_ns = now.saturating_add(self.config.lc2_wait_ns());
                 }
                 self.v.ready = true;
+                // What arrived before the no-op applied is admitted again, in arrival order
+                // (prepares and 1PC commits go back behind the LC-2 gate if it is still shut).
+                self.open_gate(cx);
                 // Commit-protocol.md §5.3: re-arm in-doubt timers for every PREPARED entry.
                 let at = now + ms(self.config.in_doubt_query_after_ms);
                 let prepared: Vec<TxnId> = self

@@ -107,6 +107,17 @@ where
         }
     }
 
+    fn on_leader_seen(&mut self, cx: &mut Context<'_, Self>, group: GroupId, leader: NodeId) {
+        match self {
+            Either::Left(a) => {
+                with_inner(cx, EitherCommand::Left, |inner| a.on_leader_seen(inner, group, leader))
+            }
+            Either::Right(b) => {
+                with_inner(cx, EitherCommand::Right, |inner| b.on_leader_seen(inner, group, leader))
+            }
+        }
+    }
+
     fn handle_response(
         &mut self,
         cx: &mut Context<'_, Self>,

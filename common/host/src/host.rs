@@ -1215,6 +1215,19 @@ impl<M: ReplicatedMachine> State<M> {
             self.step_down(group, state.leader);
         }
         self.with_context(group, |machine, cx| machine.on_role(cx, event));
+        // The other machines on this node may be waiting on this group's old leader.
+        let leader = if state.is_leader { Some(self.id) } else { state.leader };
+        let known = match before {
+            Role::Leader { .. } => Some(self.id),
+            Role::Follower { leader, .. } => leader,
+        };
+        if let Some(leader) = leader.filter(|&l| Some(l) != known) {
+            let others: Vec<GroupId> =
+                self.groups.keys().copied().filter(|&g| g != group).collect();
+            for other in others {
+                self.with_context(other, |machine, cx| machine.on_leader_seen(cx, group, leader));
+            }
+        }
     }
 
     /// This replica no longer leads `group`: every waiter of it is answered.

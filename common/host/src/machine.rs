@@ -36,7 +36,10 @@
 //!    admission may reveal replicated state to a reader. A kept request handed back with
 //!    [`Context::readmit`] is admitted again from the start (a read again needs
 //!    confirmation).
-//! 6. [`ReplicatedMachine::handle_timeout`] is called once `now_ns` reaches the deadline
+//! 6. [`ReplicatedMachine::on_leader_seen`] reports that a replica of *another* group hosted
+//!    on this node learned that group's new leader (this node included), on every replica of
+//!    this node's groups, whatever their role.
+//! 7. [`ReplicatedMachine::handle_timeout`] is called once `now_ns` reaches the deadline
 //!    `poll_timeout` last returned; the host asks `poll_timeout` again after every call into
 //!    the machine.
 //!
@@ -103,6 +106,15 @@ pub trait ReplicatedMachine: Debug {
     /// machines that keep no leader-only state.
     fn on_role(&mut self, cx: &mut Context<'_, Self>, event: RoleEvent) {
         let _ = (cx, event);
+    }
+
+    /// A replica of another group hosted on this node learned that `group` is now led by
+    /// `leader` (possibly this node): a machine waiting on answers from that group can send
+    /// again at once instead of waiting out a retransmission timer — the request that went to
+    /// the old leader is lost with it. A hint only: the new leader may not be ready to serve
+    /// yet, and it may already be deposed. The default is for machines that send nothing.
+    fn on_leader_seen(&mut self, cx: &mut Context<'_, Self>, group: GroupId, leader: NodeId) {
+        let _ = (cx, group, leader);
     }
 
     /// The answer to a request this machine sent with [`Context::send`], or the host's

@@ -329,6 +329,41 @@ impl ReplicatedMachine for CoordinatorGroup {
         }
     }
 
+    /// C-1, C-6: a participant group this node also hosts has a new leader; whatever this
+    /// leader still waits for from that group (votes, phase-two acks) is sent again now, to
+    /// the new leader, instead of at the next retransmission (the copy the old leader got may
+    /// be lost with it). The resends are idempotent; the backoff timers are left as they are.
+    fn on_leader_seen(&mut self, cx: &mut Context<'_, Self>, group: GroupId, leader: NodeId) {
+        if !self.driver.ready {
+            return;
+        }
+        self.driver.now_ns = cx.now_ns();
+        self.driver.hints.insert(group, leader);
+        let prepares: Vec<(TxnId, Request)> = self
+            .driver
+            .attempts
+            .iter()
+            .filter(|(_, a)| !a.decision_proposed && !a.votes.contains_key(&group))
+            .filter_map(|(t, a)| Some((*t, Request::Prepare(a.work.get(&group)?.clone()))))
+            .collect();
+        for (txn_id, request) in prepares {
+            self.driver.send(cx, txn_id, group, Kind::Prepare, request);
+        }
+        let phase_two: Vec<(TxnId, Request)> = self
+            .driver
+            .phase_two
+            .iter()
+            .filter(|(_, p2)| p2.unacked.contains(&group))
+            .map(|(t, p2)| (*t, p2.request.clone()))
+            .collect();
+        for (txn_id, request) in phase_two {
+            if let Request::Commit(c) = &request {
+                let _ = cx.observe(c.commit_ts);
+            }
+            self.driver.send(cx, txn_id, group, Kind::PhaseTwo, request);
+        }
+    }
+
     fn handle_response(
         &mut self,
         cx: &mut Context<'_, Self>,
