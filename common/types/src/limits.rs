@@ -56,17 +56,24 @@ pub const CLOSED_TS_LAG_MS: u64 = 1_000;
 // Raft (protocol.md §8, DESIGN.md §6)
 // ---------------------------------------------------------------------------------------------
 
-/// Leader heartbeat period. 100 ms: an order of magnitude below the election timeout, so a
-/// few lost heartbeats do not cause an election, and cheap (one small frame per follower).
-pub const HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// Leader heartbeat period. 50 ms: six heartbeats fit in the shortest election timeout, so a
+/// follower sees several lost in a row before it campaigns, and one small frame per follower
+/// per group every 50 ms costs nothing measurable (the heartbeats of all groups between two
+/// nodes share one envelope).
+pub const HEARTBEAT_INTERVAL_MS: u64 = 50;
 
-/// Lower end of the randomized election timeout. 1 s: ten heartbeats, comfortably above
-/// fsync and network hiccups on shared machines (RAFT-4).
-pub const ELECTION_TIMEOUT_MIN_MS: u64 = 1_000;
+/// Lower end of the randomized election timeout. 300 ms: the time a dead leader's groups
+/// (and so its in-doubt transactions, REC-1) wait before anyone campaigns, and the largest
+/// term of the recovery-time budget (≤ 1 s at p99 from a coordinator leader's crash to its
+/// last in-doubt transaction resolved, BENCHMARKS.md). On a LAN it is three orders of
+/// magnitude above a round trip and above this disk's fsync (0.14–0.26 ms p50); a stall
+/// longer than it costs an election, never safety (RAFT-4), and PreVote with check-quorum
+/// keep a partitioned or slow node from deposing a healthy leader.
+pub const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
 
 /// Upper end (exclusive) of the randomized election timeout. Twice the minimum: a spread wide
 /// enough that split votes are rare (Raft §5.2 recommends randomizing over such an interval).
-pub const ELECTION_TIMEOUT_MAX_MS: u64 = 2_000;
+pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
 
 /// AppendEntries messages in flight to one follower (Request Pipeline). Eight batches hide
 /// a round trip at our batch sizes while bounding the memory a slow follower can pin.

@@ -14,9 +14,13 @@ pub struct CoordinatorConfig {
     /// leader change does not abort every transaction in flight.
     pub prepare_timeout_ms: u64,
     /// First retransmission interval of `Prepare`, `Commit` and `Abort` (C-6, REC-2). Default
-    /// 200 ms (commit-protocol.md §1).
+    /// 50 ms: an unanswered request went to a replica that died or is cut off, and a
+    /// participant group elects a new leader within an election timeout (300–600 ms), so the
+    /// first retries must land inside that window rather than seconds after it.
     pub retransmit_initial_ms: u64,
-    /// Cap of the exponential retransmission backoff. Default 5 s.
+    /// Cap of the exponential retransmission backoff. Default 1 s: after a few doublings an
+    /// unreachable group costs one resend per transaction per second, and a group that comes
+    /// back is found within a second.
     pub retransmit_max_ms: u64,
     /// `max_txn_lifetime` (D-3, REC-7(b)): tombstones and outcome stubs live this long after
     /// `created_at`, and a `StartCommit` whose `read_ts` is older is refused at apply. A
@@ -51,8 +55,8 @@ impl Default for CoordinatorConfig {
     fn default() -> Self {
         CoordinatorConfig {
             prepare_timeout_ms: PREPARE_TIMEOUT_MS,
-            retransmit_initial_ms: 200,
-            retransmit_max_ms: 5_000,
+            retransmit_initial_ms: 50,
+            retransmit_max_ms: 1_000,
             max_txn_lifetime_ms: MAX_TXN_LIFETIME_MS,
             ack_batch_delay_ms: 1,
             ack_batch_max: 1024,

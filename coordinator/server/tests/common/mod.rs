@@ -43,7 +43,14 @@ pub fn cluster_map(coordinators: Vec<GroupId>) -> ClusterMap {
 }
 
 pub fn machine() -> CoordinatorGroup {
-    CoordinatorGroup::new(COORD, CoordinatorConfig::default(), cluster_map(vec![COORD]))
+    // The backoff the tests walk through: 200 ms, doubling, capped at 5 s (not the defaults,
+    // so that a change of default does not rewrite every expected instant).
+    let config = CoordinatorConfig {
+        retransmit_initial_ms: 200,
+        retransmit_max_ms: 5_000,
+        ..CoordinatorConfig::default()
+    };
+    CoordinatorGroup::new(COORD, config, cluster_map(vec![COORD]))
 }
 
 /// A follower replica of the coordinator group (term 0).

@@ -1122,13 +1122,23 @@ fn raft_8_snapshot_transfers_complete_while_the_leader_compacts_after_every_chun
 }
 
 #[test]
-fn raft_config_defaults_follow_design_section_10() {
+fn raft_config_defaults_are_the_limits_and_keep_their_ratios() {
+    use decree_types::limits::{
+        ELECTION_TIMEOUT_MAX_MS, ELECTION_TIMEOUT_MIN_MS, HEARTBEAT_INTERVAL_MS,
+    };
     let c = RaftConfig::default();
-    assert_eq!(c.heartbeat_interval, Duration::from_millis(100));
+    assert_eq!(c.heartbeat_interval, Duration::from_millis(HEARTBEAT_INTERVAL_MS));
     assert_eq!(
         (c.election_timeout_min, c.election_timeout_max),
-        (Duration::from_secs(1), Duration::from_secs(2))
+        (
+            Duration::from_millis(ELECTION_TIMEOUT_MIN_MS),
+            Duration::from_millis(ELECTION_TIMEOUT_MAX_MS)
+        )
     );
+    // Several heartbeats fit in the shortest election timeout, and the spread is the whole
+    // minimum again (Raft §5.2), so split votes are rare.
+    assert!(c.heartbeat_interval * 5 <= c.election_timeout_min);
+    assert_eq!(c.election_timeout_max, 2 * c.election_timeout_min);
     assert!(c.pre_vote && c.check_quorum);
     assert_eq!(c.validate(), Ok(()));
 }
