@@ -44,16 +44,35 @@ fn lc2_no_prepare_or_commit_local_is_evaluated_before_the_wait() {
 }
 
 #[test]
-fn nothing_is_served_before_the_leaders_no_op_applied() {
+fn nothing_is_served_before_the_leaders_no_op_applied_requests_wait_for_it() {
+    // Commit-protocol.md §5.3.
     let mut h = replica(1, WALL0, config());
     h.role = decree_host::Role::Leader { term: Term(1), ready: false };
     h.on_role(RoleEvent::Leader { term: Term(1) });
     let t = now(&mut h);
-    let (_, admission) = h.admit(CLIENT, get_req("k", t, None));
-    assert!(matches!(
-        admission,
-        Admission::Reply(Err(ErrorResponse::NotLeader { hint: Some(NodeId(1)), term: Term(1) }))
-    ));
+    let (get_to, get) = h.admit(CLIENT, get_req("k", t, None));
+    let (commit_to, commit) = h.admit(COORD_NODE, commit_req(9, t));
+    assert!(is_later(&get) && is_later(&commit), "held, neither served nor redirected");
+    assert!(h.take_effects().is_empty());
+    // A later deadline changes nothing while the no-op is not applied.
+    assert!(!h.advance_to(h.now_ns + 10 * MAX_OFFSET_NS));
+    // Once it is, both are admitted again in arrival order and answered: the read (nothing
+    // there), and the Commit of a transaction this group never saw (D-10: acknowledged).
+    h.role = decree_host::Role::Leader { term: Term(1), ready: true };
+    h.on_role(RoleEvent::LeaderReady { term: Term(1) });
+    let answered: Vec<_> = h
+        .take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            decree_host::Effect::Reply(to, Ok(response)) => Some((to, response)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answered.len(), 2, "{answered:?}");
+    assert_eq!(answered[0].0, get_to);
+    assert!(matches!(answered[0].1, Response::Value(_)), "{:?}", answered[0].1);
+    assert_eq!(answered[1].0, commit_to);
+    assert!(matches!(answered[1].1, Response::Ack(_)), "{:?}", answered[1].1);
 }
 
 #[test]

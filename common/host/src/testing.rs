@@ -157,6 +157,11 @@ impl<M: ReplicatedMachine> Harness<M> {
         self.with_context(|machine, cx| machine.handle_response(cx, request_id, from, response));
     }
 
+    /// Another group hosted on the node saw `group`'s new `leader`.
+    pub fn leader_seen(&mut self, group: GroupId, leader: NodeId) {
+        self.with_context(|machine, cx| machine.on_leader_seen(cx, group, leader));
+    }
+
     /// Advances monotonic time to `now_ns` and physical time by the same amount, then calls
     /// `handle_timeout` if the machine's deadline has passed. Returns whether it was called.
     pub fn advance_to(&mut self, now_ns: u64) -> bool {

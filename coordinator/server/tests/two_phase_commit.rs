@@ -691,3 +691,42 @@ fn redirect_ping_pong_between_confused_replicas_is_cut_after_three_hops() {
     }
     assert_eq!(follows, 3, "three redirects followed at once, then the timer's turn");
 }
+
+#[test]
+fn c1_c6_a_new_participant_leader_seen_on_this_node_gets_what_is_missing_at_once() {
+    let mut h = leader();
+    // Txn 20 waits for G2's vote; txn 21 is decided and waits for both acks.
+    let read_ts = fresh_read_ts(&h);
+    admit_later(&mut h, commit_txn(20, read_ts));
+    let start = take(&mut h);
+    h.effects
+        .push(decree_host::Effect::Propose { command: start.proposals[0].0.clone(), waiter: None });
+    commit(&mut h);
+    h.respond(start.to(G1)[0], NodeId(2), Ok(yes(20, prepare_ts(&h, 1))));
+    assert!(take(&mut h).is_empty());
+    let (commit_ts, _) = commit_through_decision(&mut h, 21);
+    let deadline = h.machine.poll_timeout();
+
+    // G2's new leader: its vote and its Commit are sent again now, not at the next timer.
+    h.leader_seen(G2, NodeId(3));
+    let resent = take(&mut h);
+    let mut to_g2: Vec<_> = resent.sends.iter().map(|(_, g, r)| (*g, r.clone())).collect();
+    to_g2.sort_by_key(|(_, r)| matches!(r, Request::Commit(_)));
+    assert!(matches!(&to_g2[0], (G2, Request::Prepare(p)) if p.txn_id == TxnId(20)), "{to_g2:?}");
+    assert_eq!(to_g2[1], (G2, Request::Commit(Commit { txn_id: TxnId(21), commit_ts })));
+    assert_eq!(to_g2.len(), 2, "nothing for G1, which voted and whose leader did not change");
+    assert_eq!(h.machine.poll_timeout(), deadline, "the backoff timers are left as they are");
+
+    // G1's new leader: only txn 21's Commit is missing there (txn 20's vote is in).
+    h.leader_seen(G1, NodeId(2));
+    let resent = take(&mut h);
+    assert_eq!(
+        resent.sends.iter().map(|(_, g, r)| (*g, r.clone())).collect::<Vec<_>>(),
+        vec![(G1, Request::Commit(Commit { txn_id: TxnId(21), commit_ts }))]
+    );
+
+    // A follower replica drives nothing, so it resends nothing.
+    let mut f = follower();
+    f.leader_seen(G2, NodeId(3));
+    assert!(take(&mut f).is_empty());
+}
