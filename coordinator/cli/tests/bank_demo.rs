@@ -15,12 +15,12 @@ fn a_short_demo_with_a_coordinator_leader_kill_keeps_every_audit_valid() {
         .map_or(0, |d| d.as_nanos());
     let dir = std::env::temp_dir().join(format!("decree-demo-test-{}-{nanos}", std::process::id()));
     // Phase 1: a 30-second run with three faults, which cycle through all three kinds
-    // (participant leader kill, coordinator leader kill, leader pause). The coordinator group
-    // runs on nodes of its own here, so that killing its leader's node never also kills a
-    // participant leader: the run shows the coordinator's recovery on its own.
+    // (participant leader kill, coordinator leader kill, leader pause), on the layout the
+    // README's command runs: every group on every node, so killing the coordinator leader's
+    // node may also kill participant leaders.
     let out = Command::new(env!("CARGO_BIN_EXE_decree"))
         .args(["demo", "--duration", "30", "--faults", "3", "--clients", "6", "--accounts", "6"])
-        .args(["--seed", "2", "--separate-coordinator", "--json", "--quiet", "--dir"])
+        .args(["--seed", "2", "--json", "--quiet", "--dir"])
         .arg(&dir)
         .output()
         .unwrap();

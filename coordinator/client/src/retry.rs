@@ -15,6 +15,11 @@
 //!   decision can be learned before the deadline does the caller see `Ambiguous`. So a
 //!   transfer is never applied twice by a retry;
 //! - any other error → return it.
+//!
+//! [`Client::read_only_transact`] is the same loop for a body that only reads: no commit, and
+//! an uncertainty restart reruns at once (no backoff) at the restart timestamp with the first
+//! run's uncertainty limit, so a snapshot over keys that are being written converges within
+//! `max_offset` instead of meeting a fresh window every run.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -24,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::client::{deadline_after, sleep_at_most, Client, TxnState};
 use crate::error::{ConflictReason, Error};
-use crate::txn::{CommitInfo, Txn, TxnOptions};
+use crate::txn::{CommitInfo, Snapshot, Txn, TxnOptions};
 
 /// What resolving an ambiguous commit found.
 enum Resolution {
@@ -111,6 +116,52 @@ impl Client {
             if Instant::now() >= deadline {
                 return Err(error);
             }
+        }
+    }
+
+    /// Runs `body` on a read-only snapshot at the current time (see [`Client::read_only`]),
+    /// rerunning it until it succeeds: after an uncertainty restart at once, at the restart
+    /// timestamp and keeping the first run's uncertainty limit (U-1), so the reruns converge
+    /// however busy the keys are; after another retryable error with jittered backoff, on a
+    /// fresh snapshot. Restarts are bounded by the uncertainty window; other reruns by
+    /// [`crate::RetryPolicy::attempts_max`] and [`crate::RetryPolicy::deadline`].
+    ///
+    /// Every value `body` returns comes from one snapshot: a rerun starts over with a new
+    /// one, so `body` must not keep what an earlier run read.
+    pub async fn read_only_transact<T, F, Fut>(&self, mut body: F) -> Result<T, Error>
+    where
+        F: FnMut(Snapshot) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let policy = self.settings().retry;
+        let options = self.settings().txn;
+        let deadline = deadline_after(policy.deadline);
+        let mut backoff = policy.backoff_initial;
+        let mut restart: Option<(HlcTimestamp, HlcTimestamp)> = None;
+        let mut runs = 0u32;
+        loop {
+            let snapshot = match restart.take() {
+                Some((read_ts, limit)) => {
+                    Snapshot::new(self.begin_restarted(read_ts, limit, options))
+                }
+                None => self.read_only(),
+            };
+            let error = match body(snapshot).await {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            if let Some(point) = error.restart_point() {
+                // U-1: the read timestamp only moves up inside the first run's window.
+                restart = Some(point);
+                continue;
+            }
+            runs += 1;
+            if !error.is_retryable() || runs >= policy.attempts_max || Instant::now() >= deadline {
+                return Err(error);
+            }
+            tracing::debug!(run = runs, error = %error, "rerunning read-only transaction");
+            sleep_at_most(self.jitter(backoff), deadline).await;
+            backoff = backoff.saturating_mul(2).min(policy.backoff_max);
         }
     }
 

@@ -385,6 +385,53 @@ async fn u_1_uncertainty_restart_moves_the_first_read_and_fails_a_later_one() {
     assert_ne!(seen[0].1, seen[1].1, "with a fresh txn id");
 }
 
+#[tokio::test(start_paused = true)]
+async fn u_1_a_read_only_rerun_keeps_the_first_limit_so_it_converges_under_writes() {
+    let fake = FakeCluster::two_groups();
+    let client = connect(&fake, settings()).await;
+    let max_offset = client.settings().max_offset_ns;
+    let step = max_offset * 2 / 5;
+    // Every run reads "p", then a writer commits "q" `step` above the run's read timestamp:
+    // runs 1 and 2 meet it inside the first run's window and restart there; run 3's lands
+    // beyond that window's limit, so run 3 reads run 2's version and succeeds.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (seen2, fake2) = (Arc::clone(&seen), fake.clone());
+    let value = client
+        .read_only_transact(move |snapshot| {
+            let (seen, fake) = (Arc::clone(&seen2), fake2.clone());
+            async move {
+                let run = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push(snapshot.read_ts());
+                    seen.len()
+                };
+                snapshot.get("p").await?;
+                let value = format!("v{run}").into_bytes();
+                fake.seed("q", &value, snapshot.read_ts().add_wall_ns(step));
+                snapshot.get_many(["p", "q"]).await
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, vec![None, Some(b"v2".to_vec())]);
+    let seen = seen.lock().unwrap().clone();
+    let t0 = seen[0];
+    assert_eq!(seen, vec![t0, t0.add_wall_ns(step), t0.add_wall_ns(2 * step)]);
+
+    // A non-retryable error is returned at once.
+    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let runs2 = Arc::clone(&runs);
+    let err = client
+        .read_only_transact(move |_| {
+            runs2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async { Err::<(), _>(Error::invalid("no")) }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err, Error::invalid("no"));
+    assert_eq!(runs.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
 // --- the retry helper and ambiguous outcomes ---------------------------------------------------
 
 #[tokio::test(start_paused = true)]
