@@ -15,9 +15,9 @@
 
 use std::collections::BTreeMap;
 
-use decree_host::machines::{CommandLog, Either, LogRequest, LogResponse, Register, Tagged};
-use decree_host::machines::{RegisterRequest, RegisterResponse};
-use decree_host::{ClientTag, HostEnvelope};
+use decree_host::either::snapshot_kind;
+use decree_host::machines::{CommandLog, Register, ToyRequest, ToyResponse};
+use decree_host::{ClientTag, Either, EitherCommand, HostEnvelope};
 use decree_proto::ErrorResponse;
 use decree_raft::EntryPayload;
 use decree_types::{DetRng, GroupId, HlcTimestamp, LogIndex};
@@ -33,11 +33,11 @@ use crate::world::{Note, Phase, World};
 /// The machine every simulated host runs: command logs and registers side by side.
 pub type SimMachine = Either<CommandLog, Register>;
 /// A command in a simulated group's log.
-pub type SimCommand = Tagged<Vec<u8>, u64>;
+pub type SimCommand = EitherCommand<Vec<u8>, u64>;
 /// A request to a simulated group.
-pub type SimRequest = Tagged<LogRequest, RegisterRequest>;
+pub type SimRequest = ToyRequest;
 /// An answer from a simulated group.
-pub type SimResponse = Tagged<LogResponse, RegisterResponse>;
+pub type SimResponse = ToyResponse;
 /// What simulated hosts send each other.
 pub type SimEnvelope = HostEnvelope<SimMachine>;
 
@@ -189,8 +189,8 @@ impl Workload for ReplicatedLog {
         groups
             .iter()
             .map(|g| match self.kinds.get(g) {
-                Some(GroupKind::Register) => Either::B(Register::default()),
-                _ => Either::A(CommandLog::new()),
+                Some(GroupKind::Register) => Either::Right(Register::default()),
+                _ => Either::Left(CommandLog::new()),
             })
             .collect()
     }
@@ -200,8 +200,8 @@ impl Workload for ReplicatedLog {
             EntryPayload::Noop => 0,
             EntryPayload::Command(bytes) => {
                 match postcard::from_bytes::<(HlcTimestamp, SimCommand)>(bytes) {
-                    Ok((_, Tagged::A(command))) => command_digest(&command),
-                    Ok((_, Tagged::B(value))) => command_digest(&value.to_le_bytes()),
+                    Ok((_, EitherCommand::Left(command))) => command_digest(&command),
+                    Ok((_, EitherCommand::Right(value))) => command_digest(&value.to_le_bytes()),
                     // Not a host entry: the host stops on it; the checkers still compare it.
                     _ => command_digest(bytes),
                 }
@@ -210,15 +210,15 @@ impl Workload for ReplicatedLog {
     }
 
     fn snapshot_contents(data: &[u8]) -> Result<Vec<(LogIndex, u64)>, String> {
-        match data.split_first() {
-            Some((0, rest)) => {
-                let log = CommandLog::decode_snapshot(rest).map_err(|e| e.to_string())?;
+        match snapshot_kind(data) {
+            Some(Either::Left(body)) => {
+                let log = CommandLog::decode_snapshot(body).map_err(|e| e.to_string())?;
                 Ok(log.commands().iter().map(|(i, c)| (*i, command_digest(c))).collect())
             }
             // A register holds no commands the checkers can compare; its replicas are
             // compared by digest.
-            Some((1, _)) => Ok(Vec::new()),
-            _ => Err("snapshot of an unknown kind".into()),
+            Some(Either::Right(_)) => Ok(Vec::new()),
+            None => Err("snapshot of an unknown kind".into()),
         }
     }
 
@@ -283,7 +283,7 @@ impl Workload for ReplicatedLog {
     fn final_checks(&self, world: &World<SimMachine>) -> Result<(), Violation> {
         for (_, host) in world.hosts() {
             for group in world.groups() {
-                let (Some(applied), Some(Either::A(log))) =
+                let (Some(applied), Some(Either::Left(log))) =
                     (host.applied(group), host.machine(group))
                 else {
                     continue;

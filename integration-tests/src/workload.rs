@@ -20,7 +20,7 @@
 
 use std::collections::BTreeMap;
 
-use decree_host::machines::{LogRequest, LogResponse, RegisterRequest, RegisterResponse, Tagged};
+use decree_host::machines::{ToyRequest, ToyResponse};
 use decree_host::ReplicatedMachine;
 use decree_raft::EntryPayload;
 use decree_types::{DetRng, GroupId, LogIndex, NodeId};
@@ -34,7 +34,7 @@ use crate::world::{Note, World};
 /// itself; it asks the workload only how to identify an entry and a snapshot's contents.
 pub trait Workload {
     /// The machine every host runs (one value per group; several kinds through
-    /// [`decree_host::machines::Either`]).
+    /// [`decree_host::Either`]).
     type Machine: ReplicatedMachine + Clone;
 
     /// A fresh machine for each group of the world, in the world's group order.
@@ -187,12 +187,12 @@ impl Client {
         let command = self.next_command;
         self.next_command += 1;
         let request = match self.kinds.get(&group) {
-            Some(GroupKind::Register) => Tagged::B(RegisterRequest::Set(command)),
+            Some(GroupKind::Register) => ToyRequest::Set(command),
             _ => {
                 // Unique bytes of varying length: the command id, then filler.
                 let mut payload = command.to_le_bytes().to_vec();
                 payload.resize(8 + self.rng.range(0, 48) as usize, 0xab);
-                Tagged::A(LogRequest::Append(payload))
+                ToyRequest::Append(payload)
             }
         };
         // `group` was drawn from `target`'s keys above.
@@ -202,8 +202,8 @@ impl Client {
     /// The request was handed to its node at `now_ns`.
     pub fn sent(&mut self, p: &Proposal, now_ns: u64) {
         let digest = match &p.request {
-            Tagged::A(LogRequest::Append(bytes)) => command_digest(bytes),
-            Tagged::B(RegisterRequest::Set(v)) => command_digest(&v.to_le_bytes()),
+            ToyRequest::Append(bytes) => command_digest(bytes),
+            ToyRequest::Set(v) => command_digest(&v.to_le_bytes()),
             _ => 0,
         };
         let inflight = Inflight {
@@ -223,8 +223,8 @@ impl Client {
         self.next_read += 1;
         self.reads.insert(tag, (group, node));
         let request = match self.kinds.get(&group) {
-            Some(GroupKind::Register) => Tagged::B(RegisterRequest::Get),
-            _ => Tagged::A(LogRequest::Read),
+            Some(GroupKind::Register) => ToyRequest::Get,
+            _ => ToyRequest::Read,
         };
         Some((node, tag, request))
     }
@@ -234,10 +234,8 @@ impl Client {
         if tag & READ_TAG != 0 {
             let Some((group, node)) = self.reads.remove(&tag) else { return Answer::Other };
             return match response {
-                Tagged::A(LogResponse::Contents { read_index, .. })
-                | Tagged::B(RegisterResponse::Value { read_index, .. }) => {
-                    Answer::Read { read_index: *read_index }
-                }
+                ToyResponse::Contents { read_index, .. }
+                | ToyResponse::Value { read_index, .. } => Answer::Read { read_index: *read_index },
                 other => {
                     self.follow(group, node, leader_of(other));
                     Answer::Other
@@ -246,16 +244,17 @@ impl Client {
         }
         let Some(p) = self.inflight.remove(&tag) else { return Answer::Other };
         match response {
-            Tagged::A(LogResponse::Appended { index, .. })
-            | Tagged::B(RegisterResponse::Written { index }) => Answer::Ack(Ack {
-                group: p.group,
-                index: *index,
-                command: p.command,
-                digest: p.digest,
-                proposed_at_ns: p.sent_at_ns,
-            }),
+            ToyResponse::Appended { index, .. } | ToyResponse::Written { index } => {
+                Answer::Ack(Ack {
+                    group: p.group,
+                    index: *index,
+                    command: p.command,
+                    digest: p.digest,
+                    proposed_at_ns: p.sent_at_ns,
+                })
+            }
             // Unknown outcome: never acknowledged.
-            Tagged::A(LogResponse::Unknown) | Tagged::B(RegisterResponse::Unknown) => Answer::Other,
+            ToyResponse::Unknown => Answer::Other,
             other => {
                 self.follow(p.group, p.node, leader_of(other));
                 Answer::Other
@@ -320,9 +319,7 @@ impl Client {
 /// The leader a redirect names, if any.
 fn leader_of(response: &SimResponse) -> Option<NodeId> {
     match response {
-        Tagged::A(LogResponse::NotLeader { leader })
-        | Tagged::B(RegisterResponse::NotLeader { leader })
-        | Tagged::NotLeader { leader, .. } => *leader,
+        ToyResponse::NotLeader { leader } => *leader,
         _ => None,
     }
 }
@@ -338,15 +335,15 @@ mod tests {
         let mut c = Client::new(3, &[(g, GroupKind::Log)], DetRng::new(1));
         let p = c.next_proposal().unwrap();
         c.sent(&p, 0);
-        assert_eq!(c.answered(p.command, &Tagged::A(LogResponse::Unknown)), Answer::Other);
+        assert_eq!(c.answered(p.command, &ToyResponse::Unknown), Answer::Other);
         // Answered once: a duplicate answer is nobody's.
-        let appended = Tagged::A(LogResponse::Appended { index: LogIndex(5), term: Term(2) });
+        let appended = ToyResponse::Appended { index: LogIndex(5), term: Term(2) };
         assert_eq!(c.answered(p.command, &appended), Answer::Other);
         let p = c.next_proposal().unwrap();
         c.sent(&p, 0);
         let Answer::Ack(ack) = c.answered(p.command, &appended) else { panic!("acked") };
         assert_eq!((ack.group, ack.index, ack.command), (g, LogIndex(5), p.command));
-        let Tagged::A(LogRequest::Append(bytes)) = &p.request else { panic!("an append") };
+        let ToyRequest::Append(bytes) = &p.request else { panic!("an append") };
         assert_eq!(ack.digest, command_digest(bytes));
     }
 
@@ -356,12 +353,12 @@ mod tests {
         let mut c = Client::new(3, &[(g, GroupKind::Log)], DetRng::new(2));
         let p = c.next_proposal().unwrap();
         c.sent(&p, 0);
-        let hint = Tagged::A(LogResponse::NotLeader { leader: Some(NodeId(3)) });
+        let hint = ToyResponse::NotLeader { leader: Some(NodeId(3)) };
         c.answered(p.command, &hint);
         let p = c.next_proposal().unwrap();
         assert_eq!(p.node, 2);
         c.sent(&p, 0);
-        c.answered(p.command, &Tagged::A(LogResponse::NotLeader { leader: None }));
+        c.answered(p.command, &ToyResponse::NotLeader { leader: None });
         assert_eq!(c.next_proposal().unwrap().node, 0);
     }
 }

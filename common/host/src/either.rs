@@ -1,11 +1,12 @@
 //! Two kinds of machine on one host: [`Either`] is a [`ReplicatedMachine`] that is one of two
 //! machines speaking the same requests and responses (a participant group or a coordinator
-//! group of the server: both speak `decree_proto::Request`, and the group a request names
-//! decides which machine sees it). Kinds with different request types use
-//! [`crate::machines::Either`], which tags every request with its kind. The host is generic
-//! over one machine type, so a process that hosts several kinds uses this enum: static
-//! dispatch, no `dyn` on the hot path, and every group of every kind shares the node's WAL and
-//! its fsyncs.
+//! group of the server: both speak `decree_proto::Request`; the toy machines
+//! [`crate::machines::CommandLog`] and [`crate::machines::Register`] both speak
+//! [`crate::machines::ToyRequest`]). The group a request names decides which machine sees
+//! it; a machine answers a request meant for the other kind with an error of its protocol.
+//! The host is generic over one machine type, so a process that hosts several kinds uses this
+//! enum: static dispatch, no `dyn` on the hot path, and every group of every kind shares the
+//! node's WAL and its fsyncs.
 //!
 //! A group's log only ever holds commands of its own kind; each command and snapshot carries
 //! its kind's tag, and a tag of the other kind is corruption (apply stops the node, restore
@@ -21,7 +22,7 @@ use crate::machine::{
 };
 
 /// One of two machine kinds with the same requests and responses.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Either<A, B> {
     /// The first kind.
     Left(A),
@@ -41,6 +42,17 @@ pub enum EitherCommand<A, B> {
 /// Snapshot tags: the first byte of an encoded [`Either`] snapshot.
 const LEFT_TAG: u8 = 1;
 const RIGHT_TAG: u8 = 2;
+
+/// The kind of an encoded [`Either`] snapshot and the kind's own encoding of it (`None`: not
+/// an [`Either`] snapshot). For readers of snapshots outside the machine (the simulator's
+/// checkers).
+pub fn snapshot_kind(bytes: &[u8]) -> Option<Either<&[u8], &[u8]>> {
+    match bytes.split_first() {
+        Some((&LEFT_TAG, body)) => Some(Either::Left(body)),
+        Some((&RIGHT_TAG, body)) => Some(Either::Right(body)),
+        _ => None,
+    }
+}
 
 impl<A, B> ReplicatedMachine for Either<A, B>
 where
@@ -174,13 +186,11 @@ where
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
-        match (self, bytes.split_first()) {
-            (Either::Left(a), Some((&LEFT_TAG, body))) => a.restore(body),
-            (Either::Right(b), Some((&RIGHT_TAG, body))) => b.restore(body),
-            (_, Some((tag, _))) => {
-                Err(SnapshotError(format!("snapshot of another machine kind (tag {tag})")))
-            }
-            (_, None) => Err(SnapshotError("empty snapshot".into())),
+        match (self, snapshot_kind(bytes)) {
+            (Either::Left(a), Some(Either::Left(body))) => a.restore(body),
+            (Either::Right(b), Some(Either::Right(body))) => b.restore(body),
+            (_, Some(_)) => Err(SnapshotError("a snapshot of another machine kind".into())),
+            (_, None) => Err(SnapshotError("not a snapshot of either kind".into())),
         }
     }
 

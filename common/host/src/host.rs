@@ -16,10 +16,26 @@
 //! 3. **Apply, the rest**, per group in the node's order: the role ([`RoleEvent`]s), a
 //!    snapshot to restore, committed entries, reads that became servable.
 //! 4. **Proposals** the machines asked for during apply (they need the node, which was busy).
-//! 5. **Snapshots** of groups that applied [`HostConfig::snapshot_every_entries`] entries.
-//! 6. **Flush**: host envelopes (requests and responses of machines, clock probes and echoes,
+//! 5. **Local delivery**: envelopes addressed to this node itself (below), in rounds.
+//! 6. **Snapshots** of groups that applied [`HostConfig::snapshot_every_entries`] entries.
+//! 7. **Flush**: host envelopes (requests and responses of machines, clock probes and echoes,
 //!    refusals) one [`HostIo::send`] per peer, and client answers through [`HostIo::reply`]
 //!    and [`HostIo::refuse`].
+//!
+//! # Envelopes to this node itself
+//!
+//! A machine's request to a group whose leader is this node, and the answer to it (a
+//! coordinator's `Prepare` to a participant group led on the same node, and its vote), never
+//! leave the host: [`HostIo::send`] is never called with this node's id. Such an envelope is
+//! queued when a machine's effect (or an answer) produces it, and delivered in step 5 — never
+//! inside the call that produced it, so a machine's [`ReplicatedMachine::handle_response`] is
+//! never re-entered from its own `admit`, `apply`, `on_role` or `handle_timeout`. One round
+//! delivers everything queued before it, then runs the proposals the deliveries asked for; a
+//! request answered at once takes two rounds. At most [`HOST_LOCAL_ROUNDS_MAX`] rounds run per
+//! [`Host::process`]; what is left waits for the next one ([`Host::has_work`] says so).
+//! Envelopes queued by `handle_*` calls are delivered by the next [`Host::process`]. A local
+//! envelope is not checked as a peer's is: its sender is this node, and its clock is this
+//! host's own HLC, already observed.
 //!
 //! # Entries
 //!
@@ -64,8 +80,8 @@ use decree_raft::node::{
 use decree_raft::ready::SoftState;
 use decree_raft::Disk;
 use decree_types::limits::{
-    HEARTBEAT_INTERVAL_MS, HOST_OUTSTANDING_REQUESTS_MAX, HOST_WAITERS_MAX, MAX_OFFSET_NS,
-    NS_PER_MS, OFFSET_MEASUREMENT_TTL_MS, SNAPSHOT_EVERY_ENTRIES,
+    HEARTBEAT_INTERVAL_MS, HOST_LOCAL_ROUNDS_MAX, HOST_OUTSTANDING_REQUESTS_MAX, HOST_WAITERS_MAX,
+    MAX_OFFSET_NS, NS_PER_MS, OFFSET_MEASUREMENT_TTL_MS, SNAPSHOT_EVERY_ENTRIES,
 };
 use decree_types::{
     ClientId, DetRng, GroupId, HlcTimestamp, LogIndex, NodeId, OffsetError, OffsetMeasurement,
@@ -150,7 +166,8 @@ pub trait HostIo<M: ReplicatedMachine> {
     /// Envelopes for one peer, in order (coalesced small Raft messages as one
     /// [`Payload::RaftBatch`], bulk Raft messages one envelope each, requests, responses,
     /// clock probes and echoes, errors). An iteration calls it at most once per peer before
-    /// its fsync, once after it, and once at its end.
+    /// its fsync, once after it, and once at its end. `to` is never this node: the host
+    /// delivers envelopes to itself (module docs).
     fn send(&mut self, to: NodeId, envelopes: Vec<HostEnvelope<M>>);
 
     /// The answer to a client request, with this node's HLC reading (the client's clock
@@ -166,6 +183,12 @@ pub trait HostIo<M: ReplicatedMachine> {
     /// checkers and for traces; the shell ignores it).
     fn observe(&mut self, output: &Output) {
         let _ = output;
+    }
+
+    /// An envelope the host addressed to its own node, as it delivers it to itself (it never
+    /// goes through [`HostIo::send`]); for the simulator's checkers and for traces.
+    fn observe_local(&mut self, envelope: &HostEnvelope<M>) {
+        let _ = envelope;
     }
 }
 
@@ -219,8 +242,8 @@ impl Fatal {
 /// Counters of what the host refused or dropped (peer input never fails a host).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostStats {
-    /// Envelopes refused: wrong sender, wrong group for a node-level payload, clock too far
-    /// ahead, a measurement that does not make sense.
+    /// Envelopes refused: wrong sender (or this node's own id from the network), wrong group
+    /// for a node-level payload, clock too far ahead, a measurement that does not make sense.
     pub refused: u64,
     /// Responses that matched no outstanding request (late, duplicated, forgotten).
     pub unmatched: u64,
@@ -269,6 +292,8 @@ struct State<M: ReplicatedMachine> {
     /// Responses to machines' own requests that could not be routed (no replica known).
     no_route: Vec<(GroupId, RequestId, GroupId)>,
     outbox: BTreeMap<NodeId, Vec<HostEnvelope<M>>>,
+    /// Envelopes to this node itself, delivered in step 5 (module docs).
+    local: Vec<HostEnvelope<M>>,
     client_out: Vec<ClientOut<M>>,
     stopped: Option<String>,
     /// Set when HLC-6 stopped the host: every later `process` fails with it.
@@ -382,6 +407,7 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
             readmits: Vec::new(),
             no_route: Vec::new(),
             outbox: BTreeMap::new(),
+            local: Vec::new(),
             client_out: Vec::new(),
             stopped: None,
             clock_stop: None,
@@ -404,6 +430,13 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
             return;
         }
         let decree_proto::Envelope { from, group, sender_clock, payload } = envelope;
+        if peer == self.st.id {
+            // This node's envelopes to itself never cross the network (module docs): one
+            // that does carries a copy of this node's certificate.
+            self.st.stats.refused += 1;
+            tracing::warn!(%peer, "envelope from this node's own identity; dropped");
+            return;
+        }
         if from != peer {
             // The claimed sender is not the authenticated one: drop it, answer nobody.
             self.st.stats.refused += 1;
@@ -452,30 +485,7 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
             }
             return;
         }
-        match payload {
-            Payload::Raft(message) => self.node.step(now_ns, peer, group, message),
-            Payload::RaftBatch(batch) => {
-                for (group, message) in batch {
-                    self.node.step(now_ns, peer, group, message);
-                }
-            }
-            Payload::Request { request_id, request } => {
-                let origin = Origin::Peer { node: peer, group, request_id };
-                self.admit(group, Requester::Node(peer), origin, request);
-            }
-            Payload::Response { request_id, response } => {
-                self.st.on_response(request_id, peer, Ok(response));
-            }
-            Payload::Error { in_reply_to: Some(request_id), error } => {
-                let error = PeerError::Refused(error.to_string());
-                self.st.on_response(request_id, peer, Err(error));
-            }
-            Payload::Error { in_reply_to: None, error } => {
-                tracing::debug!(%peer, "peer refused a frame: {error}");
-            }
-            // Handled above.
-            Payload::ClockProbe { .. } | Payload::ClockEcho { .. } => {}
-        }
+        self.dispatch(peer, group, payload);
         self.run_deferred();
     }
 
@@ -582,6 +592,7 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
     pub fn has_work(&self) -> bool {
         self.node.has_ready()
             || !self.st.outbox.is_empty()
+            || !self.st.local.is_empty()
             || !self.st.client_out.is_empty()
             || !self.st.deferred.is_empty()
             || !self.st.readmits.is_empty()
@@ -672,8 +683,61 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
         }
         // Step 4: proposals machines asked for while the node was busy.
         self.run_deferred();
-        // Step 5: the snapshot policy.
+        // Step 5: envelopes to this node itself.
+        self.deliver_local(io);
+        // Step 6: the snapshot policy.
         self.snapshot_policy()
+    }
+
+    /// Step 5: delivers the envelopes this host addressed to its own node, in at most
+    /// [`HOST_LOCAL_ROUNDS_MAX`] rounds; each round ends with the proposals it asked for.
+    fn deliver_local(&mut self, io: &mut impl HostIo<M>) {
+        for _ in 0..HOST_LOCAL_ROUNDS_MAX {
+            if self.st.local.is_empty() {
+                return;
+            }
+            for envelope in std::mem::take(&mut self.st.local) {
+                io.observe_local(&envelope);
+                let decree_proto::Envelope { from, group, payload, .. } = envelope;
+                self.dispatch(from, group, payload);
+            }
+            self.run_deferred();
+        }
+    }
+
+    /// Hands a checked envelope's payload from `peer` (or from this node itself, step 5) to
+    /// the node or the machines.
+    fn dispatch(
+        &mut self,
+        peer: NodeId,
+        group: GroupId,
+        payload: Payload<M::Request, M::Response>,
+    ) {
+        match payload {
+            Payload::Raft(message) => self.node.step(self.st.now_ns, peer, group, message),
+            Payload::RaftBatch(batch) => {
+                for (group, message) in batch {
+                    self.node.step(self.st.now_ns, peer, group, message);
+                }
+            }
+            Payload::Request { request_id, request } => {
+                let origin = Origin::Peer { node: peer, group, request_id };
+                self.admit(group, Requester::Node(peer), origin, request);
+            }
+            Payload::Response { request_id, response } => {
+                self.st.on_response(request_id, peer, Ok(response));
+            }
+            Payload::Error { in_reply_to: Some(request_id), error } => {
+                let error = PeerError::Refused(error.to_string());
+                self.st.on_response(request_id, peer, Err(error));
+            }
+            Payload::Error { in_reply_to: None, error } => {
+                tracing::debug!(%peer, "peer refused a frame: {error}");
+            }
+            // Clock probes and echoes are node-to-node; `handle_envelope` answers them
+            // before the HLC check, and a host never probes itself.
+            Payload::ClockProbe { .. } | Payload::ClockEcho { .. } => {}
+        }
     }
 
     /// Admission of a request from a client or a peer.
@@ -827,7 +891,7 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
         }
     }
 
-    /// Step 5: snapshot every group that applied enough since its last snapshot.
+    /// Step 6: snapshot every group that applied enough since its last snapshot.
     fn snapshot_policy(&mut self) -> Result<(), Fatal> {
         let every = self.st.config.snapshot_every_entries.max(1);
         for (&group, g) in &mut self.st.groups {
@@ -866,9 +930,7 @@ impl<M: ReplicatedMachine, IO: HostIo<M>> Transport for Pass<'_, M, IO> {
     fn send(&mut self, to: NodeId, batch: Batch) {
         let mut envelopes = self.st.outbox.remove(&to).unwrap_or_default();
         self.st.raft_envelopes(batch, &mut envelopes);
-        if !envelopes.is_empty() {
-            self.io.send(to, envelopes);
-        }
+        self.st.emit(self.io, to, envelopes);
     }
 }
 
@@ -905,7 +967,8 @@ impl<M: ReplicatedMachine> State<M> {
         reply_to
     }
 
-    /// Queues a host envelope for `to` (sent with its next Raft batch or at the end).
+    /// Queues a host envelope for `to` (sent with its next Raft batch or at the end), or, if
+    /// `to` is this node, for delivery in step 5.
     fn queue(&mut self, to: NodeId, group: GroupId, payload: Payload<M::Request, M::Response>) {
         let envelope = decree_proto::Envelope {
             from: self.id,
@@ -913,7 +976,11 @@ impl<M: ReplicatedMachine> State<M> {
             sender_clock: HlcTimestamp::ZERO,
             payload,
         };
-        self.outbox.entry(to).or_default().push(envelope);
+        if to == self.id {
+            self.local.push(envelope);
+        } else {
+            self.outbox.entry(to).or_default().push(envelope);
+        }
     }
 
     /// One peer's Raft batch as envelopes: every small message in [`Payload::RaftBatch`]es
@@ -952,15 +1019,23 @@ impl<M: ReplicatedMachine> State<M> {
         }
     }
 
-    /// Step 6: host envelopes one send per peer, then client answers.
+    /// Step 7: host envelopes one send per peer, then client answers.
     fn flush(&mut self, io: &mut impl HostIo<M>) {
         for (to, mut envelopes) in std::mem::take(&mut self.outbox) {
             self.raft_envelopes(Vec::new(), &mut envelopes);
-            if !envelopes.is_empty() {
-                io.send(to, envelopes);
-            }
+            self.emit(io, to, envelopes);
         }
         self.flush_clients(io);
+    }
+
+    /// Hands `envelopes` for peer `to` to the I/O: the one way out of the host.
+    fn emit(&self, io: &mut impl HostIo<M>, to: NodeId, envelopes: Vec<HostEnvelope<M>>) {
+        // Invariant: envelopes to this node are delivered in step 5 (`queue` routes them
+        // there) and Raft never addresses its own node.
+        assert_ne!(to, self.id, "the host delivers envelopes to its own node itself");
+        if !envelopes.is_empty() {
+            io.send(to, envelopes);
+        }
     }
 
     fn flush_clients(&mut self, io: &mut impl HostIo<M>) {
@@ -1090,8 +1165,8 @@ impl<M: ReplicatedMachine> State<M> {
         }
     }
 
-    /// A machine's request to another node (or to this one: it goes round through the
-    /// outbox like any other, so the answer is never re-entrant).
+    /// A machine's request to another node, or to this one (queued and delivered in step 5,
+    /// so the answer is never re-entrant).
     fn send(&mut self, from: GroupId, request_id: RequestId, to: Destination, request: M::Request) {
         let (node, group) = match to {
             Destination::Replica { node, group } => (Some(node), group),

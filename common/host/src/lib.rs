@@ -11,8 +11,10 @@
 //!   (HLC-1..6), admission, the `(index, term)` proposal table, role events, linearizable
 //!   reads, machine-to-machine requests, the snapshot policy. Its module docs walk through
 //!   one [`Host::process`] iteration.
-//! - [`machines`]: small machines ([`machines::CommandLog`], [`machines::Register`]) and
-//!   [`machines::Either`], which runs two kinds of machine on one host without `dyn`.
+//! - [`either`]: [`Either`], which runs two kinds of machine with one protocol on one host
+//!   without `dyn` (participant and coordinator groups; the two toy machines).
+//! - [`machines`]: small machines ([`machines::CommandLog`], [`machines::Register`]) that
+//!   speak one toy protocol.
 //! - [`testing`]: a one-replica harness for machine unit tests.
 //!
 //! # Driving a host (the shell's loop, the simulator's events)

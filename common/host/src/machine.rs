@@ -42,6 +42,10 @@
 //! 7. [`ReplicatedMachine::handle_timeout`] is called once `now_ns` reaches the deadline
 //!    `poll_timeout` last returned; the host asks `poll_timeout` again after every call into
 //!    the machine.
+//! 7. No call is re-entrant. A request a machine sends ([`Context::send`]) is delivered after
+//!    the call that sent it returned, even when its group is led on this very node (the host
+//!    queues it and delivers it to itself in a later step of the same `Host::process`, or the
+//!    next one); [`ReplicatedMachine::handle_response`] likewise comes in a call of its own.
 //!
 //! # Replies are matched in the host
 //!
@@ -454,9 +458,9 @@ impl<M: ReplicatedMachine + ?Sized> Context<'_, M> {
         self.effects.push(Effect::Propose { command, waiter });
     }
 
-    /// Sends `request` to another node; the answer comes to
-    /// [`ReplicatedMachine::handle_response`] with the returned id. Delivery is best effort:
-    /// the machine retries on its own deadlines.
+    /// Sends `request` to a replica of a group, on another node or this one; the answer comes
+    /// to [`ReplicatedMachine::handle_response`] with the returned id, never within this call.
+    /// Delivery is best effort: the machine retries on its own deadlines.
     pub fn send(&mut self, to: Destination, request: M::Request) -> RequestId {
         *self.next_request_id += 1;
         let request_id = RequestId(*self.next_request_id);

@@ -1,5 +1,8 @@
-//! Small machines for tests, the simulator and the replicated-log node, and [`Either`], which
-//! hosts two kinds of machine side by side on one host (one node, one WAL) without `dyn`.
+//! Small machines for tests, the simulator and the replicated-log node. Both speak one toy
+//! protocol ([`ToyRequest`], [`ToyResponse`]), as participant and coordinator groups both speak
+//! `decree_proto`'s, so that one host runs both kinds side by side through
+//! [`crate::Either`], the product's own mechanism; each answers the other kind's requests with
+//! [`ToyResponse::WrongKind`].
 //!
 //! - [`CommandLog`]: the list of commands a group applied, in log order: appends are
 //!   proposed, reads are linearizable ReadIndex reads ([`Admission::Read`]).
@@ -9,10 +12,8 @@ use decree_types::{GroupId, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
 use crate::machine::{
-    Admission, Applied, ApplyContext, Context, PeerError, ReplicatedMachine, ReplyTo, Requester,
-    RoleEvent, SnapshotError,
+    Admission, Applied, ApplyContext, Context, ReplicatedMachine, ReplyTo, Requester, SnapshotError,
 };
-use decree_proto::RequestId;
 
 /// FNV-1a over bytes: the digests of the test machines.
 fn fnv(h: u64, bytes: &[u8]) -> u64 {
@@ -27,18 +28,23 @@ pub struct CommandLog {
     commands: Vec<(LogIndex, Vec<u8>)>,
 }
 
-/// A request to a [`CommandLog`].
+/// A request to a toy machine: the first two are a [`CommandLog`]'s, the last two a
+/// [`Register`]'s.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LogRequest {
-    /// Append these bytes.
+pub enum ToyRequest {
+    /// Append these bytes (a [`CommandLog`]).
     Append(Vec<u8>),
-    /// How far the log is, read linearizably.
+    /// How far the log is, read linearizably (a [`CommandLog`]).
     Read,
+    /// Set the value (a [`Register`]).
+    Set(u64),
+    /// Read the value linearizably (a [`Register`]).
+    Get,
 }
 
-/// An answer from a [`CommandLog`].
+/// An answer from a toy machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LogResponse {
+pub enum ToyResponse {
     /// The command is applied at `index` (proposed in `term`).
     Appended {
         /// Its index.
@@ -63,6 +69,23 @@ pub enum LogResponse {
     },
     /// The outcome is unknown (leadership changed before the entry applied).
     Unknown,
+    /// A register's write is applied at `index`.
+    Written {
+        /// Its index.
+        index: LogIndex,
+    },
+    /// A register's value, and how many writes made it, read at `read_index` (RAFT-3).
+    Value {
+        /// The value.
+        value: u64,
+        /// Writes applied.
+        writes: u64,
+        /// The read index the read was served at.
+        read_index: LogIndex,
+    },
+    /// The request is the other kind of machine's (a [`Register`]'s sent to a
+    /// [`CommandLog`], or the reverse); nothing was done.
+    WrongKind,
 }
 
 impl CommandLog {
@@ -84,8 +107,8 @@ impl CommandLog {
 
 impl ReplicatedMachine for CommandLog {
     type Command = Vec<u8>;
-    type Request = LogRequest;
-    type Response = LogResponse;
+    type Request = ToyRequest;
+    type Response = ToyResponse;
     type Snapshot = CommandLog;
 
     fn admit(
@@ -93,18 +116,19 @@ impl ReplicatedMachine for CommandLog {
         cx: &mut Context<'_, Self>,
         _requester: Requester,
         _reply_to: ReplyTo,
-        request: LogRequest,
+        request: ToyRequest,
     ) -> Admission<Self> {
         match (request, cx.read_confirmed()) {
-            (LogRequest::Append(bytes), _) => {
-                Admission::Propose { command: bytes, on_lost: LogResponse::Unknown }
+            (ToyRequest::Append(bytes), _) => {
+                Admission::Propose { command: bytes, on_lost: ToyResponse::Unknown }
             }
-            (LogRequest::Read, None) => Admission::Read(LogRequest::Read),
-            (LogRequest::Read, Some(read_index)) => Admission::Reply(LogResponse::Contents {
+            (ToyRequest::Read, None) => Admission::Read(ToyRequest::Read),
+            (ToyRequest::Read, Some(read_index)) => Admission::Reply(ToyResponse::Contents {
                 read_index,
                 count: self.commands.len() as u64,
                 last: self.commands.last().map_or(LogIndex(0), |c| c.0),
             }),
+            (ToyRequest::Set(_) | ToyRequest::Get, _) => Admission::Reply(ToyResponse::WrongKind),
         }
     }
 
@@ -112,17 +136,17 @@ impl ReplicatedMachine for CommandLog {
         &mut self,
         _cx: &mut ApplyContext<'_, Self>,
         entry: Applied<Vec<u8>>,
-    ) -> Option<LogResponse> {
+    ) -> Option<ToyResponse> {
         if let Some(&(last, _)) = self.commands.last() {
             // Invariant (INV-R9): the host applies in index order.
             assert!(entry.index > last, "INV-R9: applied {} after {last}", entry.index);
         }
         self.commands.push((entry.index, entry.command));
-        Some(LogResponse::Appended { index: entry.index, term: entry.term })
+        Some(ToyResponse::Appended { index: entry.index, term: entry.term })
     }
 
-    fn redirect(_group: GroupId, leader: Option<NodeId>) -> LogResponse {
-        LogResponse::NotLeader { leader }
+    fn redirect(_group: GroupId, leader: Option<NodeId>) -> ToyResponse {
+        ToyResponse::NotLeader { leader }
     }
 
     fn snapshot(&self) -> CommandLog {
@@ -152,41 +176,6 @@ pub struct Register {
     writes: u64,
 }
 
-/// A request to a [`Register`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RegisterRequest {
-    /// Set the value.
-    Set(u64),
-    /// Read the value linearizably.
-    Get,
-}
-
-/// An answer from a [`Register`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RegisterResponse {
-    /// The write is applied at `index`.
-    Written {
-        /// Its index.
-        index: LogIndex,
-    },
-    /// The value, and how many writes made it, read at `read_index` (RAFT-3).
-    Value {
-        /// The value.
-        value: u64,
-        /// Writes applied.
-        writes: u64,
-        /// The read index the read was served at.
-        read_index: LogIndex,
-    },
-    /// Not the leader.
-    NotLeader {
-        /// The leader this replica knows of.
-        leader: Option<NodeId>,
-    },
-    /// The outcome is unknown.
-    Unknown,
-}
-
 impl Register {
     /// The value.
     pub fn value(&self) -> u64 {
@@ -201,8 +190,8 @@ impl Register {
 
 impl ReplicatedMachine for Register {
     type Command = u64;
-    type Request = RegisterRequest;
-    type Response = RegisterResponse;
+    type Request = ToyRequest;
+    type Response = ToyResponse;
     type Snapshot = Register;
 
     fn admit(
@@ -210,18 +199,21 @@ impl ReplicatedMachine for Register {
         cx: &mut Context<'_, Self>,
         _requester: Requester,
         _reply_to: ReplyTo,
-        request: RegisterRequest,
+        request: ToyRequest,
     ) -> Admission<Self> {
         match (request, cx.read_confirmed()) {
-            (RegisterRequest::Set(v), _) => {
-                Admission::Propose { command: v, on_lost: RegisterResponse::Unknown }
+            (ToyRequest::Set(v), _) => {
+                Admission::Propose { command: v, on_lost: ToyResponse::Unknown }
             }
-            (RegisterRequest::Get, None) => Admission::Read(RegisterRequest::Get),
-            (RegisterRequest::Get, Some(read_index)) => Admission::Reply(RegisterResponse::Value {
+            (ToyRequest::Get, None) => Admission::Read(ToyRequest::Get),
+            (ToyRequest::Get, Some(read_index)) => Admission::Reply(ToyResponse::Value {
                 value: self.value,
                 writes: self.writes,
                 read_index,
             }),
+            (ToyRequest::Append(_) | ToyRequest::Read, _) => {
+                Admission::Reply(ToyResponse::WrongKind)
+            }
         }
     }
 
@@ -229,14 +221,14 @@ impl ReplicatedMachine for Register {
         &mut self,
         _cx: &mut ApplyContext<'_, Self>,
         entry: Applied<u64>,
-    ) -> Option<RegisterResponse> {
+    ) -> Option<ToyResponse> {
         self.value = entry.command;
         self.writes += 1;
-        Some(RegisterResponse::Written { index: entry.index })
+        Some(ToyResponse::Written { index: entry.index })
     }
 
-    fn redirect(_group: GroupId, leader: Option<NodeId>) -> RegisterResponse {
-        RegisterResponse::NotLeader { leader }
+    fn redirect(_group: GroupId, leader: Option<NodeId>) -> ToyResponse {
+        ToyResponse::NotLeader { leader }
     }
 
     fn snapshot(&self) -> Register {
@@ -258,288 +250,50 @@ impl ReplicatedMachine for Register {
     }
 }
 
-/// One of two kinds of machine: how one host runs groups of different kinds side by side
-/// (participant and coordinator groups, or [`CommandLog`] and [`Register`]), statically
-/// dispatched. Commands, requests and responses are tagged with the kind; a request of the
-/// other kind is answered [`Tagged::Mismatch`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Either<A, B> {
-    /// A group of the first kind.
-    A(A),
-    /// A group of the second kind.
-    B(B),
-}
+#[cfg(test)]
+mod tests {
+    use decree_types::HlcTimestamp;
 
-/// A command, request, response or snapshot of an [`Either`] machine.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Tagged<A, B> {
-    /// Of the first kind.
-    A(A),
-    /// Of the second kind.
-    B(B),
-    /// A redirect (the host answers it without knowing the group's kind).
-    NotLeader {
-        /// The group.
-        group: GroupId,
-        /// The leader this replica knows of.
-        leader: Option<NodeId>,
-    },
-    /// A request or snapshot of the other kind than the group's.
-    Mismatch,
-}
+    use super::*;
+    use crate::testing::Harness;
+    use crate::{Either, EitherCommand};
 
-fn wrap_admission<X: ReplicatedMachine, Y: ReplicatedMachine>(
-    admission: Admission<X>,
-    command: impl Fn(X::Command) -> Y::Command,
-    wrap: impl Fn(X::Response) -> Y::Response,
-    request: impl Fn(X::Request) -> Y::Request,
-) -> Admission<Y> {
-    match admission {
-        Admission::Reply(r) => Admission::Reply(wrap(r)),
-        Admission::Propose { command: c, on_lost } => {
-            Admission::Propose { command: command(c), on_lost: wrap(on_lost) }
-        }
-        Admission::Read(r) => Admission::Read(request(r)),
-        Admission::Later => Admission::Later,
-    }
-}
+    type Toy = Either<CommandLog, Register>;
 
-impl<A: ReplicatedMachine, B: ReplicatedMachine> ReplicatedMachine for Either<A, B> {
-    type Command = Tagged<A::Command, B::Command>;
-    type Request = Tagged<A::Request, B::Request>;
-    type Response = Tagged<A::Response, B::Response>;
-    type Snapshot = Tagged<A::Snapshot, B::Snapshot>;
-
-    fn admit(
-        &mut self,
-        cx: &mut Context<'_, Self>,
-        requester: Requester,
-        reply_to: ReplyTo,
-        request: Self::Request,
-    ) -> Admission<Self> {
-        match (self, request) {
-            (Either::A(a), Tagged::A(r)) => {
-                let admission = with_side_a(cx, a, |a, c| a.admit(c, requester, reply_to, r));
-                wrap_admission(admission, Tagged::A, Tagged::A, Tagged::A)
-            }
-            (Either::B(b), Tagged::B(r)) => {
-                let admission = with_side_b(cx, b, |b, c| b.admit(c, requester, reply_to, r));
-                wrap_admission(admission, Tagged::B, Tagged::B, Tagged::B)
-            }
-            _ => Admission::Reply(Tagged::Mismatch),
-        }
+    fn leader(machine: Toy) -> Harness<Toy> {
+        let mut h = Harness::new(machine, GroupId(1), NodeId(1), 250_000_000, 1_000);
+        h.become_ready_leader(Term(1));
+        h
     }
 
-    fn apply(
-        &mut self,
-        cx: &mut ApplyContext<'_, Self>,
-        entry: Applied<Self::Command>,
-    ) -> Option<Self::Response> {
-        let Applied { index, term, proposed_at, command } = entry;
-        match (self, command) {
-            (Either::A(a), Tagged::A(command)) => {
-                let mut effects = Vec::new();
-                let r = {
-                    let mut c = ApplyContext {
-                        group: cx.group,
-                        role: cx.role,
-                        effects: &mut effects,
-                        next_request_id: &mut *cx.next_request_id,
-                    };
-                    a.apply(&mut c, Applied { index, term, proposed_at, command })
-                };
-                cx.effects.extend(effects.into_iter().map(|e| map_a::<A, B>(e)));
-                r.map(Tagged::A)
-            }
-            (Either::B(b), Tagged::B(command)) => {
-                let mut effects = Vec::new();
-                let r = {
-                    let mut c = ApplyContext {
-                        group: cx.group,
-                        role: cx.role,
-                        effects: &mut effects,
-                        next_request_id: &mut *cx.next_request_id,
-                    };
-                    b.apply(&mut c, Applied { index, term, proposed_at, command })
-                };
-                cx.effects.extend(effects.into_iter().map(|e| map_b::<A, B>(e)));
-                r.map(Tagged::B)
-            }
-            // A command of the other kind in this group's log: only a machine's own
-            // proposals reach its log, so this is a bug in the host or corruption.
-            (_, _) => panic!("{}: a command of another kind of machine was applied", cx.group),
-        }
+    #[test]
+    fn each_toy_machine_serves_its_own_requests_and_refuses_the_others() {
+        let client = Requester::Node(NodeId(2));
+        let mut log = leader(Either::Left(CommandLog::new()));
+        let appended = log.request(client, ToyRequest::Append(b"a".to_vec()));
+        assert!(matches!(appended, Some(ToyResponse::Appended { .. })), "{appended:?}");
+        assert_eq!(log.request(client, ToyRequest::Set(5)), Some(ToyResponse::WrongKind));
+        assert_eq!(log.request(client, ToyRequest::Get), Some(ToyResponse::WrongKind));
+
+        let mut register = leader(Either::Right(Register::default()));
+        let written = register.request(client, ToyRequest::Set(5));
+        assert!(matches!(written, Some(ToyResponse::Written { .. })), "{written:?}");
+        let value = register.request(client, ToyRequest::Get);
+        assert!(matches!(value, Some(ToyResponse::Value { value: 5, writes: 1, .. })), "{value:?}");
+        let wrong = register.request(client, ToyRequest::Append(b"a".to_vec()));
+        assert_eq!(wrong, Some(ToyResponse::WrongKind));
+        assert_eq!(register.request(client, ToyRequest::Read), Some(ToyResponse::WrongKind));
     }
 
-    fn on_role(&mut self, cx: &mut Context<'_, Self>, event: RoleEvent) {
-        match self {
-            Either::A(a) => with_side_a(cx, a, |a, c| a.on_role(c, event)),
-            Either::B(b) => with_side_b(cx, b, |b, c| b.on_role(c, event)),
-        }
+    #[test]
+    fn a_toy_snapshot_restores_only_into_its_own_kind() {
+        let mut register = leader(Either::Right(Register::default()));
+        register.apply(HlcTimestamp::default(), EitherCommand::Right(9));
+        let bytes = Toy::encode_snapshot(&register.machine.snapshot());
+        let mut other: Toy = Either::Right(Register::default());
+        other.restore(&bytes).unwrap();
+        assert_eq!(other.digest(), register.machine.digest());
+        let mut log: Toy = Either::Left(CommandLog::new());
+        assert!(log.restore(&bytes).is_err());
     }
-
-    fn handle_response(
-        &mut self,
-        cx: &mut Context<'_, Self>,
-        request_id: RequestId,
-        from: NodeId,
-        response: Result<Self::Response, PeerError>,
-    ) {
-        match self {
-            Either::A(a) => {
-                let response = match response {
-                    Ok(Tagged::A(r)) => Ok(r),
-                    Ok(_) => Err(PeerError::Refused("a response of another kind".into())),
-                    Err(e) => Err(e),
-                };
-                with_side_a(cx, a, |a, c| a.handle_response(c, request_id, from, response))
-            }
-            Either::B(b) => {
-                let response = match response {
-                    Ok(Tagged::B(r)) => Ok(r),
-                    Ok(_) => Err(PeerError::Refused("a response of another kind".into())),
-                    Err(e) => Err(e),
-                };
-                with_side_b(cx, b, |b, c| b.handle_response(c, request_id, from, response))
-            }
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<u64> {
-        match self {
-            Either::A(a) => a.poll_timeout(),
-            Either::B(b) => b.poll_timeout(),
-        }
-    }
-
-    fn handle_timeout(&mut self, cx: &mut Context<'_, Self>) {
-        match self {
-            Either::A(a) => with_side_a(cx, a, |a, c| a.handle_timeout(c)),
-            Either::B(b) => with_side_b(cx, b, |b, c| b.handle_timeout(c)),
-        }
-    }
-
-    fn redirect(group: GroupId, leader: Option<NodeId>) -> Self::Response {
-        Tagged::NotLeader { group, leader }
-    }
-
-    fn snapshot(&self) -> Self::Snapshot {
-        match self {
-            Either::A(a) => Tagged::A(a.snapshot()),
-            Either::B(b) => Tagged::B(b.snapshot()),
-        }
-    }
-
-    fn encode_snapshot(snapshot: &Self::Snapshot) -> Vec<u8> {
-        let (tag, mut bytes) = match snapshot {
-            Tagged::A(s) => (0u8, A::encode_snapshot(s)),
-            Tagged::B(s) => (1u8, B::encode_snapshot(s)),
-            Tagged::NotLeader { .. } | Tagged::Mismatch => (2u8, Vec::new()),
-        };
-        bytes.insert(0, tag);
-        bytes
-    }
-
-    fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
-        match (self, bytes.split_first()) {
-            (Either::A(a), Some((0, rest))) => a.restore(rest),
-            (Either::B(b), Some((1, rest))) => b.restore(rest),
-            _ => Err(SnapshotError("a snapshot of another kind of machine".into())),
-        }
-    }
-
-    fn digest(&self) -> u64 {
-        match self {
-            Either::A(a) => a.digest(),
-            Either::B(b) => b.digest(),
-        }
-    }
-}
-
-fn map_a<A: ReplicatedMachine, B: ReplicatedMachine>(
-    effect: crate::machine::Effect<A>,
-) -> crate::machine::Effect<Either<A, B>> {
-    use crate::machine::Effect;
-    match effect {
-        Effect::Reply(to, r) => Effect::Reply(to, Tagged::A(r)),
-        Effect::Propose { command, waiter } => Effect::Propose {
-            command: Tagged::A(command),
-            waiter: waiter.map(|(to, r)| (to, Tagged::A(r))),
-        },
-        Effect::Send { request_id, to, request } => {
-            Effect::Send { request_id, to, request: Tagged::A(request) }
-        }
-        Effect::Readmit { requester, reply_to, request } => {
-            Effect::Readmit { requester, reply_to, request: Tagged::A(request) }
-        }
-        Effect::LeaderHint { group, leader } => Effect::LeaderHint { group, leader },
-    }
-}
-
-fn map_b<A: ReplicatedMachine, B: ReplicatedMachine>(
-    effect: crate::machine::Effect<B>,
-) -> crate::machine::Effect<Either<A, B>> {
-    use crate::machine::Effect;
-    match effect {
-        Effect::Reply(to, r) => Effect::Reply(to, Tagged::B(r)),
-        Effect::Propose { command, waiter } => Effect::Propose {
-            command: Tagged::B(command),
-            waiter: waiter.map(|(to, r)| (to, Tagged::B(r))),
-        },
-        Effect::Send { request_id, to, request } => {
-            Effect::Send { request_id, to, request: Tagged::B(request) }
-        }
-        Effect::Readmit { requester, reply_to, request } => {
-            Effect::Readmit { requester, reply_to, request: Tagged::B(request) }
-        }
-        Effect::LeaderHint { group, leader } => Effect::LeaderHint { group, leader },
-    }
-}
-
-/// Runs `f` on the first kind's machine with a context over the same host.
-fn with_side_a<A: ReplicatedMachine, B: ReplicatedMachine, R>(
-    cx: &mut Context<'_, Either<A, B>>,
-    a: &mut A,
-    f: impl FnOnce(&mut A, &mut Context<'_, A>) -> R,
-) -> R {
-    let mut effects = Vec::new();
-    let r = {
-        let mut c = Context {
-            group: cx.group,
-            node: cx.node,
-            role: cx.role,
-            now_ns: cx.now_ns,
-            clock: &mut *cx.clock,
-            effects: &mut effects,
-            next_request_id: &mut *cx.next_request_id,
-            read_index: cx.read_index,
-        };
-        f(a, &mut c)
-    };
-    cx.effects.extend(effects.into_iter().map(map_a::<A, B>));
-    r
-}
-
-/// Runs `f` on the second kind's machine with a context over the same host.
-fn with_side_b<A: ReplicatedMachine, B: ReplicatedMachine, R>(
-    cx: &mut Context<'_, Either<A, B>>,
-    b: &mut B,
-    f: impl FnOnce(&mut B, &mut Context<'_, B>) -> R,
-) -> R {
-    let mut effects = Vec::new();
-    let r = {
-        let mut c = Context {
-            group: cx.group,
-            node: cx.node,
-            role: cx.role,
-            now_ns: cx.now_ns,
-            clock: &mut *cx.clock,
-            effects: &mut effects,
-            next_request_id: &mut *cx.next_request_id,
-            read_index: cx.read_index,
-        };
-        f(b, &mut c)
-    };
-    cx.effects.extend(effects.into_iter().map(map_b::<A, B>));
-    r
 }

@@ -4,7 +4,7 @@
 
 mod support;
 
-use decree_host::machines::{LogRequest, LogResponse};
+use decree_host::machines::{ToyRequest, ToyResponse};
 use decree_host::{ClientTag, Role};
 use decree_proto::envelope::{Payload, NODE_GROUP};
 use decree_proto::{Envelope, ErrorResponse, RequestId};
@@ -19,14 +19,14 @@ fn admission_proposes_and_apply_answers_with_the_entry_index() {
     let mut c = Cluster::new(1, &[1]);
     c.elect(1);
     let applied_before = c.hosts[0].applied(G).unwrap();
-    c.request(1, 10, 1, LogRequest::Append(b"x".to_vec()));
+    c.request(1, 10, 1, ToyRequest::Append(b"x".to_vec()));
     // Nothing is answered before the entry is applied.
     assert!(c.io[0].replies.is_empty());
     c.settle(5);
     let index = applied_before.next();
     assert_eq!(
         c.io[0].replies.iter().map(|r| (r.0, r.2.clone())).collect::<Vec<_>>(),
-        vec![(ClientTag(10), LogResponse::Appended { index, term: Term(1) })]
+        vec![(ClientTag(10), ToyResponse::Appended { index, term: Term(1) })]
     );
     assert_eq!(c.hosts[0].machine(G).unwrap().commands(), &[(index, b"x".to_vec())]);
     assert_eq!(c.hosts[0].waiting(), 0);
@@ -38,11 +38,11 @@ fn admission_proposes_and_apply_answers_with_the_entry_index() {
 fn followers_redirect_and_unknown_groups_are_refused() {
     let mut c = Cluster::new(3, &[1]);
     c.elect(1);
-    c.request(2, 1, 1, LogRequest::Append(b"x".to_vec()));
-    c.request(2, 2, 9, LogRequest::Read);
+    c.request(2, 1, 1, ToyRequest::Append(b"x".to_vec()));
+    c.request(2, 2, 9, ToyRequest::Read);
     c.settle(5);
     let replies: Vec<_> = c.io[1].replies.iter().map(|r| (r.0, r.2.clone())).collect();
-    assert_eq!(replies, vec![(ClientTag(1), LogResponse::NotLeader { leader: Some(NodeId(1)) })]);
+    assert_eq!(replies, vec![(ClientTag(1), ToyResponse::NotLeader { leader: Some(NodeId(1)) })]);
     let refusals: Vec<_> = c.io[1].refusals.iter().map(|r| (r.0, r.2.clone())).collect();
     assert_eq!(refusals, vec![(ClientTag(2), ErrorResponse::UnknownGroup { group: GroupId(9) })]);
 }
@@ -51,13 +51,13 @@ fn followers_redirect_and_unknown_groups_are_refused() {
 fn linearizable_reads_are_served_once_the_read_index_is_applied() {
     let mut c = Cluster::new(3, &[1]);
     c.elect(1);
-    c.request(1, 1, 1, LogRequest::Append(b"a".to_vec()));
+    c.request(1, 1, 1, ToyRequest::Append(b"a".to_vec()));
     c.settle(10);
-    c.request(1, 2, 1, LogRequest::Read);
+    c.request(1, 2, 1, ToyRequest::Read);
     c.settle(10);
     let last = c.io[0].replies.last().cloned().unwrap();
     assert_eq!(last.0, ClientTag(2));
-    let LogResponse::Contents { read_index, count, last } = last.2 else {
+    let ToyResponse::Contents { read_index, count, last } = last.2 else {
         panic!("a read answers with the contents: {last:?}")
     };
     assert_eq!((count, last), (1, read_index));
@@ -70,7 +70,7 @@ fn role_change_answers_waiting_proposals_as_unknown_and_reports_roles() {
     assert_eq!(c.hosts[0].role(G), Some(Role::Leader { term: Term(1), ready: true }));
     // n1 is cut off: its proposal can never commit in term 1.
     c.cut = vec![NodeId(1)];
-    c.request(1, 5, 1, LogRequest::Append(b"lost".to_vec()));
+    c.request(1, 5, 1, ToyRequest::Append(b"lost".to_vec()));
     c.settle(5);
     assert!(c.io[0].replies.is_empty());
     // n2 is elected in term 2; then n1 hears from it and steps down.
@@ -80,7 +80,7 @@ fn role_change_answers_waiting_proposals_as_unknown_and_reports_roles() {
     c.advance(200, None);
     c.advance(200, None);
     let replies: Vec<_> = c.io[0].replies.iter().map(|r| (r.0, r.2.clone())).collect();
-    assert_eq!(replies, vec![(ClientTag(5), LogResponse::Unknown)]);
+    assert_eq!(replies, vec![(ClientTag(5), ToyResponse::Unknown)]);
     let role = c.hosts[0].role(G).unwrap();
     assert_eq!(role, Role::Follower { term: role.term(), leader: Some(NodeId(2)) });
     // The node's role outputs, as the host observed them, in order.
@@ -100,8 +100,8 @@ fn envelope(
     from: u64,
     group: GroupId,
     clock: HlcTimestamp,
-    payload: Payload<LogRequest, LogResponse>,
-) -> Envelope<LogRequest, LogResponse> {
+    payload: Payload<ToyRequest, ToyResponse>,
+) -> Envelope<ToyRequest, ToyResponse> {
     Envelope { from: NodeId(from), group, sender_clock: clock, payload }
 }
 
@@ -111,7 +111,7 @@ fn an_envelope_whose_sender_is_not_its_certificate_is_refused() {
     c.elect(1);
     let wall = c.wall();
     let now = c.now;
-    let request = Payload::Request { request_id: RequestId(1), request: LogRequest::Read };
+    let request = Payload::Request { request_id: RequestId(1), request: ToyRequest::Read };
     // Claims to be n3, but the certificate says n2.
     c.hosts[0].handle_envelope(
         now,
@@ -135,7 +135,7 @@ fn hlc_3_a_clock_too_far_ahead_is_refused_without_moving_the_clock() {
     let (now, wall) = (c.now, c.wall());
     let before = c.hosts[0].clock_last();
     let ahead = HlcTimestamp::new(wall + 10 * support::config().max_offset_ns, 0);
-    let request = Payload::Request { request_id: RequestId(4), request: LogRequest::Read };
+    let request = Payload::Request { request_id: RequestId(4), request: ToyRequest::Read };
     c.hosts[0].handle_envelope(now, wall, NodeId(2), envelope(2, G, ahead, request));
     assert_eq!(c.hosts[0].clock_last(), before, "the clock is not moved");
     c.process_all();
@@ -159,7 +159,7 @@ fn hlc_3_a_clock_too_far_ahead_is_refused_without_moving_the_clock() {
         ClientTag(9),
         ahead,
         G,
-        LogRequest::Read,
+        ToyRequest::Read,
     );
     c.process_all();
     assert!(matches!(
@@ -237,7 +237,7 @@ fn snapshot_policy_snapshots_after_the_configured_entries_and_restores_after_res
     let mut c = Cluster::with_config(1, &[1], config.clone());
     c.elect(1);
     for k in 0..5u64 {
-        c.request(1, k, 1, LogRequest::Append(vec![k as u8]));
+        c.request(1, k, 1, ToyRequest::Append(vec![k as u8]));
         c.settle(5);
     }
     let core = c.hosts[0].node().core(G).unwrap();
@@ -298,11 +298,11 @@ fn golden_single_node_election_append_read() {
     c.elect(1);
     out += &c.take_log();
     out += "# append \"a\" by client tag 1\n";
-    c.request(1, 1, 1, LogRequest::Append(b"a".to_vec()));
+    c.request(1, 1, 1, ToyRequest::Append(b"a".to_vec()));
     c.settle(5);
     out += &c.take_log();
     out += "# read by client tag 2\n";
-    c.request(1, 2, 1, LogRequest::Read);
+    c.request(1, 2, 1, ToyRequest::Read);
     c.settle(5);
     out += &c.take_log();
     golden("single_node.txt", &out);
@@ -316,12 +316,12 @@ fn golden_three_nodes_append_and_step_down() {
     c.elect(1);
     out += &c.take_log();
     out += "# append to group 1 through n1\n";
-    c.request(1, 1, 1, LogRequest::Append(b"a".to_vec()));
+    c.request(1, 1, 1, ToyRequest::Append(b"a".to_vec()));
     c.settle(10);
     out += &c.take_log();
     out += "# n1 cut off with a proposal; n2 elected; n1 steps down and answers Unknown\n";
     c.cut = vec![NodeId(1)];
-    c.request(1, 2, 2, LogRequest::Append(b"b".to_vec()));
+    c.request(1, 2, 2, ToyRequest::Append(b"b".to_vec()));
     c.settle(5);
     c.advance(10_000, Some(2));
     c.cut.clear();
@@ -356,8 +356,8 @@ fn bad_envelopes_are_refused_and_counted_and_the_host_keeps_serving() {
     c.mail.clear();
     let clock = HlcTimestamp::new(wall, 0);
     let far = HlcTimestamp::new(wall + 10_000 * MS, 0);
-    let request = || Payload::Request { request_id: RequestId(1), request: LogRequest::Read };
-    let cases: Vec<(&str, Envelope<LogRequest, LogResponse>)> = vec![
+    let request = || Payload::Request { request_id: RequestId(1), request: ToyRequest::Read };
+    let cases: Vec<(&str, Envelope<ToyRequest, ToyResponse>)> = vec![
         (
             "claimed sender is not the certificate's node",
             envelope(3, NODE_GROUP, clock, Payload::RaftBatch(vec![heartbeat.clone()])),
@@ -405,19 +405,19 @@ fn bad_envelopes_are_refused_and_counted_and_the_host_keeps_serving() {
 fn raft_3_a_deposed_leader_never_serves_a_read_a_new_leaders_write_overtook() {
     let mut c = Cluster::new(3, &[1]);
     c.elect(1);
-    c.request(1, 1, 1, LogRequest::Append(b"a".to_vec()));
+    c.request(1, 1, 1, ToyRequest::Append(b"a".to_vec()));
     c.settle(10);
     // n1 is cut off; n2 is elected in term 2 and commits a write n1 never sees.
     c.cut = vec![NodeId(1)];
     c.advance(10_000, Some(2));
     assert!(c.hosts[1].role(G).unwrap().is_leader());
-    c.request(2, 2, 1, LogRequest::Append(b"b".to_vec()));
+    c.request(2, 2, 1, ToyRequest::Append(b"b".to_vec()));
     c.settle(10);
     assert!(c.io[1].replies.iter().any(|r| r.0 == ClientTag(2)));
     // n1 still believes it leads term 1 and is asked to read: its confirmation round cannot
     // complete, so it serves nothing while cut off.
     assert!(c.hosts[0].role(G).unwrap().is_leader());
-    c.request(1, 3, 1, LogRequest::Read);
+    c.request(1, 3, 1, ToyRequest::Read);
     c.settle(10);
     assert!(c.io[0].replies.iter().all(|r| r.0 != ClientTag(3)), "served unconfirmed");
     // Healed, n1 learns of term 2 and steps down: the read is redirected, never answered
@@ -428,5 +428,5 @@ fn raft_3_a_deposed_leader_never_serves_a_read_a_new_leaders_write_overtook() {
     let answers: Vec<_> =
         c.io[0].replies.iter().filter(|r| r.0 == ClientTag(3)).map(|r| r.2.clone()).collect();
     assert_eq!(answers.len(), 1, "{answers:?}");
-    assert!(matches!(answers[0], LogResponse::NotLeader { .. }), "{answers:?}");
+    assert!(matches!(answers[0], ToyResponse::NotLeader { .. }), "{answers:?}");
 }

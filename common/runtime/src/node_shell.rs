@@ -14,7 +14,9 @@
 //!
 //! 1. **Wait** for at least one input: an envelope from a peer (the endpoint's inbound
 //!    channel), a client request (a bounded channel fed by the RPC handlers; each carries a
-//!    oneshot for its answer), the host's next deadline (`poll_timeout`), or shutdown.
+//!    oneshot for its answer), the host's next deadline (`poll_timeout`), or shutdown. A host
+//!    that still has work (`has_work`: proposals its machines made while applying, envelopes
+//!    it delivers to its own node) is not waited for: the iteration goes on at once.
 //! 2. **Drain** everything else that has already arrived, without waiting (bounded per
 //!    iteration so a flood cannot starve the timer): peer envelopes are decoded (total
 //!    decoder), checked to travel on the stream their kind belongs on, and handed to the host
@@ -28,7 +30,9 @@
 //!    groups from this iteration persisted to the WAL with **one fsync** (group commit across
 //!    groups), the messages that acknowledge durable state released only after it (RAFT-1) —
 //!    applies committed entries to the machines and hands the shell, through
-//!    `decree_host::HostIo`, envelopes per peer and answers per waiting client. A failed fsync
+//!    `decree_host::HostIo`, envelopes per peer and answers per waiting client. Envelopes a
+//!    machine addresses to a group led on this node never reach the shell: the host delivers
+//!    them to itself. A failed fsync
 //!    is fatal: the loop returns the error and the process exits non-zero — it never carries
 //!    on as if the write happened.
 //! 5. **Send**: each envelope is encoded and queued on its stream to its peer ([`peers`]):

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use decree_host::machines::{CommandLog, LogRequest, LogResponse};
+use decree_host::machines::{CommandLog, ToyRequest, ToyResponse};
 use decree_host::{Directory, GroupSpec, Host, HostConfig};
 use decree_proto::envelope::{Envelope, Payload, NODE_GROUP};
 use decree_proto::{encode_body_of, ErrorResponse};
@@ -26,8 +26,8 @@ use decree_types::limits::{MAX_OFFSET_NS, NS_PER_MS};
 use decree_types::{DetRng, GroupId, HlcTimestamp, LogIndex, NodeId, Term};
 use tokio::time::Instant;
 
-type Request = LogRequest;
-type Response = LogResponse;
+type Request = ToyRequest;
+type Response = ToyResponse;
 type LogEnvelope = Envelope<Request, Response>;
 
 const G1: GroupId = GroupId(1);

@@ -128,6 +128,13 @@ pub const HOST_WAITERS_MAX: usize = 16 * 1024;
 /// forgotten (its answer, if it comes, is dropped and the machine retries on its deadline).
 pub const HOST_OUTSTANDING_REQUESTS_MAX: usize = 16 * 1024;
 
+/// Rounds of envelopes a host delivers to its own node in one `Host::process` (a machine's
+/// request to a group led on the same node is one round, its answer the next). Eight rounds
+/// serve every exchange the machines make within one iteration; what a longer chain leaves is
+/// delivered by the next one, so a pair of machines that keep asking each other cannot hold
+/// an iteration forever.
+pub const HOST_LOCAL_ROUNDS_MAX: usize = 8;
+
 /// WAL segment file size at which a new segment is started (DESIGN.md §5). 64 MiB: few files,
 /// and whole segments can be deleted once a snapshot covers them.
 pub const WAL_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;

@@ -613,6 +613,8 @@ impl BankSim {
         for (_, batch) in &io.sent {
             crate::check::p6_vote_after_apply::check(id, batch, |g| host.machine(g))?;
         }
+        // Votes to a coordinator group led on the same node never leave the host.
+        crate::check::p6_vote_after_apply::check(id, &io.local, |g| host.machine(g))?;
         // A crash point armed for this iteration decides how much of its output leaves.
         let point = self.crash_point_reached(i, &io);
         let (keep_sends, keep_replies) = match point {
@@ -788,7 +790,8 @@ impl BankSim {
             return None;
         }
         if point == CRASH_PARTICIPANT_AFTER_YES {
-            let voted = io.sent.iter().flat_map(|(_, b)| b).any(|e| {
+            let sent = io.sent.iter().flat_map(|(_, b)| b);
+            let voted = sent.chain(&io.local).any(|e| {
                 self.participants.contains(&e.group)
                     && matches!(
                         &e.payload,
@@ -1005,6 +1008,8 @@ pub(crate) fn decided(p: &ParticipantGroup) -> BTreeMap<decree_types::TxnId, boo
 #[derive(Default)]
 struct BankIo {
     sent: Vec<(NodeId, Vec<BankEnvelope>)>,
+    /// Envelopes the host delivered to its own node.
+    local: Vec<BankEnvelope>,
     replies: Vec<(ClientTag, HlcTimestamp, BankResponse)>,
     refusals: Vec<(ClientTag, HlcTimestamp, ErrorResponse)>,
     /// Some entry was applied (a crash point may have been reached).
@@ -1024,6 +1029,10 @@ impl HostIo<BankMachine> for BankIo {
 
     fn refuse(&mut self, client: ClientTag, clock: HlcTimestamp, error: ErrorResponse) {
         self.refusals.push((client, clock, error));
+    }
+
+    fn observe_local(&mut self, envelope: &BankEnvelope) {
+        self.local.push(envelope.clone());
     }
 
     fn observe(&mut self, output: &Output) {

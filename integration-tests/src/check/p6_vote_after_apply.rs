@@ -12,7 +12,8 @@ use decree_types::NodeId;
 use super::Violation;
 use crate::bank::{BankEnvelope, BankMachine};
 
-/// Checks the envelopes `node` sent in one iteration against its replicas' state after it.
+/// Checks the envelopes `node` sent in one iteration (to peers, or delivered to itself)
+/// against its replicas' state after it.
 pub fn check<'a>(
     node: NodeId,
     sent: &[BankEnvelope],

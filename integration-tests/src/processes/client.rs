@@ -15,7 +15,7 @@ use decree_runtime::node_shell::rpc::{ClientReply, ClientRequest, NodeStatus, Re
 use decree_types::{GroupId, HlcTimestamp, LogIndex, NodeId, Term};
 use tokio::time::Instant;
 
-use super::log_machine::{self, Answer, LogRequest, LogResponse};
+use super::log_machine::{self, Answer, ToyRequest, ToyResponse};
 
 /// Why one call got no answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,9 +32,9 @@ pub trait Caller: Send + Sync + 'static {
     fn call(
         &self,
         node: NodeId,
-        request: ClientRequest<LogRequest>,
+        request: ClientRequest<ToyRequest>,
         timeout: Duration,
-    ) -> impl Future<Output = Result<ClientReply<LogResponse>, CallError>> + Send;
+    ) -> impl Future<Output = Result<ClientReply<ToyResponse>, CallError>> + Send;
 }
 
 /// What became of one proposal.
@@ -91,8 +91,8 @@ impl<C: Caller> LogClient<C> {
     pub async fn call(
         &self,
         node: NodeId,
-        request: ClientRequest<LogRequest>,
-    ) -> Result<ClientReply<LogResponse>, CallError> {
+        request: ClientRequest<ToyRequest>,
+    ) -> Result<ClientReply<ToyResponse>, CallError> {
         self.caller.call(node, request, CALL_TIMEOUT).await
     }
 
@@ -102,8 +102,8 @@ impl<C: Caller> LogClient<C> {
         &self,
         node: NodeId,
         group: GroupId,
-        request: LogRequest,
-    ) -> Result<ClientReply<LogResponse>, CallError> {
+        request: ToyRequest,
+    ) -> Result<ClientReply<ToyResponse>, CallError> {
         let sender_clock = *self.clock.lock().unwrap_or_else(|e| e.into_inner());
         let reply = self.call(node, ClientRequest::Machine { group, sender_clock, request }).await;
         if let Ok(ClientReply::Machine { sender_clock, .. }) = &reply {

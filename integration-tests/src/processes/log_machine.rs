@@ -1,7 +1,7 @@
 //! The replicated log's requests and responses as the client sees them: the one place that
 //! knows `decree_host::machines::CommandLog`'s types.
 
-pub use decree_host::machines::{LogRequest, LogResponse};
+pub use decree_host::machines::{ToyRequest, ToyResponse};
 
 use decree_host::machines::CommandLog;
 use decree_proto::ErrorResponse;
@@ -29,19 +29,22 @@ pub enum Answer {
 }
 
 /// The request that appends `command` to the log.
-pub fn append(command: Vec<u8>) -> LogRequest {
-    LogRequest::Append(command)
+pub fn append(command: Vec<u8>) -> ToyRequest {
+    ToyRequest::Append(command)
 }
 
 /// What a proposer makes of the machine's answer to an append.
-pub fn answer(response: LogResponse) -> Answer {
+pub fn answer(response: ToyResponse) -> Answer {
     match response {
-        LogResponse::Appended { index, term } => Answer::Applied { index, term },
-        LogResponse::NotLeader { leader } => Answer::Redirect { hint: leader },
+        ToyResponse::Appended { index, term } => Answer::Applied { index, term },
+        ToyResponse::NotLeader { leader } => Answer::Redirect { hint: leader },
         // The host lost track of the entry (leadership changed, or it was refused after
         // admission): it may or may not be applied.
-        LogResponse::Unknown => Answer::Unknown("the node lost track of the entry".into()),
-        other @ LogResponse::Contents { .. } => Answer::Unknown(format!("unexpected {other:?}")),
+        ToyResponse::Unknown => Answer::Unknown("the node lost track of the entry".into()),
+        other @ (ToyResponse::Contents { .. }
+        | ToyResponse::Written { .. }
+        | ToyResponse::Value { .. }
+        | ToyResponse::WrongKind) => Answer::Unknown(format!("unexpected {other:?}")),
     }
 }
 

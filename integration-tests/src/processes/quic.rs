@@ -14,7 +14,7 @@ use decree_runtime::{QuicEndpoint, RpcError, TransportLimits};
 use decree_types::NodeId;
 
 use super::client::{CallError, Caller};
-use super::log_machine::{LogRequest, LogResponse};
+use super::log_machine::{ToyRequest, ToyResponse};
 
 /// The client name the certificates of a test cluster are issued for.
 pub const CLIENT_NAME: &str = "logctl";
@@ -85,9 +85,9 @@ impl Caller for QuicCaller {
     async fn call(
         &self,
         node: NodeId,
-        request: ClientRequest<LogRequest>,
+        request: ClientRequest<ToyRequest>,
         timeout: Duration,
-    ) -> Result<ClientReply<LogResponse>, CallError> {
+    ) -> Result<ClientReply<ToyResponse>, CallError> {
         // Not sent: our own request cannot be encoded.
         let body = encode_request(&request).map_err(|e| CallError::Unreachable(e.to_string()))?;
         match self.endpoint.request(node, body, timeout).await {

@@ -5,8 +5,10 @@
 
 use std::fmt::Write as _;
 
-use decree_host::machines::{CommandLog, LogRequest, LogResponse};
-use decree_host::{ClientTag, Directory, GroupSpec, Host, HostConfig, HostEnvelope, HostIo};
+use decree_host::machines::CommandLog;
+use decree_host::{
+    ClientTag, Directory, GroupSpec, Host, HostConfig, HostEnvelope, HostIo, ReplicatedMachine,
+};
 use decree_proto::ErrorResponse;
 use decree_raft::disk::MemDisk;
 use decree_raft::node::Output;
@@ -19,25 +21,40 @@ pub const EPOCH_NS: u64 = 1_700_000_000_000_000_000;
 pub type LogHost = Host<MemDisk, CommandLog>;
 
 /// Everything a host handed to its I/O during one call, in order.
-#[derive(Debug, Default)]
-pub struct Recorder {
-    pub sent: Vec<(NodeId, Vec<HostEnvelope<CommandLog>>)>,
-    pub replies: Vec<(ClientTag, HlcTimestamp, LogResponse)>,
+#[derive(Debug)]
+pub struct Recorder<M: ReplicatedMachine = CommandLog> {
+    pub sent: Vec<(NodeId, Vec<HostEnvelope<M>>)>,
+    pub replies: Vec<(ClientTag, HlcTimestamp, M::Response)>,
     pub refusals: Vec<(ClientTag, HlcTimestamp, ErrorResponse)>,
     pub observed: Vec<Output>,
+    /// Envelopes the host delivered to its own node.
+    pub local: Vec<HostEnvelope<M>>,
     /// Every output as one line each, in order.
     pub log: Vec<String>,
 }
 
-impl HostIo<CommandLog> for Recorder {
-    fn send(&mut self, to: NodeId, envelopes: Vec<HostEnvelope<CommandLog>>) {
+impl<M: ReplicatedMachine> Default for Recorder<M> {
+    fn default() -> Self {
+        Recorder {
+            sent: Vec::new(),
+            replies: Vec::new(),
+            refusals: Vec::new(),
+            observed: Vec::new(),
+            local: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+}
+
+impl<M: ReplicatedMachine> HostIo<M> for Recorder<M> {
+    fn send(&mut self, to: NodeId, envelopes: Vec<HostEnvelope<M>>) {
         for e in &envelopes {
             self.log.push(format!("send {} -> {to}: {:?} {:?}", e.from, e.group, e.payload));
         }
         self.sent.push((to, envelopes));
     }
 
-    fn reply(&mut self, client: ClientTag, clock: HlcTimestamp, response: LogResponse) {
+    fn reply(&mut self, client: ClientTag, clock: HlcTimestamp, response: M::Response) {
         self.log.push(format!("reply {client:?} at {clock}: {response:?}"));
         self.replies.push((client, clock, response));
     }
@@ -51,17 +68,22 @@ impl HostIo<CommandLog> for Recorder {
         self.log.push(format!("observe {output:?}"));
         self.observed.push(output.clone());
     }
+
+    fn observe_local(&mut self, e: &HostEnvelope<M>) {
+        self.log.push(format!("local {}: {:?} {:?}", e.from, e.group, e.payload));
+        self.local.push(e.clone());
+    }
 }
 
-pub struct Cluster {
-    pub hosts: Vec<LogHost>,
+pub struct Cluster<M: ReplicatedMachine = CommandLog> {
+    pub hosts: Vec<Host<MemDisk, M>>,
     pub disks: Vec<MemDisk>,
     pub now: u64,
     /// Envelopes not yet delivered: (from, to, envelope).
-    pub mail: Vec<(NodeId, NodeId, HostEnvelope<CommandLog>)>,
+    pub mail: Vec<(NodeId, NodeId, HostEnvelope<M>)>,
     /// Nodes whose traffic is dropped (both ways).
     pub cut: Vec<NodeId>,
-    pub io: Vec<Recorder>,
+    pub io: Vec<Recorder<M>>,
 }
 
 pub fn config() -> HostConfig {
@@ -75,6 +97,19 @@ impl Cluster {
     }
 
     pub fn with_config(n: u64, groups: &[u64], config: HostConfig) -> Cluster {
+        Cluster::with_machines(n, groups, config, |_| CommandLog::new())
+    }
+}
+
+impl<M: ReplicatedMachine> Cluster<M> {
+    /// `n` hosts, each with a replica of every group of `groups`, its machine made by
+    /// `machine`.
+    pub fn with_machines(
+        n: u64,
+        groups: &[u64],
+        config: HostConfig,
+        machine: impl Fn(GroupId) -> M,
+    ) -> Cluster<M> {
         let voters: Vec<NodeId> = (1..=n).map(NodeId).collect();
         let directory =
             Directory::new(groups.iter().map(|&g| (GroupId(g), voters.clone())).collect());
@@ -86,7 +121,7 @@ impl Cluster {
                     .map(|&g| GroupSpec {
                         group: GroupId(g),
                         voters: voters.clone(),
-                        machine: CommandLog::new(),
+                        machine: machine(GroupId(g)),
                     })
                     .collect();
                 Host::open(
@@ -116,7 +151,7 @@ impl Cluster {
         EPOCH_NS + self.now
     }
 
-    pub fn host(&mut self, id: u64) -> &mut LogHost {
+    pub fn host(&mut self, id: u64) -> &mut Host<MemDisk, M> {
         &mut self.hosts[id as usize - 1]
     }
 
@@ -185,7 +220,7 @@ impl Cluster {
     }
 
     /// A client request to `node`.
-    pub fn request(&mut self, node: u64, tag: u64, group: u64, request: LogRequest) {
+    pub fn request(&mut self, node: u64, tag: u64, group: u64, request: M::Request) {
         let (now, wall) = (self.now, self.wall());
         let clock = HlcTimestamp::new(wall, 0);
         self.host(node).handle_client_request(

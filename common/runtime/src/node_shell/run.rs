@@ -34,9 +34,6 @@ pub const CLIENTS_WAITING_MAX: usize = 64 * 1024;
 /// cannot delay the timer or the answers of the previous iteration for long.
 pub const INPUTS_PER_ITERATION_MAX: usize = 4096;
 
-/// Rounds of handing the host's envelopes to itself back to it within one iteration.
-const LOOPBACK_ROUNDS_MAX: usize = 8;
-
 /// How often waiting clients that went away are swept from the table.
 const PRUNE_PERIOD: Duration = Duration::from_secs(1);
 
@@ -173,9 +170,6 @@ pub struct NodeShell<D: Disk, M: ReplicatedMachine> {
     applied_at_start: u64,
     /// Answers node-level requests, if the product has any.
     node_service: Option<NodeService<D, M>>,
-    /// Envelopes the host addressed to this node itself (a machine's request to a group led
-    /// here, and its answer): handed back to the host, never to the network.
-    loopback: Vec<HostEnvelope<M>>,
 }
 
 impl<D: Disk, M: ReplicatedMachine> std::fmt::Debug for NodeShell<D, M> {
@@ -214,7 +208,6 @@ where
             counters: ShellCounters::default(),
             applied_at_start: 0,
             node_service: None,
-            loopback: Vec::new(),
         };
         shell.applied_at_start = shell.applied_sum();
         shell
@@ -272,15 +265,19 @@ where
         let mut next_prune = Instant::now() + PRUNE_PERIOD;
         let (mut inbound_open, mut calls_open) = (true, true);
         let result = loop {
-            // 1. Wait for at least one input, the host's deadline, or shutdown.
+            // 1. Wait for at least one input, the host's deadline, or shutdown — unless the
+            // host has work left from the last iteration (proposals its machines made while
+            // applying, envelopes it delivers to its own node): then go on at once.
             // (A deadline too far to represent is no deadline.)
             let deadline = self
                 .host
                 .poll_timeout()
                 .and_then(|ns| self.origin.checked_add(Duration::from_nanos(ns)));
+            let idle = !self.host.has_work();
             tokio::select! {
                 biased;
                 () = &mut shutdown => break Ok(()),
+                () = std::future::ready(()), if !idle => {}
                 m = inbound.recv(), if inbound_open => match m {
                     Some(m) => self.on_envelope(m),
                     None => inbound_open = false,
@@ -315,8 +312,8 @@ where
             // 4-6. Persist + one fsync + send, apply, answer. A host that stopped (in
             // `handle_timeout` for HLC-6, or in an earlier `process`) still answers what it
             // refused meanwhile, then the loop ends with the reason.
-            if self.host.has_work() || self.host.stopped().is_some() || !self.loopback.is_empty() {
-                if let Err(e) = self.process_with_loopback() {
+            if self.host.has_work() || self.host.stopped().is_some() {
+                if let Err(e) = self.process() {
                     tracing::error!("node stopped: {e}");
                     break Err(e);
                 }
@@ -404,31 +401,13 @@ where
         }
     }
 
-    /// Steps 4-6, then again for what the host sent itself, a bounded number of rounds (what
-    /// is left waits for the next iteration).
-    fn process_with_loopback(&mut self) -> Result<(), ShellError> {
-        for _ in 0..LOOPBACK_ROUNDS_MAX {
-            let me = self.host.id();
-            for envelope in std::mem::take(&mut self.loopback) {
-                let (now_ns, wall_ns) = self.clocks();
-                self.host.handle_envelope(now_ns, wall_ns, me, envelope);
-            }
-            self.process_once()?;
-            if self.loopback.is_empty() {
-                break;
-            }
-        }
-        Ok(())
-    }
-
     /// Steps 4-6 of the loop.
-    fn process_once(&mut self) -> Result<(), ShellError> {
+    fn process(&mut self) -> Result<(), ShellError> {
         let started = Instant::now();
         let fsyncs_before = self.host.node().wal().stats().fsyncs;
         let (now_ns, wall_ns) = self.clocks();
         let mut io = ShellIo {
             me: self.host.id(),
-            loopback: &mut self.loopback,
             peers: &mut self.peers,
             waiting: &mut self.waiting,
             messages_out: &mut self.counters.messages_out,
@@ -480,7 +459,6 @@ where
 /// clients waiting on their streams.
 struct ShellIo<'a, M: ReplicatedMachine> {
     me: NodeId,
-    loopback: &'a mut Vec<HostEnvelope<M>>,
     peers: &'a mut QuicPeers,
     waiting: &'a mut BTreeMap<ClientTag, oneshot::Sender<ClientReply<M::Response>>>,
     messages_out: &'a mut u64,
@@ -493,10 +471,9 @@ where
     M::Response: Wire,
 {
     fn send(&mut self, to: NodeId, envelopes: Vec<HostEnvelope<M>>) {
-        if to == self.me {
-            self.loopback.extend(envelopes);
-            return;
-        }
+        // The host delivers envelopes to its own node itself and asserts so; the shell only
+        // moves bytes between nodes.
+        debug_assert_ne!(to, self.me, "the host handed the shell an envelope to itself");
         for envelope in &envelopes {
             if self.peers.send(to, envelope) {
                 *self.messages_out += raft_messages(&envelope.payload);
