@@ -111,6 +111,10 @@ impl ReplicatedMachine for Asker {
         }
     }
 
+    fn on_leader_seen(&mut self, cx: &mut Context<'_, Self>, group: GroupId, leader: NodeId) {
+        self.log(cx.group(), format!("leader of {group} seen: {leader}"));
+    }
+
     fn redirect(_group: GroupId, leader: Option<NodeId>) -> Resp {
         Resp::NotLeader(leader)
     }
@@ -253,4 +257,24 @@ fn an_envelope_from_this_nodes_own_identity_over_the_network_is_refused() {
     c.process_all();
     assert!(calls.borrow().is_empty(), "no machine saw it");
     assert!(c.io[0].local.is_empty());
+}
+
+#[test]
+fn every_other_machine_on_a_node_hears_of_a_groups_new_leader() {
+    let (mut c, calls) = cluster();
+    // n2 takes both groups over: on each of the three nodes, g1's machine hears of g2's new
+    // leader and g2's of g1's, once; no machine hears of its own group (on_role tells it).
+    c.elect(2);
+    let mut heard: Vec<String> =
+        calls.borrow().iter().filter(|l| l.contains("seen")).cloned().collect();
+    heard.sort();
+    let expected: Vec<String> = ["g1: leader of g2 seen: n2", "g2: leader of g1 seen: n2"]
+        .iter()
+        .flat_map(|l| std::iter::repeat_n(l.to_string(), 3))
+        .collect();
+    assert_eq!(heard, expected);
+    // Nothing more while the leaders stay.
+    calls.borrow_mut().clear();
+    c.settle(10);
+    assert!(calls.borrow().iter().all(|l| !l.contains("seen")), "{:?}", calls.borrow());
 }
