@@ -823,4 +823,13 @@ pub(crate) fn decided(p: &ParticipantGroup) -> BTreeMap<decree_types::TxnId, boo
 }
 
 /// Bank seeds that once failed, kept as regression tests, with what each found.
-pub const REGRESSION_SEEDS: &[(u64, &str)] = &[];
+pub const REGRESSION_SEEDS: &[(u64, &str)] = &[
+    (
+        45,
+        "a leadership transfer to a crashed node: the leader refused the proposal of a \
+         CommitLocal it had admitted, its lock-table entry stayed, and every later request \
+         for those keys waited on it forever (the host now redirects requests while a \
+         transfer is under way and holds machines' proposals until it ends)",
+    ),
+    (619, "the same, on another group"),
+];
