@@ -248,8 +248,9 @@ where
     M::Response: Serialize,
 {
     /// A world of `config.nodes` nodes with `shape`, whose groups run the machines `machine`
-    /// makes (a fresh one each time a node starts). `rngs` are the world's streams, forked from the seed
-    /// by the caller in a fixed order: network, faults, scheduling, nodes, physical clocks.
+    /// makes (a fresh one each time a node starts). `rngs` are the world's streams, forked
+    /// from the seed by the caller in a fixed order: network, faults, scheduling, nodes,
+    /// physical clocks.
     #[allow(clippy::too_many_arguments, reason = "the world's parts, each named")]
     pub(crate) fn new(
         config: SimConfig,
