@@ -18,7 +18,8 @@
 //! state machine safety, liveness, leadership transfer after healing). A
 //! [`workload::Workload`] plugs into it: the machines the hosts run, the client, and the
 //! checkers of what answers promise. [`replicated_log`] is the first plug-in: command-log
-//! groups (and register groups beside them, a second kind of machine on the same hosts).
+//! groups (and register groups beside them, a second kind of machine on the same hosts);
+//! [`bank`] is the second: transactions.
 //!
 //! # The event loop ([`sim::run`])
 //!
@@ -62,11 +63,12 @@
 //!
 //! # The bank workload ([`bank`])
 //!
-//! A second simulation over the same network, disks and clocks: every node hosts
+//! The second workload plug-in, on the same world and under the same faults: every node hosts
 //! `Either<ParticipantGroup, CoordinatorGroup>`, deterministic clients transfer money and
 //! audit, and the transaction checkers run (bank conservation, INV-A1 atomicity, acknowledged
 //! commits kept, P-6, and after healing: no intent, records compacted, one leader, equal
-//! digests). Crash points of the commit protocol are triggered from the simulator.
+//! digests) beside every Raft-level checker of the world. The workload places the crash points
+//! of the commit protocol through the world's iteration hook.
 //!
 //! ```text
 //! cargo test -p decree-sim --test sim_bank                 # regressions + 300 fresh seeds

@@ -28,7 +28,7 @@ use crate::check::reads_resolve::ReadsResolve;
 use crate::check::{command_digest, Violation};
 use crate::trace::TraceEvent;
 use crate::workload::{Answer, Client, GroupKind, Workload};
-use crate::world::{Note, Phase, World};
+use crate::world::{MachineFactory, Note, Phase, World};
 
 /// The machine every simulated host runs: command logs and registers side by side.
 pub type SimMachine = Either<CommandLog, Register>;
@@ -185,14 +185,12 @@ impl ReplicatedLog {
 impl Workload for ReplicatedLog {
     type Machine = SimMachine;
 
-    fn machines(&self, groups: &[GroupId]) -> Vec<SimMachine> {
-        groups
-            .iter()
-            .map(|g| match self.kinds.get(g) {
-                Some(GroupKind::Register) => Either::Right(Register::default()),
-                _ => Either::Left(CommandLog::new()),
-            })
-            .collect()
+    fn machines(&self) -> MachineFactory<SimMachine> {
+        let kinds = self.kinds.clone();
+        Box::new(move |g| match kinds.get(&g) {
+            Some(GroupKind::Register) => Either::Right(Register::default()),
+            _ => Either::Left(CommandLog::new()),
+        })
     }
 
     fn entry_digest(payload: &EntryPayload) -> u64 {
@@ -251,12 +249,13 @@ impl Workload for ReplicatedLog {
                 self.unanswered.node_down(world.node_id(node));
                 Ok(())
             }
-            // The driver runs the heal check.
-            Note::HealCheckDue => Ok(()),
+            // The driver runs the heal check; this workload sets no timers and crashes
+            // nothing.
+            Note::HealCheckDue | Note::Applied { .. } | Note::Wake { .. } => Ok(()),
         }
     }
 
-    fn heal_target(&self, group: GroupId) -> Option<LogIndex> {
+    fn heal_target(&self, _world: &World<SimMachine>, group: GroupId) -> Option<LogIndex> {
         // Quiesced, a group's acknowledgements stop growing and every replica must hold all
         // of them; under steady load the target is what was acknowledged at the probe.
         match self.probes.get(&group) {

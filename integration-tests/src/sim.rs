@@ -15,7 +15,7 @@ use crate::faults::FaultPlan;
 use crate::network::{NetParams, Network};
 use crate::replicated_log::ReplicatedLog;
 use crate::workload::Workload;
-use crate::world::{Note, Shape, World};
+use crate::world::{Iteration, Note, Shape, World};
 
 pub use crate::replicated_log::{SimCommand, SimEnvelope, SimMachine, SimRequest, SimResponse};
 
@@ -214,7 +214,7 @@ pub fn run(config: &SimConfig) -> Outcome {
     let mut workload =
         ReplicatedLog::new(n, group_count, config.register_groups, config.steady_load, client_rng);
     let groups = workload.groups();
-    let machines = workload.machines(&groups);
+    let machines = workload.machines();
     let shape = Shape {
         groups,
         node_config: NodeConfig { raft, wal },
@@ -262,17 +262,27 @@ where
     <W::Machine as decree_host::ReplicatedMachine>::Response: serde::Serialize,
 {
     world.start()?;
+    workload.start(world)?;
     loop {
         for note in world.take_notes() {
             match note {
                 Note::HealCheckDue => {
                     let settled = workload.heal_settled(world);
-                    world.heal_check(|g| workload.heal_target(g), settled)?;
+                    let targets: Vec<_> = world
+                        .groups()
+                        .into_iter()
+                        .map(|g| (g, workload.heal_target(world, g)))
+                        .collect();
+                    let target = |g| targets.iter().find(|t| t.0 == g).and_then(|t| t.1);
+                    world.heal_check(target, settled)?;
                 }
                 other => workload.on_note(world, other)?,
             }
         }
-        if !world.step()? {
+        let mut hook = |w: &World<W::Machine>, i: usize, it: &Iteration<W::Machine>| {
+            workload.on_iteration(w, i, it)
+        };
+        if !world.step(&mut hook)? {
             break;
         }
     }

@@ -1,7 +1,7 @@
 //! Workloads: what runs on the simulated [`World`] — the client requests, what the answers
 //! promise, and the checkers of those promises. [`Workload`] is the plug-in interface; the
-//! replicated-log workload ([`crate::replicated_log`]) is the first plug-in, and its client
-//! ([`Client`]) is below.
+//! replicated-log workload ([`crate::replicated_log`]) and the bank ([`crate::bank`]) are the
+//! plug-ins, and the replicated log's client ([`Client`]) is below.
 //!
 //! # The client
 //!
@@ -27,7 +27,7 @@ use decree_types::{DetRng, GroupId, LogIndex, NodeId};
 
 use crate::check::{command_digest, Violation};
 use crate::replicated_log::{SimRequest, SimResponse};
-use crate::world::{Note, World};
+use crate::world::{CrashCut, Iteration, MachineFactory, Note, World};
 
 /// A workload plug-in: the machines the world's hosts run, the client that talks to them,
 /// and the checkers of what the answers promise. The world runs the Raft-level checkers
@@ -35,10 +35,26 @@ use crate::world::{Note, World};
 pub trait Workload {
     /// The machine every host runs (one value per group; several kinds through
     /// [`decree_host::Either`]).
-    type Machine: ReplicatedMachine + Clone;
+    type Machine: ReplicatedMachine;
 
-    /// A fresh machine for each group of the world, in the world's group order.
-    fn machines(&self, groups: &[GroupId]) -> Vec<Self::Machine>;
+    /// Makes a fresh machine for a group of the world, each time a node starts.
+    fn machines(&self) -> MachineFactory<Self::Machine>;
+
+    /// The world started: the workload may set its timers ([`World::schedule_wake`]).
+    fn start(&mut self, _world: &mut World<Self::Machine>) -> Result<(), Violation> {
+        Ok(())
+    }
+
+    /// Node `node` finished an iteration whose output has not left yet: the workload may
+    /// crash it right there ([`CrashCut`]), and check what it is about to send.
+    fn on_iteration(
+        &mut self,
+        _world: &World<Self::Machine>,
+        _node: usize,
+        _iteration: &Iteration<Self::Machine>,
+    ) -> Result<Option<CrashCut>, Violation> {
+        Ok(None)
+    }
 
     /// The identity of a log entry's payload (0 for a no-op), for the Raft-level checkers.
     fn entry_digest(payload: &EntryPayload) -> u64;
@@ -54,7 +70,7 @@ pub trait Workload {
     ) -> Result<(), Violation>;
 
     /// While healing: the index every replica of `group` must reach, once known.
-    fn heal_target(&self, group: GroupId) -> Option<LogIndex>;
+    fn heal_target(&self, world: &World<Self::Machine>, group: GroupId) -> Option<LogIndex>;
 
     /// While healing, once the world converged: are the answers the workload waits for in
     /// (`Err` says which is missing)? The world waits for this before it moves leaderships,

@@ -7,8 +7,12 @@
 //! answers and checks what they promise.
 //!
 //! The world talks to its workload through [`Note`]s: answers to client requests, leaders
-//! seen, nodes gone down, and the moments the workload is due (its client tick, the heal
-//! check). The driver ([`crate::sim::run`]) hands them over after every event.
+//! seen, nodes gone down, entries applied, and the moments the workload is due (its client
+//! tick, its own timers, the heal check). The driver ([`crate::sim::drive`]) hands them over
+//! after every event. One hook runs inside an event: after every host iteration, before its
+//! output leaves, the workload sees the [`Iteration`] and may crash the node there
+//! ([`CrashCut`]: part of the output left, the rest dies with the node), which is how protocol
+//! crash points are placed without the world knowing the protocol.
 
 use std::collections::BTreeMap;
 
@@ -61,6 +65,26 @@ const WALL_VIOLATION_NS: (u64, u64) = (500_000_000, 4_000_000_000);
 /// Reads the `(index, digest)` of every command an encoded snapshot holds.
 pub type SnapshotContents = fn(&[u8]) -> Result<Vec<(LogIndex, u64)>, String>;
 
+/// A fresh machine for a group, each time a node starts.
+pub type MachineFactory<M> = Box<dyn Fn(GroupId) -> M>;
+
+/// The workload's look at one host iteration before its output leaves (see the module docs):
+/// may crash the node right there.
+pub type IterationHook<'a, M> =
+    dyn FnMut(&World<M>, usize, &Iteration<M>) -> Result<Option<CrashCut>, Violation> + 'a;
+
+/// A crash placed inside an iteration: only part of its output leaves, then the node is
+/// killed (its disk keeps what it synced) and restarts after `down_ns`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrashCut {
+    /// How many of the iteration's batches (in send order) leave before the crash.
+    pub batches_kept: usize,
+    /// Do the iteration's answers to clients leave?
+    pub replies_kept: bool,
+    /// How long the node stays down, ns.
+    pub down_ns: u64,
+}
+
 /// What the world tells its workload.
 #[derive(Debug)]
 pub enum Note<M: ReplicatedMachine> {
@@ -101,6 +125,16 @@ pub enum Note<M: ReplicatedMachine> {
     },
     /// Node `node` went down: requests waiting on it have unknown outcomes.
     NodeDown(usize),
+    /// Node `node` applied entries in its last iteration (whose output has left).
+    Applied {
+        /// The node (index).
+        node: usize,
+    },
+    /// A timer the workload set ([`World::schedule_wake`]) is due.
+    Wake {
+        /// What the workload said it is for.
+        token: u64,
+    },
 }
 
 /// The phase of a run.
@@ -129,6 +163,7 @@ pub(crate) enum Event<M: ReplicatedMachine> {
     Unpartition { generation: u64 },
     Clog { node: usize, on: bool },
     Client,
+    Wake(u64),
     LogCheck,
     Heal,
     HealCheck,
@@ -172,8 +207,8 @@ pub struct World<M: ReplicatedMachine> {
     net: Network,
     slots: Vec<Slot<M>>,
     groups: Vec<(GroupId, Vec<NodeId>)>,
-    /// A fresh machine per group, in `groups` order.
-    machines: Vec<M>,
+    /// A fresh machine for a group.
+    machine: MachineFactory<M>,
     node_config: NodeConfig,
     snapshot_every: Option<u64>,
     plan: FaultPlan,
@@ -207,19 +242,20 @@ pub struct World<M: ReplicatedMachine> {
     notes: Vec<Note<M>>,
 }
 
-impl<M: ReplicatedMachine + Clone> World<M>
+impl<M: ReplicatedMachine> World<M>
 where
     M::Request: Serialize,
     M::Response: Serialize,
 {
-    /// A world of `config.nodes` nodes with `shape`, whose groups run `machines` (one per
-    /// group of the shape, in order). `rngs` are the world's streams, forked from the seed
-    /// by the caller in a fixed order: network, faults, scheduling, nodes, physical clocks.
+    /// A world of `config.nodes` nodes with `shape`, whose groups run the machines `machine`
+    /// makes (a fresh one each time a node starts). `rngs` are the world's streams, forked
+    /// from the seed by the caller in a fixed order: network, faults, scheduling, nodes,
+    /// physical clocks.
     #[allow(clippy::too_many_arguments, reason = "the world's parts, each named")]
     pub(crate) fn new(
         config: SimConfig,
         shape: Shape,
-        machines: Vec<M>,
+        machine: MachineFactory<M>,
         net: Network,
         fault_rng: DetRng,
         sched_rng: DetRng,
@@ -258,7 +294,7 @@ where
             net,
             slots,
             groups,
-            machines,
+            machine,
             node_config: shape.node_config,
             snapshot_every: shape.snapshot_every,
             plan: shape.plan,
@@ -311,8 +347,9 @@ where
         Ok(())
     }
 
-    /// Runs the next event; `Ok(false)` once the run is over.
-    pub(crate) fn step(&mut self) -> Result<bool, Violation> {
+    /// Runs the next event, showing every host iteration to `hook` before its output leaves;
+    /// `Ok(false)` once the run is over.
+    pub(crate) fn step(&mut self, hook: &mut IterationHook<'_, M>) -> Result<bool, Violation> {
         if self.phase == Phase::Done {
             return Ok(false);
         }
@@ -321,7 +358,15 @@ where
         };
         debug_assert!(at >= self.now_ns, "time never goes back");
         self.now_ns = at;
-        self.handle(event)?;
+        match event {
+            Event::Process { node, incarnation } => {
+                if self.slots[node].incarnation == incarnation {
+                    self.slots[node].process_scheduled = false;
+                    self.process(node, hook)?;
+                }
+            }
+            other => self.handle(other)?,
+        }
         Ok(true)
     }
 
@@ -407,6 +452,22 @@ where
         self.schedule(at_ns, Event::Client);
     }
 
+    /// A [`Note::Wake`] with `token` at global time `at_ns`.
+    pub fn schedule_wake(&mut self, at_ns: u64, token: u64) {
+        self.schedule(at_ns, Event::Wake(token));
+    }
+
+    /// Crashes node `i` (if up) the way `kind` says, for the workload (`why` goes to the
+    /// trace); it restarts after `down_ns`. Healing restarts it sooner.
+    pub fn crash_node(&mut self, i: usize, kind: CrashKind, down_ns: u64, why: &str) {
+        if self.slots[i].node.is_none() {
+            return;
+        }
+        let what = format!("crash n{} ({kind:?}, {} ms): {why}", i + 1, down_ns / 1_000_000);
+        self.trace.record(self.now_ns, &TraceEvent::Fault { what: &what });
+        self.crash(i, kind, down_ns);
+    }
+
     /// A client request to node `i`'s host, carrying the client's clock; `false` if the
     /// node is down (nothing was sent).
     pub fn client_request(
@@ -451,13 +512,8 @@ where
                 }
                 Ok(())
             }
-            Event::Process { node, incarnation } => {
-                if self.slots[node].incarnation != incarnation {
-                    return Ok(());
-                }
-                self.slots[node].process_scheduled = false;
-                self.process(node)
-            }
+            // `step` runs the iterations, with the workload's hook.
+            Event::Process { .. } => Ok(()),
             Event::Restart { node } => {
                 if self.slots[node].node.is_none() {
                     self.start_node(node)?;
@@ -492,6 +548,10 @@ where
             }
             Event::Client => {
                 self.notes.push(Note::ClientDue);
+                Ok(())
+            }
+            Event::Wake(token) => {
+                self.notes.push(Note::Wake { token });
                 Ok(())
             }
             Event::LogCheck => {
@@ -560,11 +620,10 @@ where
         let specs = self
             .groups
             .iter()
-            .zip(&self.machines)
-            .map(|((group, voters), machine)| GroupSpec {
+            .map(|(group, voters)| GroupSpec {
                 group: *group,
                 voters: voters.clone(),
-                machine: machine.clone(),
+                machine: (self.machine)(*group),
             })
             .collect();
         let wall = slot.clock.wall_ns(self.now_ns);
@@ -642,18 +701,18 @@ where
         self.schedule(self.now_ns + delay, Event::Process { node: i, incarnation });
     }
 
-    fn process(&mut self, i: usize) -> Result<(), Violation> {
+    fn process(&mut self, i: usize, hook: &mut IterationHook<'_, M>) -> Result<(), Violation> {
         let (local, wall) = (self.local_ns(i), self.wall_ns(i));
         let Some(host) = self.slots[i].node.as_mut() else { return Ok(()) };
-        let mut io = WorldIo::default();
+        let mut io = Iteration::default();
         // What was sent and answered before a failure stands: it really left the node.
         let result = host.process(local, wall, &mut io);
         let more = host.has_work();
         // Each message must be one the wire accepts (the QUIC shell encodes it with these
         // bounds and drops what fails: a message built over a bound would be lost every time
         // it is retried).
-        for (to, batch) in io.sent {
-            for envelope in &batch {
+        for (to, batch) in &io.sent {
+            for envelope in batch {
                 if let Err(e) = envelope.payload.validate_transport() {
                     return Err(Violation {
                         invariant: "every message a node sends is one the wire accepts",
@@ -661,9 +720,21 @@ where
                     });
                 }
             }
+        }
+        // A crash the workload places here decides how much of the output leaves; a node
+        // that stopped on its own is not crashed again.
+        let cut = if result.is_ok() { hook(self, i, &io)? } else { None };
+        let (batches_kept, replies_kept) =
+            cut.map_or((usize::MAX, true), |c| (c.batches_kept, c.replies_kept));
+        let sent = std::mem::take(&mut io.sent);
+        for (to, batch) in sent.into_iter().take(batches_kept) {
             self.send(i, to, batch);
         }
+        let applied_any = io.observed.iter().any(|o| matches!(o, Output::Apply { .. }));
         self.handle_outputs(i, io.observed)?;
+        if !replies_kept {
+            io.replies.clear();
+        }
         // What the host had applied when it answered (it may be gone by the time the
         // workload reads the note: a fatal error below).
         let applied: Vec<(GroupId, LogIndex)> = match self.slots[i].node.as_ref() {
@@ -684,6 +755,13 @@ where
         match result {
             Ok(()) => {
                 self.observe_leader(i, false)?;
+                if let Some(cut) = cut {
+                    self.crash_node(i, CrashKind::Kill, cut.down_ns, "a crash point");
+                    return Ok(());
+                }
+                if applied_any {
+                    self.notes.push(Note::Applied { node: i });
+                }
                 if more {
                     self.want_process(i);
                 }
@@ -1141,25 +1219,33 @@ impl<M: ReplicatedMachine> std::fmt::Debug for World<M> {
 }
 
 /// Every host output of one `process` call.
-struct WorldIo<M: ReplicatedMachine> {
-    sent: Vec<(NodeId, Vec<HostEnvelope<M>>)>,
-    replies: Vec<(ClientTag, HlcTimestamp, M::Response)>,
-    refusals: Vec<(ClientTag, HlcTimestamp, ErrorResponse)>,
-    observed: Vec<Output>,
+#[derive(Debug)]
+pub struct Iteration<M: ReplicatedMachine> {
+    /// Batches to send, by destination, in send order.
+    pub sent: Vec<(NodeId, Vec<HostEnvelope<M>>)>,
+    /// Answers to clients.
+    pub replies: Vec<(ClientTag, HlcTimestamp, M::Response)>,
+    /// Client requests the host refused.
+    pub refusals: Vec<(ClientTag, HlcTimestamp, ErrorResponse)>,
+    /// The node's outputs (roles, restores, applied entries).
+    pub observed: Vec<Output>,
+    /// Envelopes the host delivered to its own node (they never reach the network).
+    pub local: Vec<HostEnvelope<M>>,
 }
 
-impl<M: ReplicatedMachine> Default for WorldIo<M> {
+impl<M: ReplicatedMachine> Default for Iteration<M> {
     fn default() -> Self {
-        WorldIo {
+        Iteration {
             sent: Vec::new(),
             replies: Vec::new(),
             refusals: Vec::new(),
             observed: Vec::new(),
+            local: Vec::new(),
         }
     }
 }
 
-impl<M: ReplicatedMachine> HostIo<M> for WorldIo<M> {
+impl<M: ReplicatedMachine> HostIo<M> for Iteration<M> {
     fn send(&mut self, to: NodeId, envelopes: Vec<HostEnvelope<M>>) {
         self.sent.push((to, envelopes));
     }
@@ -1174,6 +1260,10 @@ impl<M: ReplicatedMachine> HostIo<M> for WorldIo<M> {
 
     fn observe(&mut self, output: &Output) {
         self.observed.push(output.clone());
+    }
+
+    fn observe_local(&mut self, envelope: &HostEnvelope<M>) {
+        self.local.push(envelope.clone());
     }
 }
 

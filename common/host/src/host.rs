@@ -287,6 +287,13 @@ struct State<M: ReplicatedMachine> {
     next_read_ctx: u64,
     /// Proposals machines asked for while the node was busy.
     deferred: Vec<Deferred<M>>,
+    /// Proposals the node refused while its group's leadership transfer was under way
+    /// (RAFT-6), in order: proposed when the transfer ends with this replica still leading,
+    /// answered `on_lost` when it steps down. A machine's proposal is never dropped while it
+    /// leads, so the leader-only state it keeps for one (a lock-table entry, an attempt) is
+    /// always settled by the entry's apply or by a role event. Bounded by the transfer's
+    /// deadline (an election timeout) and, for requests, by [`HOST_WAITERS_MAX`].
+    held: Vec<Deferred<M>>,
     /// Kept requests machines handed back ([`Context::readmit`]), to admit again.
     readmits: Vec<(GroupId, Requester, ReplyTo, M::Request)>,
     /// Responses to machines' own requests that could not be routed (no replica known).
@@ -404,6 +411,7 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
             reads: BTreeMap::new(),
             next_read_ctx: 1,
             deferred: Vec::new(),
+            held: Vec::new(),
             readmits: Vec::new(),
             no_route: Vec::new(),
             outbox: BTreeMap::new(),
@@ -596,6 +604,7 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
             || !self.st.client_out.is_empty()
             || !self.st.deferred.is_empty()
             || !self.st.readmits.is_empty()
+            || self.st.held.iter().any(|(group, _, _)| self.transferring_to(*group).is_none())
     }
 
     /// The Raft node (status, inspection).
@@ -764,6 +773,11 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
         self.admit_as(group, term, requester, reply_to, request);
     }
 
+    /// The target of `group`'s leadership transfer, while one is under way here.
+    fn transferring_to(&self, group: GroupId) -> Option<NodeId> {
+        self.node.core(group).and_then(|c| c.transfer_target())
+    }
+
     /// Admission of a request already named `reply_to`, on the leader of `term`.
     fn admit_as(
         &mut self,
@@ -773,6 +787,13 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
         reply_to: ReplyTo,
         request: M::Request,
     ) {
+        // RAFT-6: a leader handing over takes no proposal until the transfer ends. A request
+        // goes to the target, as a follower would send it, before the machine admits it and
+        // keeps leader-only state for it.
+        if let Some(target) = self.transferring_to(group) {
+            self.st.answer(reply_to, M::redirect(group, Some(target)));
+            return;
+        }
         let st = &mut self.st;
         let admission = st.with_context_read(group, None, |machine, cx| {
             machine.admit(cx, requester, reply_to, request)
@@ -818,6 +839,7 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
 
     /// Proposes what machines asked for, and reports sends that found no route.
     fn run_deferred(&mut self) {
+        self.run_held();
         // A proposal's effects may ask for more; each round drains what the last produced.
         while !self.st.deferred.is_empty()
             || !self.st.no_route.is_empty()
@@ -834,6 +856,21 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
                     machine.handle_response(cx, request_id, id, error)
                 });
             }
+        }
+    }
+
+    /// Proposes the held proposals of every group whose leadership transfer ended with this
+    /// replica leading (the others wait; a step-down answered them).
+    fn run_held(&mut self) {
+        if self.st.held.is_empty() {
+            return;
+        }
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.st.held)
+            .into_iter()
+            .partition(|(group, _, _)| self.transferring_to(*group).is_none());
+        self.st.held = waiting;
+        for (group, command, waiter) in ready {
+            self.propose(group, command, waiter);
         }
     }
 
@@ -873,13 +910,20 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
                     st.answer(old.reply_to, old.on_lost);
                 }
             }
+            Err(ProposeError::TransferInProgress { .. }) => {
+                // Held until the transfer ends (see `held`): kept, not answered.
+                if let Some((reply_to, _)) = &waiter {
+                    if let Some(g) = st.groups.get_mut(&group) {
+                        g.kept.insert(*reply_to);
+                    }
+                }
+                st.held.push((group, command, waiter));
+            }
             Err(e) => {
                 let Some((reply_to, on_lost)) = waiter else { return };
                 let response = match e {
                     ProposeError::NotLeader { leader_hint, .. } => M::redirect(group, leader_hint),
-                    ProposeError::TransferInProgress { target, .. } => {
-                        M::redirect(group, Some(target))
-                    }
+                    ProposeError::TransferInProgress { .. } => unreachable!("held above"),
                     // Nothing was appended; "unknown" is a safe answer.
                     ProposeError::UnknownGroup(_)
                     | ProposeError::Backpressure { .. }
@@ -1317,6 +1361,8 @@ impl<M: ReplicatedMachine> State<M> {
                 self.answer(w.reply_to, w.on_lost);
             }
         }
+        // Held proposals were never appended: their requests are redirected with the kept.
+        self.held.retain(|(g, _, _)| *g != group);
         let kept = self.groups.get_mut(&group).map(|g| std::mem::take(&mut g.kept));
         for reply_to in kept.into_iter().flatten() {
             self.answer(reply_to, M::redirect(group, leader));

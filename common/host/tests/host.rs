@@ -96,6 +96,36 @@ fn role_change_answers_waiting_proposals_as_unknown_and_reports_roles() {
     assert!(roles.contains(&true) && roles.last() == Some(&false));
 }
 
+#[test]
+fn raft_6_a_leader_handing_over_redirects_requests_to_the_target_then_serves_again() {
+    let mut c = Cluster::new(3, &[1]);
+    c.elect(1);
+    // n3 is cut off: the transfer to it cannot complete.
+    c.cut = vec![NodeId(3)];
+    let now = c.now;
+    c.host(1).transfer_leadership(now, G, NodeId(3)).expect("the leader transfers");
+    // While the transfer is under way the node takes no proposal: the request goes to the
+    // target before the machine admits it (and keeps leader-only state for it).
+    c.request(1, 7, 1, LogRequest::Append(b"during".to_vec()));
+    c.settle(5);
+    let replies: Vec<_> = c.io[0].replies.iter().map(|r| (r.0, r.2.clone())).collect();
+    assert_eq!(replies, vec![(ClientTag(7), LogResponse::NotLeader { leader: Some(NodeId(3)) })]);
+    assert_eq!(c.hosts[0].waiting(), 0);
+    // The transfer is abandoned after an election timeout; n1 still leads and serves.
+    for _ in 0..25 {
+        c.advance(100, None);
+    }
+    assert!(c.hosts[0].node().core(G).unwrap().transfer_target().is_none());
+    assert_eq!(c.hosts[0].role(G), Some(Role::Leader { term: Term(1), ready: true }));
+    c.request(1, 8, 1, LogRequest::Append(b"after".to_vec()));
+    c.settle(10);
+    let last = c.io[0].replies.last().map(|r| (r.0, r.2.clone()));
+    assert!(
+        matches!(last, Some((ClientTag(8), LogResponse::Appended { term: Term(1), .. }))),
+        "{last:?}"
+    );
+}
+
 fn envelope(
     from: u64,
     group: GroupId,

@@ -109,8 +109,6 @@ pub struct Clients {
     transfers: Vec<TransferRecord>,
     audits: usize,
     next_txn: u128,
-    /// Crash the coordinator leader at its next `StartCommit` with prepares out.
-    pub armed_coordinator_crash: bool,
 }
 
 impl Clients {
@@ -153,7 +151,6 @@ impl Clients {
             transfers: Vec::new(),
             audits: 0,
             next_txn: 1,
-            armed_coordinator_crash: false,
         }
     }
 

@@ -1,50 +1,66 @@
-//! The bank workload: participant groups and coordinator groups on every node
-//! (`Either<ParticipantGroup, CoordinatorGroup>` hosts), simulated clients doing transfers
-//! and audits, faults, and the transaction checkers (TESTING.md "The bank check").
+//! The bank workload, a [`Workload`] plug-in of the simulated [`World`]: participant groups
+//! and coordinator groups on every node (`Either<ParticipantGroup, CoordinatorGroup>` hosts),
+//! simulated clients doing transfers and audits, the crash points of the commit protocol, and
+//! the transaction checkers (TESTING.md "The bank check").
 //!
 //! # The run
 //!
 //! 1. From the seed: `participant_groups` participant groups (the key space split so that the
 //!    accounts spread over all of them) and `coordinator_groups` coordinator groups, each with
-//!    a replica on every node; the Raft timeouts are the product's defaults.
+//!    a replica on every node; the Raft timeouts are the product's defaults (or
+//!    `timeouts_ms`).
 //! 2. Faulty phase: clients transfer money — read both balances at `read_ts` from the
 //!    participant leaders, then `CommitLocal` (one group, 1PC) or `CommitTxn` to the
-//!    coordinator [`coordinator_for`] picks; a lost or ambiguous answer is resolved (the same
-//!    `CommitLocal` again, deduplicated by OPC-2, or `TxnStatus`) before the client decides
-//!    anything. Audits read every account at one `read_ts`. Faults: loss, duplication and
-//!    delay on the network, partitions, crashes of random nodes, and crashes of the
-//!    coordinator leader right after its `StartCommit` applied and its prepares left.
-//! 3. Healing: faults off, every node up; the run waits until every transfer's outcome is
-//!    known, no intent is left, every coordinator record is a stub, and every group has one
-//!    leader and equal digests on its replicas.
+//!    coordinator [`coordinator_for`](decree_coordinator::coordinator_for) picks; a lost or
+//!    ambiguous answer is resolved (the same `CommitLocal` again, deduplicated by OPC-2, or
+//!    `TxnStatus`) before the client decides anything. Audits read every account at one
+//!    `read_ts`. The world's faults strike (network loss, duplication and delay, partitions,
+//!    clogging, crashes, torn writes, fsync failures, clock jumps and skew, leadership
+//!    transfers), and the workload adds its own: crashes at the protocol's crash points
+//!    ([`CRASH_POINTS`]), placed through the world's iteration hook
+//!    ([`Workload::on_iteration`]) or on an applied entry ([`Note::Applied`]).
+//! 3. Healing: the world's liveness check (one leader per group that every replica follows,
+//!    every replica at the group's highest applied index), and the workload's: every
+//!    transfer's outcome is known, and the `healed` checker. Then the world's leadership
+//!    transfers (RAFT-6), its final checks, and the workload's.
 //!
 //! Checkers, one file each in [`crate::check`]: `bank_conservation` (every audit),
-//! `atomicity` (INV-A1 across participant replicas), `acked_commits` (the final balances are
-//! exactly what the known outcomes give), `healed` (no intent, records compacted, one leader,
-//! equal digests).
+//! `p6_vote_after_apply` (every iteration), `atomicity` (INV-A1 across participant replicas,
+//! at the end), `acked_commits` (the final balances are exactly what the known outcomes give),
+//! `healed` (no intent, every coordinator record compacted to a stub, one leader, equal
+//! digests); and every Raft-level checker of the world, which identifies an entry by the
+//! digest of its bytes.
+//!
+//! Recovery mode (`recovery`): no other fault; once, mid-load, the coordinator leader crashes
+//! right after a `StartCommit` applied with its prepares out, and the time until a new leader
+//! is ready (election) and until its group has no transaction in doubt is measured.
 
 mod client;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::time::Duration;
 
 use decree_client::bank::{decode_balance, Bank};
 use decree_coordinator::{
     ClusterMap, CoordinatorCommand, CoordinatorConfig, CoordinatorGroup, Record,
 };
-use decree_host::ReplicatedMachine;
-use decree_host::{ClientTag, Directory, Either, Fatal, GroupSpec, Host, HostConfig, HostEnvelope};
-use decree_host::{HostIo, Role};
+use decree_host::{ClientTag, Either, EitherCommand, HostEnvelope, ReplicatedMachine, Role};
 use decree_participant::{ParticipantConfig, ParticipantGroup, TxnState};
-use decree_proto::{ErrorResponse, Request, Response};
-use decree_raft::disk::MemDisk;
+use decree_proto::envelope::Payload;
+use decree_proto::txn::{Vote, VoteReply};
+use decree_proto::{ErrorResponse, Response};
 use decree_raft::node::{NodeConfig, Output};
-use decree_types::{DetRng, GroupId, HlcTimestamp, Key, NodeId, RangeMap};
+use decree_raft::EntryPayload;
+use decree_types::{DetRng, GroupId, HlcTimestamp, Key, KeyRange, LogIndex, NodeId, RangeMap};
 
-use crate::check::Violation;
-use crate::clock::SimClock;
-use crate::faults::CrashKind;
-use crate::network::{Arrival, NetParams, Network, Partition};
+use crate::check::{command_digest, Violation};
+use crate::faults::{CrashKind, FaultPlan};
+use crate::network::{NetParams, Network};
+use crate::sim::{drive, SimConfig};
+use crate::trace::TraceEvent;
+use crate::workload::Workload;
+use crate::world::{CrashCut, Iteration, MachineFactory, Note, Phase, Shape, World};
 
 pub use client::{Clients, TransferOutcome};
 
@@ -52,19 +68,33 @@ pub use client::{Clients, TransferOutcome};
 pub type BankMachine = Either<ParticipantGroup, CoordinatorGroup>;
 /// What hosts send each other.
 pub type BankEnvelope = HostEnvelope<BankMachine>;
-type BankHost = Host<MemDisk, BankMachine>;
 /// What a group answers.
 pub type BankResponse = Result<Response, ErrorResponse>;
 
-const TICK_NS: u64 = 10_000_000;
-const PROCESS_DELAY_MAX_NS: u64 = 300_000;
-const CLOG_RETRY_NS: u64 = 20_000_000;
-const HEAL_CHECK_NS: u64 = 50_000_000;
 /// Accounts per participant group, and their first balance.
 const ACCOUNTS_PER_GROUP: usize = 4;
 const INITIAL_BALANCE: i64 = 100;
 /// The first coordinator group's id (participant groups are 1..).
 const COORD_GROUP_BASE: u64 = 100;
+/// Every node snapshots each group this often (entries), so restores are exercised.
+const SNAPSHOT_EVERY_ENTRIES: u64 = 200;
+/// Simulated clients.
+const CLIENTS: usize = 3;
+/// The clients start once the groups had time to elect, global ns.
+const CLIENT_START_NS: u64 = 100_000_000;
+/// Gap between two client rounds, global ns (bounds).
+const CLIENT_GAP_NS: (u64, u64) = (1_000_000, 20_000_000);
+/// The workload's first crash comes in this window, global ns.
+const FIRST_CRASH_NS: (u64, u64) = (500_000_000, 2_000_000_000);
+/// Gap between two of the workload's crashes (or armings), global ns.
+const CRASH_GAP_NS: (u64, u64) = (400_000_000, 3_000_000_000);
+/// How often the recovery after a coordinator leader crash is looked at, ns.
+const RECOVERY_CHECK_NS: u64 = 1_000_000;
+/// A recovery not done in this long is not measured, ns.
+const RECOVERY_GIVE_UP_NS: u64 = 30_000_000_000;
+/// [`Note::Wake`] tokens.
+const WAKE_CRASH: u64 = 1;
+const WAKE_RECOVERY: u64 = 2;
 
 /// What a bank run does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,51 +253,70 @@ impl fmt::Display for BankOutcome {
 
 /// Runs one bank simulation to the end.
 pub fn run(config: &BankConfig) -> BankOutcome {
-    let mut sim = BankSim::new(config.clone());
-    let violation = sim.run_to_end().err();
+    // Every random stream is forked from the seed in a fixed order.
+    let mut rng = DetRng::new(config.seed ^ 0xba4c_0000_0000_0000);
+    let net_rng = rng.fork();
+    let mut fault_rng = rng.fork();
+    let client_rng = rng.fork();
+    let sched_rng = rng.fork();
+    let node_rng = rng.fork();
+    let wall_rng = rng.fork();
+    let crash_rng = rng.fork();
+
+    let n = config.nodes;
+    let mut node_config = NodeConfig::default();
+    if let Some((heartbeat, election)) = config.timeouts_ms {
+        node_config.raft.heartbeat_interval = Duration::from_millis(heartbeat);
+        node_config.raft.election_timeout_min = Duration::from_millis(election);
+        node_config.raft.election_timeout_max = Duration::from_millis(2 * election);
+    }
+    let plan =
+        if config.faults { FaultPlan::seeded(n, &mut fault_rng) } else { FaultPlan::none(n) };
+    let mut net = Network::new(n, net_rng);
+    if config.faults {
+        net.set_params(NetParams::faulty(&mut fault_rng));
+    }
+    let mut workload = BankWorkload::new(config.clone(), client_rng, crash_rng);
+    let shape = Shape {
+        groups: workload.groups(),
+        node_config,
+        snapshot_every: Some(SNAPSHOT_EVERY_ENTRIES),
+        plan,
+        faulty_ns: config.faulty_ms * 1_000_000,
+    };
+    let world_config = SimConfig {
+        nodes: n,
+        heal_bound_ms: config.heal_bound_ms,
+        faults: config.faults,
+        verbose: config.verbose,
+        amnesia: config.amnesia,
+        ..SimConfig::new(config.seed)
+    };
+    let mut world = World::new(
+        world_config,
+        shape,
+        workload.machines(),
+        net,
+        fault_rng,
+        sched_rng,
+        node_rng,
+        wall_rng,
+        BankWorkload::entry_digest,
+        BankWorkload::snapshot_contents,
+    );
+    let violation = drive(&mut world, &mut workload).err();
     BankOutcome {
         config: config.clone(),
-        sim_ms: sim.now_ns / 1_000_000,
-        committed: sim.clients.count(TransferOutcome::Committed),
-        aborted: sim.clients.count(TransferOutcome::Aborted),
-        audits: sim.clients.audits(),
-        crashes: sim.crashes,
-        coordinator_crashes: sim.coordinator_crashes,
-        recoveries: sim.recoveries.clone(),
-        crash_points: sim.crash_points.clone(),
+        sim_ms: world.now_ns() / 1_000_000,
+        committed: workload.clients.count(TransferOutcome::Committed),
+        aborted: workload.clients.count(TransferOutcome::Aborted),
+        audits: workload.clients.audits(),
+        crashes: world.crashes,
+        coordinator_crashes: workload.coordinator_crashes,
+        recoveries: workload.recoveries.clone(),
+        crash_points: workload.crash_points.clone(),
         violation,
     }
-}
-
-#[derive(Debug)]
-enum Event {
-    Deliver { from: usize, to: usize, batch: Vec<BankEnvelope> },
-    Tick { node: usize, incarnation: u64 },
-    Process { node: usize, incarnation: u64 },
-    Restart { node: usize },
-    Fault,
-    Unpartition,
-    Client,
-    Heal,
-    HealCheck,
-    RecoveryCheck,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    Faulty,
-    Healing,
-    Done,
-}
-
-struct Slot {
-    id: NodeId,
-    host: Option<BankHost>,
-    disk: MemDisk,
-    clock: SimClock,
-    incarnation: u64,
-    process_scheduled: bool,
-    rng: DetRng,
 }
 
 /// A coordinator leader crash being timed: when, which group, who led.
@@ -279,43 +328,34 @@ struct Recovery {
     elected_at: Option<u64>,
 }
 
-struct BankSim {
+/// The bank workload. See the module docs.
+#[derive(Debug)]
+pub struct BankWorkload {
     config: BankConfig,
-    now_ns: u64,
-    seq: u64,
-    queue: BTreeMap<(u64, u64), Event>,
-    net: Network,
-    slots: Vec<Slot>,
-    groups: Vec<(GroupId, Vec<NodeId>)>,
     participants: Vec<GroupId>,
     coordinators: Vec<GroupId>,
     ranges: RangeMap,
     map: ClusterMap,
     bank: Bank,
-    phase: Phase,
-    fault_rng: DetRng,
-    sched_rng: DetRng,
     clients: Clients,
-    crashes: usize,
+    /// The workload's crashes: when, where, how long.
+    crash_rng: DetRng,
     coordinator_crashes: usize,
     recovery: Option<Recovery>,
     recoveries: Vec<(u64, u64)>,
-    heal_started_ns: u64,
     crash_points: BTreeSet<&'static str>,
-    /// A crash point armed by the fault plan, waiting to be reached.
+    /// Crash the coordinator leader once a `StartCommit` applied with its prepares out
+    /// (crash point (a), checked on every applied entry).
+    armed_start_commit: bool,
+    /// Another crash point armed, waiting for an iteration that reaches it.
     armed: Option<&'static str>,
 }
 
-impl BankSim {
-    fn new(config: BankConfig) -> Self {
-        let mut rng = DetRng::new(config.seed ^ 0xba4c_0000_0000_0000);
-        let net_rng = rng.fork();
-        let mut fault_rng = rng.fork();
-        let client_rng = rng.fork();
-        let sched_rng = rng.fork();
-        let mut node_rng = rng.fork();
-        let n = config.nodes;
-        let voters: Vec<NodeId> = (1..=n as u64).map(NodeId).collect();
+impl BankWorkload {
+    /// The bank of `config`, its clients drawing from `client_rng`, its crashes from
+    /// `crash_rng`.
+    pub fn new(config: BankConfig, client_rng: DetRng, crash_rng: DetRng) -> Self {
+        let voters: Vec<NodeId> = (1..=config.nodes as u64).map(NodeId).collect();
         let participants: Vec<GroupId> =
             (1..=config.participant_groups.max(1) as u64).map(GroupId).collect();
         let coordinators: Vec<GroupId> = (0..config.coordinator_groups.max(1) as u64)
@@ -327,479 +367,122 @@ impl BankSim {
         let ranges = RangeMap::split_at(splits, participants.clone()).expect("ascending splits");
         let prefix_refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
         let bank = Bank::new(&prefix_refs, ACCOUNTS_PER_GROUP, INITIAL_BALANCE);
-        let groups: Vec<(GroupId, Vec<NodeId>)> =
+        let replicas =
             participants.iter().chain(&coordinators).map(|g| (*g, voters.clone())).collect();
-        let replicas = groups.iter().cloned().collect();
         let addrs = voters.iter().map(|v| (*v, format!("{v}"))).collect();
+        // Invariant: every group has voters and every coordinator group is listed.
         let map = ClusterMap::new(ranges.clone(), replicas, addrs, coordinators.clone())
             .expect("a valid bootstrap map");
-        let mut net = Network::new(n, net_rng);
-        if config.faults {
-            net.set_params(NetParams::faulty(&mut fault_rng));
-        }
-        let slots = (0..n)
-            .map(|i| Slot {
-                id: NodeId(i as u64 + 1),
-                host: None,
-                disk: MemDisk::new(),
-                clock: if config.faults {
-                    let mut clock = SimClock::seeded(&mut node_rng);
-                    clock.skew_wall(&mut node_rng);
-                    clock
-                } else {
-                    SimClock::perfect()
-                },
-                incarnation: 0,
-                process_scheduled: false,
-                rng: node_rng.fork(),
-            })
-            .collect();
         let clients = Clients::new(
-            3,
+            CLIENTS,
             bank.clone(),
             ranges.clone(),
             coordinators.clone(),
-            voters.clone(),
+            voters,
             client_rng,
         );
-        BankSim {
-            now_ns: 0,
-            seq: 0,
-            queue: BTreeMap::new(),
-            net,
-            slots,
-            groups,
+        BankWorkload {
+            config,
             participants,
             coordinators,
             ranges,
             map,
             bank,
-            phase: Phase::Faulty,
-            fault_rng,
-            sched_rng,
             clients,
-            crashes: 0,
+            crash_rng,
             coordinator_crashes: 0,
             recovery: None,
             recoveries: Vec::new(),
-            heal_started_ns: 0,
             crash_points: BTreeSet::new(),
+            armed_start_commit: false,
             armed: None,
-            config,
         }
     }
 
-    fn trace(&self, what: impl FnOnce() -> String) {
-        if self.config.verbose {
-            println!("{:>8.3} ms {}", self.now_ns as f64 / 1e6, what());
-        }
+    /// Every group: the participant groups, then the coordinator groups.
+    pub fn groups(&self) -> Vec<GroupId> {
+        self.participants.iter().chain(&self.coordinators).copied().collect()
     }
 
-    fn run_to_end(&mut self) -> Result<(), Violation> {
-        for i in 0..self.slots.len() {
-            self.start_node(i)?;
+    /// One client round: every idle client starts something (not while healing), every
+    /// request due is sent.
+    fn client_step(&mut self, world: &mut World<BankMachine>) -> Result<(), Violation> {
+        if world.phase() == Phase::Done {
+            return Ok(());
         }
-        self.schedule(100_000_000, Event::Client);
-        if self.config.faults || self.config.recovery {
-            let at = 500_000_000 + self.fault_rng.range(0, 1_500_000_000);
-            self.schedule(at, Event::Fault);
+        let now = world.now_ns();
+        if now < CLIENT_START_NS {
+            world.schedule_client(CLIENT_START_NS);
+            return Ok(());
         }
-        self.schedule(self.config.faulty_ms * 1_000_000, Event::Heal);
-        while self.phase != Phase::Done {
-            let Some(((at, _), event)) = self.queue.pop_first() else {
-                return Err(Violation { invariant: "simulator", detail: "no events left".into() });
+        let quiesce = matches!(world.phase(), Phase::Healing { .. });
+        for (node, tag, group, request) in self.clients.step(now, quiesce)? {
+            let i = (node.0 as usize).wrapping_sub(1);
+            let sent = i < world.nodes() && {
+                world.record(&TraceEvent::Request { node, group, tag, read: false });
+                world.client_request(i, ClientTag(tag), self.clients.clock(), group, request)
             };
-            self.now_ns = at;
-            self.handle(event)?;
+            if !sent {
+                // Connection refused: the client learns of it at once.
+                self.clients.unreachable(tag);
+            }
         }
+        let gap = world.sched_rng().range(CLIENT_GAP_NS.0, CLIENT_GAP_NS.1);
+        world.schedule_client(now + gap);
         Ok(())
     }
 
-    fn schedule(&mut self, at_ns: u64, event: Event) {
-        self.seq += 1;
-        self.queue.insert((at_ns, self.seq), event);
-    }
-
-    fn handle(&mut self, event: Event) -> Result<(), Violation> {
-        match event {
-            Event::Deliver { from, to, batch } => self.deliver(from, to, batch),
-            Event::Tick { node, incarnation } => {
-                if self.slots[node].incarnation != incarnation {
-                    return Ok(());
-                }
-                let (local, wall) = self.times(node);
-                if let Some(h) = self.slots[node].host.as_mut() {
-                    h.handle_timeout(local, wall);
-                }
-                self.want_process(node);
-                self.schedule(self.now_ns + TICK_NS, Event::Tick { node, incarnation });
-                Ok(())
-            }
-            Event::Process { node, incarnation } => {
-                if self.slots[node].incarnation != incarnation {
-                    return Ok(());
-                }
-                self.slots[node].process_scheduled = false;
-                self.process(node)
-            }
-            Event::Restart { node } => {
-                if self.slots[node].host.is_none() {
-                    self.start_node(node)?;
-                }
-                Ok(())
-            }
-            Event::Fault => {
-                if self.phase == Phase::Faulty && self.config.recovery {
-                    self.arm_coordinator_crash();
-                } else if self.phase == Phase::Faulty {
-                    self.inject_fault();
-                    let next = self.fault_rng.range(200_000_000, 1_500_000_000);
-                    self.schedule(self.now_ns + next, Event::Fault);
-                }
-                Ok(())
-            }
-            Event::Unpartition => {
-                self.net.heal();
-                Ok(())
-            }
-            Event::Client => {
-                if self.phase == Phase::Done {
-                    return Ok(());
-                }
-                let quiesce = self.phase == Phase::Healing;
-                let sends = self.clients.step(self.now_ns, quiesce)?;
-                for (node, tag, group, request) in sends {
-                    self.client_request(node, tag, group, request);
-                }
-                let gap = self.sched_rng.range(1_000_000, 20_000_000);
-                self.schedule(self.now_ns + gap, Event::Client);
-                Ok(())
-            }
-            Event::Heal => {
-                self.phase = Phase::Healing;
-                self.heal_started_ns = self.now_ns;
-                self.net.heal();
-                self.net.set_params(NetParams::quiet());
-                for i in 0..self.slots.len() {
-                    if self.slots[i].host.is_none() {
-                        self.start_node(i)?;
-                    }
-                }
-                self.schedule(self.now_ns + HEAL_CHECK_NS, Event::HealCheck);
-                Ok(())
-            }
-            Event::HealCheck => self.heal_check(),
-            Event::RecoveryCheck => {
-                self.recovery_check();
-                Ok(())
-            }
-        }
-    }
-
-    fn times(&self, i: usize) -> (u64, u64) {
-        let c = &self.slots[i].clock;
-        (c.local_ns(self.now_ns), c.wall_ns(self.now_ns))
-    }
-
-    fn host_config(&self) -> HostConfig {
-        // The product's defaults, except snapshots: often, so restores are exercised.
-        let mut node = NodeConfig::default();
-        if let Some((heartbeat, election)) = self.config.timeouts_ms {
-            node.raft.heartbeat_interval = std::time::Duration::from_millis(heartbeat);
-            node.raft.election_timeout_min = std::time::Duration::from_millis(election);
-            node.raft.election_timeout_max = std::time::Duration::from_millis(2 * election);
-        }
-        HostConfig { node, snapshot_every_entries: 200, ..HostConfig::default() }
-    }
-
-    fn start_node(&mut self, i: usize) -> Result<(), Violation> {
-        let (local, wall) = self.times(i);
-        let host_config = self.host_config();
-        let slot = &mut self.slots[i];
-        slot.incarnation += 1;
-        slot.process_scheduled = false;
-        let rng = slot.rng.fork();
-        let specs = self
-            .groups
-            .iter()
-            .map(|(group, voters)| {
-                let machine = if self.participants.contains(group) {
-                    let range = self
-                        .ranges
-                        .iter()
-                        .find(|(_, g)| g == group)
-                        .map(|(r, _)| r.clone())
-                        .unwrap_or_else(decree_types::KeyRange::full);
-                    Either::Left(ParticipantGroup::new(
-                        *group,
-                        range,
-                        self.map.version(),
-                        ParticipantConfig::default(),
-                    ))
-                } else {
-                    Either::Right(CoordinatorGroup::new(
-                        *group,
-                        CoordinatorConfig::default(),
-                        self.map.clone(),
-                    ))
-                };
-                GroupSpec { group: *group, voters: voters.clone(), machine }
-            })
-            .collect();
-        let opened = Host::open(
-            slot.id,
-            host_config,
-            specs,
-            Directory::new(self.groups.clone()),
-            slot.disk.clone(),
-            rng,
-            local,
-            wall,
-        );
-        match opened {
-            Ok(host) => slot.host = Some(host),
-            Err(e) => {
-                return Err(Violation {
-                    invariant: "a crashed node restarts from its WAL",
-                    detail: format!("{} failed to open: {e}", slot.id),
-                })
-            }
-        }
-        let incarnation = slot.incarnation;
-        let jitter = self.sched_rng.range(0, TICK_NS);
-        self.schedule(self.now_ns + jitter, Event::Tick { node: i, incarnation });
-        self.want_process(i);
-        self.trace(|| format!("start n{}", i + 1));
-        Ok(())
-    }
-
-    fn crash(&mut self, i: usize, kind: CrashKind, down_ns: u64) {
-        let slot = &mut self.slots[i];
-        if slot.host.take().is_none() {
+    /// The workload's own crash, every few hundred ms of the faulty phase: the node leading
+    /// both a coordinator and a participant group (else the coordinator leader) now, or a
+    /// crash point armed for later. Recovery mode arms crash point (a) once, and nothing else.
+    fn crash_due(&mut self, world: &mut World<BankMachine>) {
+        if world.phase() != Phase::Faulty {
             return;
         }
-        match kind {
-            CrashKind::Kill => {}
-            CrashKind::PowerLoss => slot.disk.crash(),
-            CrashKind::TornWrite => slot.disk.crash_torn(&mut slot.rng),
-        }
-        if self.config.amnesia {
-            slot.disk = MemDisk::new();
-        }
-        slot.incarnation += 1;
-        self.crashes += 1;
-        self.clients.node_down(slot.id);
-        self.trace(|| format!("crash n{} ({kind:?})", i + 1));
-        self.schedule(self.now_ns + down_ns, Event::Restart { node: i });
-    }
-
-    fn want_process(&mut self, i: usize) {
-        if self.slots[i].process_scheduled || self.slots[i].host.is_none() {
+        if self.config.recovery {
+            self.armed_start_commit = true;
             return;
         }
-        self.slots[i].process_scheduled = true;
-        let delay = self.sched_rng.range(0, PROCESS_DELAY_MAX_NS);
-        let incarnation = self.slots[i].incarnation;
-        self.schedule(self.now_ns + delay, Event::Process { node: i, incarnation });
-    }
-
-    fn process(&mut self, i: usize) -> Result<(), Violation> {
-        let (local, wall) = self.times(i);
-        let id = self.slots[i].id;
-        let Some(host) = self.slots[i].host.as_mut() else { return Ok(()) };
-        let mut io = BankIo::default();
-        let result = host.process(local, wall, &mut io);
-        let more = host.has_work();
-        for (_, batch) in &io.sent {
-            crate::check::p6_vote_after_apply::check(id, batch, |g| host.machine(g))?;
-        }
-        // Votes to a coordinator group led on the same node never leave the host.
-        crate::check::p6_vote_after_apply::check(id, &io.local, |g| host.machine(g))?;
-        // A crash point armed for this iteration decides how much of its output leaves.
-        let point = self.crash_point_reached(i, &io);
-        let (keep_sends, keep_replies) = match point {
-            Some(CRASH_AFTER_DECIDE) => (0, false),
-            Some(CRASH_AFTER_REPLY) => (0, true),
-            Some(CRASH_DURING_PHASE_TWO) => (1, true),
-            _ => (usize::MAX, true),
-        };
-        let replies = if keep_replies { io.replies } else { Vec::new() };
-        for (to, batch) in io.sent.into_iter().take(keep_sends) {
-            self.send(i, to, batch);
-        }
-        for (tag, clock, response) in replies {
-            self.clients.on_reply(self.now_ns, tag.0, clock, Ok(response))?;
-        }
-        if let Some(point) = point {
-            self.armed = None;
-            self.crash_points.insert(point);
-            let down = self.fault_rng.range(300_000_000, 3_000_000_000);
-            self.crash(i, CrashKind::Kill, down);
-            for (tag, clock, error) in io.refusals {
-                self.clients.on_reply(self.now_ns, tag.0, clock, Err(error))?;
+        if self.crash_rng.chance(1, 2) {
+            let both = leader_of_both(world, self.coordinators[0], &self.participants);
+            if let Some(i) = both.or_else(|| leader_index(world, self.coordinators[0])) {
+                let point =
+                    if both.is_some() { CRASH_LEADER_OF_BOTH } else { CRASH_COORDINATOR_LEADER };
+                self.crash_points.insert(point);
+                let down = self.crash_rng.range(100_000_000, 2_000_000_000);
+                world.crash_node(i, CrashKind::Kill, down, point);
             }
-            return Ok(());
-        }
-        for (tag, clock, error) in io.refusals {
-            self.clients.on_reply(self.now_ns, tag.0, clock, Err(error))?;
-        }
-        if io.prepares_applied {
-            self.maybe_crash_coordinator();
-        }
-        match result {
-            Ok(()) => {
-                if more {
-                    self.want_process(i);
-                }
-                Ok(())
-            }
-            Err(fatal) => self.on_fatal(i, &fatal),
-        }
-    }
-
-    fn on_fatal(&mut self, i: usize, fatal: &Fatal) -> Result<(), Violation> {
-        if fatal.is_clock_offset() {
-            // HLC-6 stops a node whose clock is off; the operator fixes it and restarts.
-            self.crash(i, CrashKind::Kill, 500_000_000);
-            return Ok(());
-        }
-        Err(Violation {
-            invariant: "a node stops only on an injected fault",
-            detail: format!("{} stopped: {fatal}", self.slots[i].id),
-        })
-    }
-
-    fn send(&mut self, from: usize, to: NodeId, batch: Vec<BankEnvelope>) {
-        let to_i = (to.0 as usize).wrapping_sub(1);
-        if to_i >= self.slots.len() {
-            return;
-        }
-        for at in self.net.plan(self.now_ns, from, to_i) {
-            self.schedule(at, Event::Deliver { from, to: to_i, batch: batch.clone() });
-        }
-    }
-
-    fn deliver(
-        &mut self,
-        from: usize,
-        to: usize,
-        batch: Vec<BankEnvelope>,
-    ) -> Result<(), Violation> {
-        match self.net.arrive(from, to) {
-            Arrival::Defer => {
-                self.schedule(self.now_ns + CLOG_RETRY_NS, Event::Deliver { from, to, batch });
-                return Ok(());
-            }
-            Arrival::Drop => return Ok(()),
-            Arrival::Deliver => {}
-        }
-        let (local, wall) = self.times(to);
-        let from_id = self.slots[from].id;
-        let Some(h) = self.slots[to].host.as_mut() else { return Ok(()) };
-        for envelope in batch {
-            h.handle_envelope(local, wall, from_id, envelope);
-        }
-        self.want_process(to);
-        Ok(())
-    }
-
-    fn client_request(&mut self, node: NodeId, tag: u64, group: GroupId, request: Request) {
-        let i = (node.0 as usize).wrapping_sub(1);
-        if i >= self.slots.len() {
-            return;
-        }
-        let (local, wall) = self.times(i);
-        let clock = self.clients.clock();
-        let Some(h) = self.slots[i].host.as_mut() else {
-            // Connection refused: the client learns of it at once.
-            self.clients.unreachable(tag);
-            return;
-        };
-        let client = decree_types::ClientId(7);
-        h.handle_client_request(local, wall, client, ClientTag(tag), clock, group, request);
-        self.want_process(i);
-    }
-
-    // ----- faults -----
-
-    fn inject_fault(&mut self) {
-        let n = self.slots.len();
-        match self.fault_rng.range(0, 10) {
-            0..=3 => {
-                let i = self.fault_rng.range(0, n as u64) as usize;
-                let kind = [CrashKind::Kill, CrashKind::PowerLoss, CrashKind::TornWrite]
-                    [self.fault_rng.range(0, 3) as usize];
-                let down = self.fault_rng.range(50_000_000, 2_000_000_000);
-                self.crash(i, kind, down);
-            }
-            4..=5 => {
-                let p = Partition::minority(n, &mut self.fault_rng);
-                self.trace(|| format!("partition {}", p.name));
-                self.net.set_partition(p);
-                let hold = self.fault_rng.range(200_000_000, 3_000_000_000);
-                self.schedule(self.now_ns + hold, Event::Unpartition);
-            }
-            6..=7 => {
-                // Crash the leader of the node leading both a coordinator and a participant
-                // group, if one does: else the coordinator leader.
-                let both = self.leader_of_both();
-                if let Some(i) = both.or_else(|| self.leader_index(self.coordinators[0])) {
-                    self.crash_points.insert(if both.is_some() {
-                        CRASH_LEADER_OF_BOTH
-                    } else {
-                        CRASH_COORDINATOR_LEADER
-                    });
-                    let down = self.fault_rng.range(100_000_000, 2_000_000_000);
-                    self.crash(i, CrashKind::Kill, down);
-                }
-            }
-            _ => self.arm_crash_point(),
-        }
-    }
-
-    /// The node index leading `group`, if a live node believes it does.
-    fn leader_index(&self, group: GroupId) -> Option<usize> {
-        self.slots.iter().position(|s| {
-            s.host.as_ref().is_some_and(|h| h.role(group).is_some_and(|r| r.is_leader()))
-        })
-    }
-
-    fn leader_of_both(&self) -> Option<usize> {
-        let c = self.leader_index(self.coordinators[0])?;
-        self.participants.iter().any(|p| self.leader_index(*p) == Some(c)).then_some(c)
-    }
-
-    fn arm_coordinator_crash(&mut self) {
-        self.clients.armed_coordinator_crash = true;
-    }
-
-    /// Arms one of the crash points at random (recovery mode arms (a) only).
-    fn arm_crash_point(&mut self) {
-        let point = ARMED_POINTS[self.fault_rng.range(0, ARMED_POINTS.len() as u64) as usize];
-        if point == CRASH_AFTER_START_COMMIT {
-            self.arm_coordinator_crash();
         } else {
-            self.armed = Some(point);
+            let point = ARMED_POINTS[self.crash_rng.range(0, ARMED_POINTS.len() as u64) as usize];
+            if point == CRASH_AFTER_START_COMMIT {
+                self.armed_start_commit = true;
+            } else {
+                self.armed = Some(point);
+            }
         }
+        let gap = self.crash_rng.range(CRASH_GAP_NS.0, CRASH_GAP_NS.1);
+        world.schedule_wake(world.now_ns() + gap, WAKE_CRASH);
     }
 
-    /// Has node `i`, in the iteration that produced `io`, reached the armed crash point?
-    fn crash_point_reached(&self, i: usize, io: &BankIo) -> Option<&'static str> {
+    /// Has node `i`, in `iteration`, reached the armed crash point?
+    fn crash_point_reached(
+        &self,
+        world: &World<BankMachine>,
+        i: usize,
+        iteration: &Iteration<BankMachine>,
+    ) -> Option<&'static str> {
         let point = self.armed?;
-        if self.phase != Phase::Faulty {
+        if world.phase() != Phase::Faulty {
             return None;
         }
         if point == CRASH_PARTICIPANT_AFTER_YES {
-            let sent = io.sent.iter().flat_map(|(_, b)| b);
-            let voted = sent.chain(&io.local).any(|e| {
+            let sent = iteration.sent.iter().flat_map(|(_, b)| b);
+            let voted = sent.chain(&iteration.local).any(|e| {
                 self.participants.contains(&e.group)
                     && matches!(
                         &e.payload,
-                        decree_proto::envelope::Payload::Response {
-                            response: Ok(Response::Vote(decree_proto::txn::VoteReply {
-                                vote: decree_proto::txn::Vote::Yes { .. },
-                                ..
-                            })),
+                        Payload::Response {
+                            response: Ok(Response::Vote(VoteReply { vote: Vote::Yes { .. }, .. })),
                             ..
                         }
                     )
@@ -807,159 +490,99 @@ impl BankSim {
             return voted.then_some(point);
         }
         // (b), (c), (d): this node leads a coordinator group and applied a Decide of it.
-        let decided = io.decides.iter().any(|g| self.leader_index(*g) == Some(i));
-        (decided && !io.sent.is_empty()).then_some(point)
+        let decided = decides(iteration).any(|g| leader_index(world, g) == Some(i));
+        (decided && !iteration.sent.is_empty()).then_some(point)
     }
 
     /// Crash point (a): the coordinator leader applied a `StartCommit` and sent prepares.
-    fn maybe_crash_coordinator(&mut self) {
-        if !self.clients.armed_coordinator_crash || self.phase != Phase::Faulty {
+    fn maybe_crash_coordinator(&mut self, world: &mut World<BankMachine>) {
+        if !self.armed_start_commit || world.phase() != Phase::Faulty {
             return;
         }
         let group = self.coordinators[0];
-        let Some(i) = self.leader_index(group) else { return };
-        let preparing = self.slots[i]
-            .host
-            .as_ref()
-            .and_then(|h| h.machine(group))
-            .and_then(|m| match m {
-                Either::Right(c) => {
-                    Some(c.log().iter().any(|(_, r)| matches!(r, Record::Preparing { .. })))
-                }
-                Either::Left(_) => None,
-            })
-            .unwrap_or(false);
+        let Some(i) = leader_index(world, group) else { return };
+        let preparing = match world.host(i).and_then(|h| h.machine(group)) {
+            Some(Either::Right(c)) => {
+                c.log().iter().any(|(_, r)| matches!(r, Record::Preparing { .. }))
+            }
+            _ => false,
+        };
         if !preparing {
             return;
         }
-        self.clients.armed_coordinator_crash = false;
+        self.armed_start_commit = false;
         self.coordinator_crashes += 1;
         self.crash_points.insert(CRASH_AFTER_START_COMMIT);
-        let old_leader = self.slots[i].id;
-        let down = self.fault_rng.range(500_000_000, 3_000_000_000);
-        self.crash(i, CrashKind::Kill, down);
+        let old_leader = world.node_id(i);
+        let down = self.crash_rng.range(500_000_000, 3_000_000_000);
+        world.crash_node(i, CrashKind::Kill, down, CRASH_AFTER_START_COMMIT);
         if self.recovery.is_none() {
-            self.recovery =
-                Some(Recovery { group, crashed_at: self.now_ns, old_leader, elected_at: None });
-            self.schedule(self.now_ns + 1_000_000, Event::RecoveryCheck);
+            let now = world.now_ns();
+            self.recovery = Some(Recovery { group, crashed_at: now, old_leader, elected_at: None });
+            world.schedule_wake(now + RECOVERY_CHECK_NS, WAKE_RECOVERY);
         }
     }
 
     /// Times the recovery after a coordinator leader crash: the election (a new ready
     /// leader), then the last transaction in doubt at the crash resolved.
-    fn recovery_check(&mut self) {
+    fn recovery_check(&mut self, world: &mut World<BankMachine>) {
         let Some(mut r) = self.recovery else { return };
-        let leader = self.slots.iter().find_map(|s| {
-            let h = s.host.as_ref()?;
-            match h.role(r.group)? {
-                Role::Leader { ready: true, .. }
-                    if s.id != r.old_leader || r.elected_at.is_some() =>
-                {
-                    Some(h)
-                }
-                _ => None,
+        let now = world.now_ns();
+        let leader = world.hosts().find_map(|(_, h)| match h.role(r.group)? {
+            Role::Leader { ready: true, .. }
+                if h.id() != r.old_leader || r.elected_at.is_some() =>
+            {
+                Some(h)
             }
+            _ => None,
         });
         if let Some(h) = leader {
             if r.elected_at.is_none() {
-                r.elected_at = Some(self.now_ns);
+                r.elected_at = Some(now);
             }
             let in_doubt = match h.machine(r.group) {
                 Some(Either::Right(c)) => !c.in_doubt(HlcTimestamp::ZERO).is_empty(),
                 _ => true,
             };
             if !in_doubt {
-                let elected = r.elected_at.unwrap_or(self.now_ns) - r.crashed_at;
-                self.recoveries.push((elected, self.now_ns - r.crashed_at));
+                let elected = r.elected_at.unwrap_or(now) - r.crashed_at;
+                self.recoveries.push((elected, now - r.crashed_at));
                 self.recovery = None;
                 return;
             }
         }
-        if self.now_ns - r.crashed_at > 30_000_000_000 {
+        if now - r.crashed_at > RECOVERY_GIVE_UP_NS {
             self.recovery = None;
             return;
         }
         self.recovery = Some(r);
-        self.schedule(self.now_ns + 1_000_000, Event::RecoveryCheck);
+        world.schedule_wake(now + RECOVERY_CHECK_NS, WAKE_RECOVERY);
     }
 
-    // ----- healing and the final checks -----
-
-    fn heal_check(&mut self) -> Result<(), Violation> {
-        let waited = self.now_ns - self.heal_started_ns;
-        let result = self.healed();
-        match result {
-            Ok(()) => {
-                self.phase = Phase::Done;
-                crate::check::atomicity::check(&self.participant_views())?;
-                crate::check::acked_commits::check(&self.clients, &self.final_balances()?)?;
-                Ok(())
-            }
-            Err(v) if waited > self.config.heal_bound_ms * 1_000_000 => Err(v),
-            Err(_) => {
-                self.schedule(self.now_ns + HEAL_CHECK_NS, Event::HealCheck);
-                Ok(())
-            }
-        }
-    }
-
-    fn participant_views(&self) -> Vec<(NodeId, GroupId, &ParticipantGroup)> {
+    fn participant_views<'a>(
+        &self,
+        world: &'a World<BankMachine>,
+    ) -> Vec<(NodeId, GroupId, &'a ParticipantGroup)> {
         let mut out = Vec::new();
-        for s in &self.slots {
-            let Some(h) = &s.host else { continue };
+        for (_, h) in world.hosts() {
             for g in &self.participants {
                 if let Some(Either::Left(p)) = h.machine(*g) {
-                    out.push((s.id, *g, p));
+                    out.push((h.id(), *g, p));
                 }
             }
         }
         out
     }
 
-    fn healed(&self) -> Result<(), Violation> {
-        if !self.clients.all_resolved() {
-            return Err(Violation {
-                invariant: "healed: every transfer's outcome is known",
-                detail: self.clients.unresolved_detail(),
-            });
-        }
-        let mut hosts = Vec::new();
-        for s in &self.slots {
-            let Some(h) = &s.host else {
-                return Err(Violation {
-                    invariant: "healed: every node up",
-                    detail: format!("{}", s.id),
-                });
-            };
-            hosts.push((s.id, h));
-        }
-        let mut views = Vec::new();
-        for (g, _) in &self.groups {
-            let mut machines = Vec::new();
-            for (id, h) in &hosts {
-                let (Some(m), Some(role), Some(applied)) =
-                    (h.machine(*g), h.role(*g), h.applied(*g))
-                else {
-                    continue;
-                };
-                machines.push((*id, m, role, applied));
-            }
-            views.push((*g, machines));
-        }
-        crate::check::healed::check(&views)
-    }
-
-    /// Every account's balance on the leader of its group, as applied (after healing every
-    /// replica is equal).
-    fn final_balances(&self) -> Result<BTreeMap<Key, i64>, Violation> {
+    /// Every account's balance on the first live replica of its group, as applied (after
+    /// healing every replica is equal).
+    fn final_balances(&self, world: &World<BankMachine>) -> Result<BTreeMap<Key, i64>, Violation> {
         let mut out = BTreeMap::new();
         for account in self.bank.accounts() {
             let group = self.ranges.group_for(account);
-            let view = self
-                .slots
-                .iter()
-                .filter_map(|s| s.host.as_ref())
-                .filter_map(|h| match h.machine(group) {
+            let view = world
+                .hosts()
+                .filter_map(|(_, h)| match h.machine(group) {
                     Some(Either::Left(p)) => Some(p),
                     _ => None,
                 })
@@ -987,6 +610,206 @@ impl BankSim {
     }
 }
 
+impl Workload for BankWorkload {
+    type Machine = BankMachine;
+
+    fn machines(&self) -> MachineFactory<BankMachine> {
+        let participants = self.participants.clone();
+        let ranges = self.ranges.clone();
+        let map = self.map.clone();
+        Box::new(move |group| {
+            if participants.contains(&group) {
+                let range = ranges
+                    .iter()
+                    .find(|(_, g)| *g == group)
+                    .map(|(r, _)| r.clone())
+                    .unwrap_or_else(KeyRange::full);
+                let config = ParticipantConfig::default();
+                Either::Left(ParticipantGroup::new(group, range, map.version(), config))
+            } else {
+                Either::Right(CoordinatorGroup::new(
+                    group,
+                    CoordinatorConfig::default(),
+                    map.clone(),
+                ))
+            }
+        })
+    }
+
+    fn entry_digest(payload: &EntryPayload) -> u64 {
+        match payload {
+            EntryPayload::Noop => 0,
+            // The stamped command's bytes are its identity.
+            EntryPayload::Command(bytes) => command_digest(bytes),
+        }
+    }
+
+    fn snapshot_contents(data: &[u8]) -> Result<Vec<(LogIndex, u64)>, String> {
+        // A participant's or coordinator's snapshot holds state, not commands: its replicas
+        // are compared by digest (the world's final check and `healed`). `Either` tags a
+        // snapshot with its kind: 1 participant, 2 coordinator.
+        match data.first() {
+            Some(1 | 2) => Ok(Vec::new()),
+            _ => Err("snapshot of an unknown kind".into()),
+        }
+    }
+
+    fn start(&mut self, world: &mut World<BankMachine>) -> Result<(), Violation> {
+        if self.config.faults || self.config.recovery {
+            let at = self.crash_rng.range(FIRST_CRASH_NS.0, FIRST_CRASH_NS.1);
+            world.schedule_wake(at, WAKE_CRASH);
+        }
+        Ok(())
+    }
+
+    fn on_iteration(
+        &mut self,
+        world: &World<BankMachine>,
+        node: usize,
+        iteration: &Iteration<BankMachine>,
+    ) -> Result<Option<CrashCut>, Violation> {
+        if let Some(host) = world.host(node) {
+            for (_, batch) in &iteration.sent {
+                crate::check::p6_vote_after_apply::check(host.id(), batch, |g| host.machine(g))?;
+            }
+            // Votes to a coordinator group led on the same node never leave the host.
+            crate::check::p6_vote_after_apply::check(host.id(), &iteration.local, |g| {
+                host.machine(g)
+            })?;
+        }
+        let Some(point) = self.crash_point_reached(world, node, iteration) else {
+            return Ok(None);
+        };
+        self.armed = None;
+        self.crash_points.insert(point);
+        // How much of the iteration leaves before the crash.
+        let (batches_kept, replies_kept) = match point {
+            CRASH_AFTER_DECIDE => (0, false),
+            CRASH_AFTER_REPLY => (0, true),
+            CRASH_DURING_PHASE_TWO => (1, true),
+            _ => (usize::MAX, true),
+        };
+        let down_ns = self.crash_rng.range(300_000_000, 3_000_000_000);
+        Ok(Some(CrashCut { batches_kept, replies_kept, down_ns }))
+    }
+
+    fn on_note(
+        &mut self,
+        world: &mut World<BankMachine>,
+        note: Note<BankMachine>,
+    ) -> Result<(), Violation> {
+        match note {
+            Note::ClientDue => self.client_step(world),
+            Note::Reply { tag, clock, response, .. } => {
+                self.clients.on_reply(world.now_ns(), tag.0, clock, Ok(response))
+            }
+            Note::Refused { tag, clock, error, .. } => {
+                self.clients.on_reply(world.now_ns(), tag.0, clock, Err(error))
+            }
+            Note::NodeDown(node) => {
+                self.clients.node_down(world.node_id(node));
+                Ok(())
+            }
+            Note::Applied { .. } => {
+                self.maybe_crash_coordinator(world);
+                Ok(())
+            }
+            Note::Wake { token: WAKE_CRASH } => {
+                self.crash_due(world);
+                Ok(())
+            }
+            Note::Wake { token: WAKE_RECOVERY } => {
+                self.recovery_check(world);
+                Ok(())
+            }
+            // The clients learn leaders from redirects; the driver runs the heal check.
+            Note::LeaderSeen { .. } | Note::Wake { .. } | Note::HealCheckDue => Ok(()),
+        }
+    }
+
+    fn heal_target(&self, world: &World<BankMachine>, group: GroupId) -> Option<LogIndex> {
+        // Quiesced, a group's log stops growing: every replica must reach its furthest one.
+        world.hosts().filter_map(|(_, h)| h.applied(group)).max()
+    }
+
+    fn heal_settled(&self, world: &World<BankMachine>) -> Result<(), Violation> {
+        if !self.clients.all_resolved() {
+            return Err(Violation {
+                invariant: "healed: every transfer's outcome is known",
+                detail: self.clients.unresolved_detail(),
+            });
+        }
+        let mut hosts = Vec::new();
+        for i in 0..world.nodes() {
+            let Some(h) = world.host(i) else {
+                return Err(Violation {
+                    invariant: "healed: every node up",
+                    detail: format!("{}", world.node_id(i)),
+                });
+            };
+            hosts.push(h);
+        }
+        let views: Vec<_> = self
+            .groups()
+            .into_iter()
+            .map(|g| {
+                let replicas = hosts
+                    .iter()
+                    .filter_map(|h| Some((h.id(), h.machine(g)?, h.role(g)?, h.applied(g)?)))
+                    .collect();
+                (g, replicas)
+            })
+            .collect();
+        crate::check::healed::check(&views)
+    }
+
+    fn final_checks(&self, world: &World<BankMachine>) -> Result<(), Violation> {
+        crate::check::atomicity::check(&self.participant_views(world))?;
+        crate::check::acked_commits::check(&self.clients, &self.final_balances(world)?)
+    }
+
+    fn acked(&self) -> usize {
+        self.clients.count(TransferOutcome::Committed)
+    }
+
+    fn reads(&self) -> usize {
+        self.clients.audits()
+    }
+}
+
+/// The node index leading `group`, if a live node believes it does.
+fn leader_index(world: &World<BankMachine>, group: GroupId) -> Option<usize> {
+    world.hosts().find(|(_, h)| h.role(group).is_some_and(|r| r.is_leader())).map(|(i, _)| i)
+}
+
+/// The node leading `coordinator` and some participant group, if one does.
+fn leader_of_both(
+    world: &World<BankMachine>,
+    coordinator: GroupId,
+    participants: &[GroupId],
+) -> Option<usize> {
+    let c = leader_index(world, coordinator)?;
+    participants.iter().any(|p| leader_index(world, *p) == Some(c)).then_some(c)
+}
+
+/// The groups of which `iteration` applied a `Decide` entry.
+fn decides(iteration: &Iteration<BankMachine>) -> impl Iterator<Item = GroupId> + '_ {
+    type Stamped = (HlcTimestamp, <BankMachine as ReplicatedMachine>::Command);
+    iteration.observed.iter().flat_map(|output| {
+        let (group, entries) = match output {
+            Output::Apply { group, entries } => (Some(*group), entries.as_slice()),
+            _ => (None, &[][..]),
+        };
+        entries.iter().filter_map(move |entry| {
+            let EntryPayload::Command(bytes) = &entry.payload else { return None };
+            match postcard::from_bytes::<Stamped>(bytes) {
+                Ok((_, EitherCommand::Right(CoordinatorCommand::Decide { .. }))) => group,
+                _ => None,
+            }
+        })
+    })
+}
+
 /// Is `state` an intent (a prepared transaction)?
 pub(crate) fn is_intent(state: &TxnState) -> bool {
     matches!(state, TxnState::Prepared { .. })
@@ -1004,51 +827,14 @@ pub(crate) fn decided(p: &ParticipantGroup) -> BTreeMap<decree_types::TxnId, boo
         .collect()
 }
 
-/// Outputs of one `process` call that the simulation acts on.
-#[derive(Default)]
-struct BankIo {
-    sent: Vec<(NodeId, Vec<BankEnvelope>)>,
-    /// Envelopes the host delivered to its own node.
-    local: Vec<BankEnvelope>,
-    replies: Vec<(ClientTag, HlcTimestamp, BankResponse)>,
-    refusals: Vec<(ClientTag, HlcTimestamp, ErrorResponse)>,
-    /// Some entry was applied (a crash point may have been reached).
-    prepares_applied: bool,
-    /// Coordinator groups that applied a `Decide` entry in this iteration.
-    decides: Vec<GroupId>,
-}
-
-impl HostIo<BankMachine> for BankIo {
-    fn send(&mut self, to: NodeId, envelopes: Vec<BankEnvelope>) {
-        self.sent.push((to, envelopes));
-    }
-
-    fn reply(&mut self, client: ClientTag, clock: HlcTimestamp, response: BankResponse) {
-        self.replies.push((client, clock, response));
-    }
-
-    fn refuse(&mut self, client: ClientTag, clock: HlcTimestamp, error: ErrorResponse) {
-        self.refusals.push((client, clock, error));
-    }
-
-    fn observe_local(&mut self, envelope: &BankEnvelope) {
-        self.local.push(envelope.clone());
-    }
-
-    fn observe(&mut self, output: &Output) {
-        let Output::Apply { group, entries } = output else { return };
-        self.prepares_applied = true;
-        for entry in entries {
-            let decree_raft::EntryPayload::Command(bytes) = &entry.payload else { continue };
-            type Stamped = (HlcTimestamp, <BankMachine as ReplicatedMachine>::Command);
-            if let Ok((_, decree_host::EitherCommand::Right(CoordinatorCommand::Decide { .. }))) =
-                postcard::from_bytes::<Stamped>(bytes)
-            {
-                self.decides.push(*group);
-            }
-        }
-    }
-}
-
 /// Bank seeds that once failed, kept as regression tests, with what each found.
-pub const REGRESSION_SEEDS: &[(u64, &str)] = &[];
+pub const REGRESSION_SEEDS: &[(u64, &str)] = &[
+    (
+        45,
+        "a leadership transfer to a crashed node: the leader refused the proposal of a \
+         CommitLocal it had admitted, its lock-table entry stayed, and every later request \
+         for those keys waited on it forever (the host now redirects requests while a \
+         transfer is under way and holds machines' proposals until it ends)",
+    ),
+    (619, "the same, on another group"),
+];

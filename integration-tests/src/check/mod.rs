@@ -15,6 +15,11 @@
 //! | `reads_resolve` | RAFT-3: every read is served or failed within a bound | when healing ends |
 //! | `transfer_completes` | RAFT-6: a transfer to a caught-up target completes within an election timeout | after healing converged |
 //! | `liveness` | after healing: one leader per group, a new proposal committed, replicas converge | during the healing phase |
+//! | `bank_conservation` | an audit sums to the initial total, no balance negative | on every audit (bank) |
+//! | `p6_vote_after_apply` | P-6: a vote leaves only after its prepare entry applied | every iteration, before its output leaves (bank) |
+//! | `atomicity` | INV-A1: every participant replica reaches the same outcome | at the end (bank) |
+//! | `acked_commits` | final balances are exactly what the known outcomes give | at the end (bank) |
+//! | `healed` | no intent, every coordinator record a stub, one leader, equal digests | while healing (bank) |
 
 pub mod acked_commits;
 pub mod acked_not_lost;
