@@ -6,6 +6,11 @@
 //! machines do: a [`Workload`](crate::workload::Workload) sends the client requests, reads the
 //! answers and checks what they promise.
 //!
+//! Snapshots are encoded as the node shell does, off the host's iteration: a snapshot job the
+//! host hands out is completed (encoded and handed back) by an event after a seeded delay, so
+//! applies, role changes, restores and crashes fall between a job and its completion in every
+//! order the seeds find.
+//!
 //! The world talks to its workload through [`Note`]s: answers to client requests, leaders
 //! seen, nodes gone down, and the moments the workload is due (its client tick, the heal
 //! check). The driver ([`crate::sim::run`]) hands them over after every event.
@@ -14,7 +19,7 @@ use std::collections::BTreeMap;
 
 use decree_host::{
     ClientTag, Directory, Fatal, GroupSpec, Host, HostConfig, HostEnvelope, HostIo,
-    ReplicatedMachine,
+    ReplicatedMachine, SnapshotJob,
 };
 use decree_proto::ErrorResponse;
 use decree_raft::core::{ReplicationState, Role};
@@ -57,6 +62,12 @@ const MEASUREMENT_LIFE_NS: u64 = 11 * CLOCK_PROBE_INTERVAL_NS;
 const FORGERY_ONE_IN: u64 = 500;
 /// How long a physical clock stays out of its bound, ns (range).
 const WALL_VIOLATION_NS: (u64, u64) = (500_000_000, 4_000_000_000);
+/// The most a snapshot job waits before its encoded bytes come back to the host, ns: long
+/// enough for entries, elections and snapshot installs to happen meanwhile.
+const SNAPSHOT_ENCODE_DELAY_MAX_NS: u64 = 200_000_000;
+/// Mixed into the seed for the stream of snapshot delays, so that the other streams draw
+/// what they drew before snapshots were encoded off the iteration.
+const SNAPSHOT_STREAM: u64 = 0x736e_6170_7669_6577;
 
 /// Reads the `(index, digest)` of every command an encoded snapshot holds.
 pub type SnapshotContents = fn(&[u8]) -> Result<Vec<(LogIndex, u64)>, String>;
@@ -119,19 +130,46 @@ pub enum Phase {
 
 #[derive(Debug)]
 pub(crate) enum Event<M: ReplicatedMachine> {
-    Deliver { from: usize, to: usize, batch: Vec<HostEnvelope<M>> },
-    WallStep { node: usize, delta_ns: i64 },
-    Tick { node: usize, incarnation: u64 },
-    Process { node: usize, incarnation: u64 },
-    Restart { node: usize },
+    Deliver {
+        from: usize,
+        to: usize,
+        batch: Vec<HostEnvelope<M>>,
+    },
+    WallStep {
+        node: usize,
+        delta_ns: i64,
+    },
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
+    Process {
+        node: usize,
+        incarnation: u64,
+    },
+    Restart {
+        node: usize,
+    },
     Fault(Fault),
     NextFault,
-    Unpartition { generation: u64 },
-    Clog { node: usize, on: bool },
+    Unpartition {
+        generation: u64,
+    },
+    Clog {
+        node: usize,
+        on: bool,
+    },
     Client,
     LogCheck,
     Heal,
     HealCheck,
+    /// A snapshot job of node `node`'s host, encoded: handed back to it (dropped if that
+    /// incarnation is gone).
+    SnapshotEncoded {
+        node: usize,
+        incarnation: u64,
+        job: SnapshotJob<M>,
+    },
 }
 
 struct Slot<M: ReplicatedMachine> {
@@ -192,6 +230,8 @@ pub struct World<M: ReplicatedMachine> {
     /// plus the life of the measurements taken during it.
     wall_suspect_until_ns: u64,
     sched_rng: DetRng,
+    /// Delays of snapshot encodings (a stream of its own).
+    snapshot_rng: DetRng,
     pub(crate) trace: Trace,
     pub(crate) election_safety: ElectionSafety,
     sms: StateMachineSafety,
@@ -274,6 +314,7 @@ where
             wall_rng,
             wall_suspect_until_ns: 0,
             sched_rng,
+            snapshot_rng: DetRng::new(config.seed ^ SNAPSHOT_STREAM),
             trace: Trace::new(verbose),
             election_safety: ElectionSafety::default(),
             sms: StateMachineSafety::default(),
@@ -502,6 +543,9 @@ where
                 self.schedule(self.now_ns + LOG_CHECK_NS, Event::LogCheck);
                 Ok(())
             }
+            Event::SnapshotEncoded { node, incarnation, job } => {
+                self.snapshot_encoded(node, incarnation, job)
+            }
             Event::Heal => self.heal(),
             Event::HealCheck => {
                 self.notes.push(Note::HealCheckDue);
@@ -664,6 +708,14 @@ where
             self.send(i, to, batch);
         }
         self.handle_outputs(i, io.observed)?;
+        let incarnation = self.slots[i].incarnation;
+        for job in io.snapshots {
+            let delay = self.snapshot_rng.range(0, SNAPSHOT_ENCODE_DELAY_MAX_NS);
+            self.schedule(
+                self.now_ns + delay,
+                Event::SnapshotEncoded { node: i, incarnation, job },
+            );
+        }
         // What the host had applied when it answered (it may be gone by the time the
         // workload reads the note: a fatal error below).
         let applied: Vec<(GroupId, LogIndex)> = match self.slots[i].node.as_ref() {
@@ -689,6 +741,25 @@ where
                 }
                 Ok(())
             }
+            Err(fatal) => self.on_fatal(i, &fatal),
+        }
+    }
+
+    /// A snapshot job's bytes, back to the host that handed it out. The node may refuse them
+    /// (the group restored a newer snapshot meanwhile); storing them may hit an injected
+    /// disk failure.
+    fn snapshot_encoded(
+        &mut self,
+        i: usize,
+        incarnation: u64,
+        job: SnapshotJob<M>,
+    ) -> Result<(), Violation> {
+        if self.slots[i].incarnation != incarnation {
+            return Ok(());
+        }
+        let Some(host) = self.slots[i].node.as_mut() else { return Ok(()) };
+        match host.snapshot_encoded(job.group, job.index, job.encode()) {
+            Ok(_) => Ok(()),
             Err(fatal) => self.on_fatal(i, &fatal),
         }
     }
@@ -1146,6 +1217,7 @@ struct WorldIo<M: ReplicatedMachine> {
     replies: Vec<(ClientTag, HlcTimestamp, M::Response)>,
     refusals: Vec<(ClientTag, HlcTimestamp, ErrorResponse)>,
     observed: Vec<Output>,
+    snapshots: Vec<SnapshotJob<M>>,
 }
 
 impl<M: ReplicatedMachine> Default for WorldIo<M> {
@@ -1155,11 +1227,16 @@ impl<M: ReplicatedMachine> Default for WorldIo<M> {
             replies: Vec::new(),
             refusals: Vec::new(),
             observed: Vec::new(),
+            snapshots: Vec::new(),
         }
     }
 }
 
 impl<M: ReplicatedMachine> HostIo<M> for WorldIo<M> {
+    fn snapshot(&mut self, job: SnapshotJob<M>) {
+        self.snapshots.push(job);
+    }
+
     fn send(&mut self, to: NodeId, envelopes: Vec<HostEnvelope<M>>) {
         self.sent.push((to, envelopes));
     }

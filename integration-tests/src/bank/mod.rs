@@ -241,16 +241,34 @@ pub fn run(config: &BankConfig) -> BankOutcome {
 
 #[derive(Debug)]
 enum Event {
-    Deliver { from: usize, to: usize, batch: Vec<BankEnvelope> },
-    Tick { node: usize, incarnation: u64 },
-    Process { node: usize, incarnation: u64 },
-    Restart { node: usize },
+    Deliver {
+        from: usize,
+        to: usize,
+        batch: Vec<BankEnvelope>,
+    },
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
+    Process {
+        node: usize,
+        incarnation: u64,
+    },
+    Restart {
+        node: usize,
+    },
     Fault,
     Unpartition,
     Client,
     Heal,
     HealCheck,
     RecoveryCheck,
+    /// A snapshot job, encoded (see `schedule_snapshot_jobs`).
+    SnapshotEncoded {
+        node: usize,
+        incarnation: u64,
+        job: decree_host::SnapshotJob<BankMachine>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -304,6 +322,8 @@ struct BankSim {
     crash_points: BTreeSet<&'static str>,
     /// A crash point armed by the fault plan, waiting to be reached.
     armed: Option<&'static str>,
+    /// Delays of snapshot encodings (a stream of its own; see `schedule_snapshot_jobs`).
+    snapshot_rng: DetRng,
 }
 
 impl BankSim {
@@ -383,6 +403,7 @@ impl BankSim {
             recovery: None,
             recoveries: Vec::new(),
             heal_started_ns: 0,
+            snapshot_rng: DetRng::new(config.seed ^ SNAPSHOT_STREAM),
             crash_points: BTreeSet::new(),
             armed: None,
             config,
@@ -422,6 +443,9 @@ impl BankSim {
 
     fn handle(&mut self, event: Event) -> Result<(), Violation> {
         match event {
+            Event::SnapshotEncoded { node, incarnation, job } => {
+                self.snapshot_encoded(node, incarnation, job)
+            }
             Event::Deliver { from, to, batch } => self.deliver(from, to, batch),
             Event::Tick { node, incarnation } => {
                 if self.slots[node].incarnation != incarnation {
@@ -610,6 +634,7 @@ impl BankSim {
         let mut io = BankIo::default();
         let result = host.process(local, wall, &mut io);
         let more = host.has_work();
+        let jobs = std::mem::take(&mut io.snapshots);
         for (_, batch) in &io.sent {
             crate::check::p6_vote_after_apply::check(id, batch, |g| host.machine(g))?;
         }
@@ -641,6 +666,7 @@ impl BankSim {
         for (tag, clock, error) in io.refusals {
             self.clients.on_reply(self.now_ns, tag.0, clock, Err(error))?;
         }
+        self.schedule_snapshot_jobs(i, jobs);
         if io.prepares_applied {
             self.maybe_crash_coordinator();
         }
@@ -651,6 +677,38 @@ impl BankSim {
                 }
                 Ok(())
             }
+            Err(fatal) => self.on_fatal(i, &fatal),
+        }
+    }
+
+    // ----- snapshot jobs: encoded off the iteration, as the node shell does -----
+
+    /// Completes each job after a seeded delay, so applies, elections, restores and crashes
+    /// fall between a job and its completion (a crashed incarnation's jobs are dropped).
+    fn schedule_snapshot_jobs(
+        &mut self,
+        i: usize,
+        jobs: Vec<decree_host::SnapshotJob<BankMachine>>,
+    ) {
+        let incarnation = self.slots[i].incarnation;
+        for job in jobs {
+            let at = self.now_ns + self.snapshot_rng.range(0, SNAPSHOT_ENCODE_DELAY_MAX_NS);
+            self.schedule(at, Event::SnapshotEncoded { node: i, incarnation, job });
+        }
+    }
+
+    fn snapshot_encoded(
+        &mut self,
+        i: usize,
+        incarnation: u64,
+        job: decree_host::SnapshotJob<BankMachine>,
+    ) -> Result<(), Violation> {
+        if self.slots[i].incarnation != incarnation {
+            return Ok(());
+        }
+        let Some(host) = self.slots[i].host.as_mut() else { return Ok(()) };
+        match host.snapshot_encoded(job.group, job.index, job.encode()) {
+            Ok(_) => Ok(()),
             Err(fatal) => self.on_fatal(i, &fatal),
         }
     }
@@ -1011,9 +1069,14 @@ struct BankIo {
     prepares_applied: bool,
     /// Coordinator groups that applied a `Decide` entry in this iteration.
     decides: Vec<GroupId>,
+    snapshots: Vec<decree_host::SnapshotJob<BankMachine>>,
 }
 
 impl HostIo<BankMachine> for BankIo {
+    fn snapshot(&mut self, job: decree_host::SnapshotJob<BankMachine>) {
+        self.snapshots.push(job);
+    }
+
     fn send(&mut self, to: NodeId, envelopes: Vec<BankEnvelope>) {
         self.sent.push((to, envelopes));
     }
@@ -1040,6 +1103,11 @@ impl HostIo<BankMachine> for BankIo {
         }
     }
 }
+
+/// The most a snapshot job waits before its bytes come back to the host, ns.
+const SNAPSHOT_ENCODE_DELAY_MAX_NS: u64 = 200_000_000;
+/// Mixed into the seed for the stream of snapshot delays, so the other streams are unchanged.
+const SNAPSHOT_STREAM: u64 = 0x736e_6170_7669_6577;
 
 /// Bank seeds that once failed, kept as regression tests, with what each found.
 pub const REGRESSION_SEEDS: &[(u64, &str)] = &[];

@@ -6,7 +6,9 @@
 use std::fmt::Write as _;
 
 use decree_host::machines::{CommandLog, LogRequest, LogResponse};
-use decree_host::{ClientTag, Directory, GroupSpec, Host, HostConfig, HostEnvelope, HostIo};
+use decree_host::{
+    ClientTag, Directory, GroupSpec, Host, HostConfig, HostEnvelope, HostIo, SnapshotJob,
+};
 use decree_proto::ErrorResponse;
 use decree_raft::disk::MemDisk;
 use decree_raft::node::Output;
@@ -25,11 +27,20 @@ pub struct Recorder {
     pub replies: Vec<(ClientTag, HlcTimestamp, LogResponse)>,
     pub refusals: Vec<(ClientTag, HlcTimestamp, ErrorResponse)>,
     pub observed: Vec<Output>,
+    /// Snapshot jobs not yet encoded and handed back.
+    pub snapshots: Vec<SnapshotJob<CommandLog>>,
+    /// Keep snapshot jobs here instead of completing them after each `process`.
+    pub hold_snapshots: bool,
     /// Every output as one line each, in order.
     pub log: Vec<String>,
 }
 
 impl HostIo<CommandLog> for Recorder {
+    fn snapshot(&mut self, job: SnapshotJob<CommandLog>) {
+        self.log.push(format!("snapshot job {} at {}", job.group, job.index));
+        self.snapshots.push(job);
+    }
+
     fn send(&mut self, to: NodeId, envelopes: Vec<HostEnvelope<CommandLog>>) {
         for e in &envelopes {
             self.log.push(format!("send {} -> {to}: {:?} {:?}", e.from, e.group, e.payload));
@@ -120,7 +131,19 @@ impl Cluster {
         &mut self.hosts[id as usize - 1]
     }
 
-    /// Processes every host with work, and collects its mail.
+    /// Encodes the snapshot jobs `id` holds and hands them back; the host's answers.
+    pub fn complete_snapshots(&mut self, id: u64) -> Vec<bool> {
+        let jobs = std::mem::take(&mut self.io[id as usize - 1].snapshots);
+        let host = &mut self.hosts[id as usize - 1];
+        jobs.into_iter()
+            .map(|job| {
+                host.snapshot_encoded(job.group, job.index, job.encode()).expect("no fatal error")
+            })
+            .collect()
+    }
+
+    /// Processes every host with work, and collects its mail; snapshot jobs are completed at
+    /// once unless the host's recorder holds them.
     pub fn process_all(&mut self) {
         let (now, wall) = (self.now, self.wall());
         for (i, host) in self.hosts.iter_mut().enumerate() {
@@ -133,6 +156,12 @@ impl Cluster {
             for (to, envelopes) in io.sent[before..].iter() {
                 for e in envelopes {
                     self.mail.push((host.id(), *to, e.clone()));
+                }
+            }
+            if !io.hold_snapshots {
+                for job in std::mem::take(&mut io.snapshots) {
+                    host.snapshot_encoded(job.group, job.index, job.encode())
+                        .expect("no fatal error");
                 }
             }
         }
