@@ -267,7 +267,7 @@ enum Event {
     SnapshotEncoded {
         node: usize,
         incarnation: u64,
-        job: decree_host::SnapshotJob<BankMachine>,
+        job: Box<decree_host::SnapshotJob<BankMachine>>,
     },
 }
 
@@ -693,7 +693,7 @@ impl BankSim {
         let incarnation = self.slots[i].incarnation;
         for job in jobs {
             let at = self.now_ns + self.snapshot_rng.range(0, SNAPSHOT_ENCODE_DELAY_MAX_NS);
-            self.schedule(at, Event::SnapshotEncoded { node: i, incarnation, job });
+            self.schedule(at, Event::SnapshotEncoded { node: i, incarnation, job: Box::new(job) });
         }
     }
 
@@ -701,7 +701,7 @@ impl BankSim {
         &mut self,
         i: usize,
         incarnation: u64,
-        job: decree_host::SnapshotJob<BankMachine>,
+        job: Box<decree_host::SnapshotJob<BankMachine>>,
     ) -> Result<(), Violation> {
         if self.slots[i].incarnation != incarnation {
             return Ok(());
