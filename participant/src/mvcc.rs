@@ -431,9 +431,16 @@ impl MvccStore {
         dropped
     }
 
-    /// Appends a version to its key, keeping INV-M1 (strictly increasing timestamps).
+    /// Appends a version to its key, keeping INV-M1 (strictly increasing timestamps). One
+    /// walk down the tree for a key that has versions (the map's `entry` takes two).
     fn push_version(&mut self, key: Key, version: Version) {
-        let versions = self.versions.entry(key).or_default();
+        self.newest_version_ts = self.newest_version_ts.max(version.ts);
+        let Some(versions) = self.versions.get_mut(&key) else {
+            // Most keys hold one version: exactly one slot for it (a plain push would
+            // allocate four); further versions grow the list by doubling.
+            self.versions.insert(key, vec![version]);
+            return;
+        };
         if let Some(last) = versions.last() {
             assert!(
                 last.ts < version.ts,
@@ -441,12 +448,6 @@ impl MvccStore {
                 version.ts,
                 last.ts
             );
-        }
-        self.newest_version_ts = self.newest_version_ts.max(version.ts);
-        // Most keys hold one version: allocate exactly one slot for it (a plain push would
-        // allocate four), and let further versions grow the list by doubling.
-        if versions.capacity() == 0 {
-            versions.reserve_exact(1);
         }
         versions.push(version);
     }
