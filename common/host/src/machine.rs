@@ -53,6 +53,10 @@
 //!
 //! - **Apply reads no clock.** Replicated state is a function of the applied entries alone.
 //! - **Leader-only state is never in a snapshot** and is reset on every role change.
+//! - **A snapshot view is immutable and cheap.** [`ReplicatedMachine::snapshot`] runs on the
+//!   node thread and should cost O(1) (a clone of persistent maps); the view is encoded later,
+//!   possibly on another thread while apply goes on, and must encode the state as of when it
+//!   was taken.
 //! - **A reply that reveals replicated state is sent only after that state is applied**: a
 //!   prepare vote (P-6) or a decision is the return value of `apply` (or an effect of it),
 //!   never of admission. Applied entries are durable on a majority, and on this node, because
