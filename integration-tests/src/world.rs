@@ -128,48 +128,24 @@ pub enum Phase {
     Done,
 }
 
+/// What happens next. `SnapshotEncoded` hands a snapshot job of node `node`'s host back to it,
+/// encoded (dropped if that incarnation is gone).
 #[derive(Debug)]
 pub(crate) enum Event<M: ReplicatedMachine> {
-    Deliver {
-        from: usize,
-        to: usize,
-        batch: Vec<HostEnvelope<M>>,
-    },
-    WallStep {
-        node: usize,
-        delta_ns: i64,
-    },
-    Tick {
-        node: usize,
-        incarnation: u64,
-    },
-    Process {
-        node: usize,
-        incarnation: u64,
-    },
-    Restart {
-        node: usize,
-    },
+    Deliver { from: usize, to: usize, batch: Vec<HostEnvelope<M>> },
+    WallStep { node: usize, delta_ns: i64 },
+    Tick { node: usize, incarnation: u64 },
+    Process { node: usize, incarnation: u64 },
+    Restart { node: usize },
     Fault(Fault),
     NextFault,
-    Unpartition {
-        generation: u64,
-    },
-    Clog {
-        node: usize,
-        on: bool,
-    },
+    Unpartition { generation: u64 },
+    Clog { node: usize, on: bool },
     Client,
     LogCheck,
     Heal,
     HealCheck,
-    /// A snapshot job of node `node`'s host, encoded: handed back to it (dropped if that
-    /// incarnation is gone).
-    SnapshotEncoded {
-        node: usize,
-        incarnation: u64,
-        job: SnapshotJob<M>,
-    },
+    SnapshotEncoded { node: usize, incarnation: u64, job: SnapshotJob<M> },
 }
 
 struct Slot<M: ReplicatedMachine> {

@@ -241,34 +241,17 @@ pub fn run(config: &BankConfig) -> BankOutcome {
 
 #[derive(Debug)]
 enum Event {
-    Deliver {
-        from: usize,
-        to: usize,
-        batch: Vec<BankEnvelope>,
-    },
-    Tick {
-        node: usize,
-        incarnation: u64,
-    },
-    Process {
-        node: usize,
-        incarnation: u64,
-    },
-    Restart {
-        node: usize,
-    },
+    Deliver { from: usize, to: usize, batch: Vec<BankEnvelope> },
+    Tick { node: usize, incarnation: u64 },
+    Process { node: usize, incarnation: u64 },
+    Restart { node: usize },
     Fault,
     Unpartition,
     Client,
     Heal,
     HealCheck,
     RecoveryCheck,
-    /// A snapshot job, encoded (see `schedule_snapshot_jobs`).
-    SnapshotEncoded {
-        node: usize,
-        incarnation: u64,
-        job: Box<decree_host::SnapshotJob<BankMachine>>,
-    },
+    SnapshotEncoded { node: usize, incarnation: u64, job: Box<BankSnapshotJob> },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -685,11 +668,7 @@ impl BankSim {
 
     /// Completes each job after a seeded delay, so applies, elections, restores and crashes
     /// fall between a job and its completion (a crashed incarnation's jobs are dropped).
-    fn schedule_snapshot_jobs(
-        &mut self,
-        i: usize,
-        jobs: Vec<decree_host::SnapshotJob<BankMachine>>,
-    ) {
+    fn schedule_snapshot_jobs(&mut self, i: usize, jobs: Vec<BankSnapshotJob>) {
         let incarnation = self.slots[i].incarnation;
         for job in jobs {
             let at = self.now_ns + self.snapshot_rng.range(0, SNAPSHOT_ENCODE_DELAY_MAX_NS);
@@ -701,7 +680,7 @@ impl BankSim {
         &mut self,
         i: usize,
         incarnation: u64,
-        job: Box<decree_host::SnapshotJob<BankMachine>>,
+        job: Box<BankSnapshotJob>,
     ) -> Result<(), Violation> {
         if self.slots[i].incarnation != incarnation {
             return Ok(());
@@ -1069,11 +1048,11 @@ struct BankIo {
     prepares_applied: bool,
     /// Coordinator groups that applied a `Decide` entry in this iteration.
     decides: Vec<GroupId>,
-    snapshots: Vec<decree_host::SnapshotJob<BankMachine>>,
+    snapshots: Vec<BankSnapshotJob>,
 }
 
 impl HostIo<BankMachine> for BankIo {
-    fn snapshot(&mut self, job: decree_host::SnapshotJob<BankMachine>) {
+    fn snapshot(&mut self, job: BankSnapshotJob) {
         self.snapshots.push(job);
     }
 
@@ -1104,6 +1083,9 @@ impl HostIo<BankMachine> for BankIo {
     }
 }
 
+/// A snapshot job of a bank host, handed back by `Event::SnapshotEncoded` (see
+/// `schedule_snapshot_jobs`).
+type BankSnapshotJob = decree_host::SnapshotJob<BankMachine>;
 /// The most a snapshot job waits before its bytes come back to the host, ns.
 const SNAPSHOT_ENCODE_DELAY_MAX_NS: u64 = 200_000_000;
 /// Mixed into the seed for the stream of snapshot delays, so the other streams are unchanged.
