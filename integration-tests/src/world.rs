@@ -6,6 +6,11 @@
 //! machines do: a [`Workload`](crate::workload::Workload) sends the client requests, reads the
 //! answers and checks what they promise.
 //!
+//! Snapshots are encoded as the node shell does, off the host's iteration: a snapshot job the
+//! host hands out is completed (encoded and handed back) by an event after a seeded delay, so
+//! applies, role changes, restores and crashes fall between a job and its completion in every
+//! order the seeds find.
+//!
 //! The world talks to its workload through [`Note`]s: answers to client requests, leaders
 //! seen, nodes gone down, entries applied, and the moments the workload is due (its client
 //! tick, its own timers, the heal check). The driver ([`crate::sim::drive`]) hands them over
@@ -18,7 +23,7 @@ use std::collections::BTreeMap;
 
 use decree_host::{
     ClientTag, Directory, Fatal, GroupSpec, Host, HostConfig, HostEnvelope, HostIo,
-    ReplicatedMachine,
+    ReplicatedMachine, SnapshotJob,
 };
 use decree_proto::ErrorResponse;
 use decree_raft::core::{ReplicationState, Role};
@@ -61,6 +66,12 @@ const MEASUREMENT_LIFE_NS: u64 = 11 * CLOCK_PROBE_INTERVAL_NS;
 const FORGERY_ONE_IN: u64 = 500;
 /// How long a physical clock stays out of its bound, ns (range).
 const WALL_VIOLATION_NS: (u64, u64) = (500_000_000, 4_000_000_000);
+/// The most a snapshot job waits before its encoded bytes come back to the host, ns: long
+/// enough for entries, elections and snapshot installs to happen meanwhile.
+const SNAPSHOT_ENCODE_DELAY_MAX_NS: u64 = 200_000_000;
+/// Mixed into the seed for the stream of snapshot delays, so that the other streams draw
+/// what they drew before snapshots were encoded off the iteration.
+const SNAPSHOT_STREAM: u64 = 0x736e_6170_7669_6577;
 
 /// Reads the `(index, digest)` of every command an encoded snapshot holds.
 pub type SnapshotContents = fn(&[u8]) -> Result<Vec<(LogIndex, u64)>, String>;
@@ -151,6 +162,8 @@ pub enum Phase {
     Done,
 }
 
+/// What happens next. `SnapshotEncoded` hands a snapshot job of node `node`'s host back to it,
+/// encoded (dropped if that incarnation is gone).
 #[derive(Debug)]
 pub(crate) enum Event<M: ReplicatedMachine> {
     Deliver { from: usize, to: usize, batch: Vec<HostEnvelope<M>> },
@@ -167,6 +180,7 @@ pub(crate) enum Event<M: ReplicatedMachine> {
     LogCheck,
     Heal,
     HealCheck,
+    SnapshotEncoded { node: usize, incarnation: u64, job: SnapshotJob<M> },
 }
 
 struct Slot<M: ReplicatedMachine> {
@@ -227,6 +241,8 @@ pub struct World<M: ReplicatedMachine> {
     /// plus the life of the measurements taken during it.
     wall_suspect_until_ns: u64,
     sched_rng: DetRng,
+    /// Delays of snapshot encodings (a stream of its own).
+    snapshot_rng: DetRng,
     pub(crate) trace: Trace,
     pub(crate) election_safety: ElectionSafety,
     sms: StateMachineSafety,
@@ -310,6 +326,7 @@ where
             wall_rng,
             wall_suspect_until_ns: 0,
             sched_rng,
+            snapshot_rng: DetRng::new(config.seed ^ SNAPSHOT_STREAM),
             trace: Trace::new(verbose),
             election_safety: ElectionSafety::default(),
             sms: StateMachineSafety::default(),
@@ -562,6 +579,9 @@ where
                 self.schedule(self.now_ns + LOG_CHECK_NS, Event::LogCheck);
                 Ok(())
             }
+            Event::SnapshotEncoded { node, incarnation, job } => {
+                self.snapshot_encoded(node, incarnation, job)
+            }
             Event::Heal => self.heal(),
             Event::HealCheck => {
                 self.notes.push(Note::HealCheckDue);
@@ -735,6 +755,14 @@ where
         if !replies_kept {
             io.replies.clear();
         }
+        let incarnation = self.slots[i].incarnation;
+        for job in std::mem::take(&mut io.snapshots) {
+            let delay = self.snapshot_rng.range(0, SNAPSHOT_ENCODE_DELAY_MAX_NS);
+            self.schedule(
+                self.now_ns + delay,
+                Event::SnapshotEncoded { node: i, incarnation, job },
+            );
+        }
         // What the host had applied when it answered (it may be gone by the time the
         // workload reads the note: a fatal error below).
         let applied: Vec<(GroupId, LogIndex)> = match self.slots[i].node.as_ref() {
@@ -767,6 +795,25 @@ where
                 }
                 Ok(())
             }
+            Err(fatal) => self.on_fatal(i, &fatal),
+        }
+    }
+
+    /// A snapshot job's bytes, back to the host that handed it out. The node may refuse them
+    /// (the group restored a newer snapshot meanwhile); storing them may hit an injected
+    /// disk failure.
+    fn snapshot_encoded(
+        &mut self,
+        i: usize,
+        incarnation: u64,
+        job: SnapshotJob<M>,
+    ) -> Result<(), Violation> {
+        if self.slots[i].incarnation != incarnation {
+            return Ok(());
+        }
+        let Some(host) = self.slots[i].node.as_mut() else { return Ok(()) };
+        match host.snapshot_encoded(job.group, job.index, job.encode()) {
+            Ok(_) => Ok(()),
             Err(fatal) => self.on_fatal(i, &fatal),
         }
     }
@@ -1231,6 +1278,8 @@ pub struct Iteration<M: ReplicatedMachine> {
     pub observed: Vec<Output>,
     /// Envelopes the host delivered to its own node (they never reach the network).
     pub local: Vec<HostEnvelope<M>>,
+    /// Snapshot jobs, completed by the world after a seeded delay.
+    pub snapshots: Vec<SnapshotJob<M>>,
 }
 
 impl<M: ReplicatedMachine> Default for Iteration<M> {
@@ -1241,11 +1290,16 @@ impl<M: ReplicatedMachine> Default for Iteration<M> {
             refusals: Vec::new(),
             observed: Vec::new(),
             local: Vec::new(),
+            snapshots: Vec::new(),
         }
     }
 }
 
 impl<M: ReplicatedMachine> HostIo<M> for Iteration<M> {
+    fn snapshot(&mut self, job: SnapshotJob<M>) {
+        self.snapshots.push(job);
+    }
+
     fn send(&mut self, to: NodeId, envelopes: Vec<HostEnvelope<M>>) {
         self.sent.push((to, envelopes));
     }

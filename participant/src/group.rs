@@ -58,7 +58,8 @@ pub struct ParticipantGroup {
     last_now_ns: u64,
 }
 
-/// The replicated state, as [`ParticipantGroup::snapshot`] takes it: a copy, encoded later.
+/// The replicated state, as [`ParticipantGroup::snapshot`] takes it: an O(1) clone sharing structure
+/// with the live state, immutable, encoded later (on another thread, in the node shell).
 #[derive(Debug)]
 pub struct ParticipantSnapshot {
     state: GroupState,
@@ -1032,8 +1033,8 @@ impl ReplicatedMachine for ParticipantGroup {
         Err(ErrorResponse::NotLeader { hint: leader, term: Term(0) })
     }
 
-    /// A copy of the replicated state: O(state) to take. (A persistent map would make it O(1);
-    /// it is not needed while snapshots are every 64 MiB of log.)
+    /// A view of the replicated state: O(1) to take (its maps are persistent and shared with
+    /// the live state, which copies a node only when it next writes it), and immutable.
     fn snapshot(&self) -> ParticipantSnapshot {
         ParticipantSnapshot { state: self.state.clone() }
     }

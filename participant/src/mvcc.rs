@@ -8,10 +8,16 @@
 //! [`MvccStore::read`] / [`MvccStore::scan`] and [`MvccStore::gc`] (REC-7(c)). The
 //! group state machine (`crate::state`) composes them when it applies an entry.
 //!
-//! Layout: versions live in one `BTreeMap` per group keyed by key, each key holding its
+//! Layout: versions live in one ordered map per group keyed by key, each key holding its
 //! versions in increasing commit-timestamp order. INV-M1 says versions of a key are written in
 //! increasing timestamp order, so a new version is always pushed at the end of its key's list
 //! (asserted), a point read is a short reverse walk, and GC drains from the front.
+//!
+//! The maps are persistent B-trees (`imbl::OrdMap`): a clone shares every node with the
+//! original and a later write copies only the nodes on its path. So cloning the store — the
+//! snapshot view the host takes on the node thread — is O(1), and the view stays as it was
+//! while apply goes on (it is encoded elsewhere). Iteration is in key order, as with
+//! `BTreeMap`, and the encoding is the same.
 //!
 //! Invariants (asserted where they are established):
 //! - **INV-M1** at most one intent per key; a key's versions are strictly increasing in
@@ -20,11 +26,11 @@
 //! - **REC-7(c)** GC never removes the newest version at or below the GC threshold (unless it
 //!   is a delete, which reads at or above the threshold see as "absent" either way).
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use decree_proto::txn::{NoReason, Write};
 use decree_types::{GroupId, HlcTimestamp, Key, KeyRange, TxnId};
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 /// One committed version of a key (TS-5).
@@ -100,15 +106,16 @@ pub enum ScanOutcome {
     Blocked(Blocker),
 }
 
-/// The committed versions, intents and read locks of one group. See the module docs.
+/// The committed versions, intents and read locks of one group. See the module docs. A clone
+/// is O(1) and shares structure with the original.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MvccStore {
     /// Committed versions, per key in increasing timestamp order (INV-M1).
-    versions: BTreeMap<Key, Vec<Version>>,
+    versions: OrdMap<Key, Vec<Version>>,
     /// Intents of prepared transactions, at most one per key (INV-M1).
-    intents: BTreeMap<Key, Intent>,
+    intents: OrdMap<Key, Intent>,
     /// Read locks of prepared serializable transactions (§6.1), held from prepare to decision.
-    read_locks: BTreeMap<TxnId, Vec<KeyRange>>,
+    read_locks: OrdMap<TxnId, Vec<KeyRange>>,
     /// Reads below this timestamp are refused: older versions may be gone (REC-7(c)).
     gc_threshold: HlcTimestamp,
     /// The largest version timestamp in the store (derived; lets span checks skip the scan
@@ -120,9 +127,9 @@ pub struct MvccStore {
 /// the list of its entries in key order, so [`MvccImage`] decodes these bytes.
 #[derive(Debug, Serialize)]
 pub(crate) struct MvccView<'a> {
-    versions: &'a BTreeMap<Key, Vec<Version>>,
-    intents: &'a BTreeMap<Key, Intent>,
-    read_locks: &'a BTreeMap<TxnId, Vec<KeyRange>>,
+    versions: &'a OrdMap<Key, Vec<Version>>,
+    intents: &'a OrdMap<Key, Intent>,
+    read_locks: &'a OrdMap<TxnId, Vec<KeyRange>>,
     gc_threshold: HlcTimestamp,
 }
 
@@ -226,7 +233,7 @@ impl MvccStore {
         let mut rows = Vec::new();
         let mut resume_from = None;
         let mut uncertain: Option<HlcTimestamp> = None;
-        for (key, versions) in self.versions.range::<[u8], _>(bounds(span)) {
+        for (key, versions) in self.versions.range::<_, [u8]>(bounds(span)) {
             let newest_visible = versions.iter().rev().find(|v| v.ts <= read_ts);
             // Newest first, so this is the largest uncertain timestamp of the key.
             if let Some(v) = versions.iter().rev().find(|v| v.ts > read_ts && v.ts <= limit) {
@@ -247,7 +254,7 @@ impl MvccStore {
             None => span.clone(),
         };
         if let Some((_, intent)) =
-            self.intents.range::<[u8], _>(bounds(&examined)).find(|(_, i)| i.prepare_ts <= limit)
+            self.intents.range::<_, [u8]>(bounds(&examined)).find(|(_, i)| i.prepare_ts <= limit)
         {
             return ScanOutcome::Blocked(blocker(intent));
         }
@@ -290,14 +297,14 @@ impl MvccStore {
         }
         for span in read_spans {
             // Prepared intent (other txn) x prepare that reads k: No.
-            if self.intents.range::<[u8], _>(bounds(span)).any(|(_, i)| i.txn_id != txn_id) {
+            if self.intents.range::<_, [u8]>(bounds(span)).any(|(_, i)| i.txn_id != txn_id) {
                 return Err(NoReason::IntentConflict);
             }
             // Committed version v.ts > read_ts x prepare that reads k: No (stale read).
             if self.newest_version_ts > read_ts
                 && self
                     .versions
-                    .range::<[u8], _>(bounds(span))
+                    .range::<_, [u8]>(bounds(span))
                     .any(|(_, vs)| vs.last().is_some_and(|v| v.ts > read_ts))
             {
                 return Err(NoReason::StaleRead);
@@ -398,9 +405,10 @@ impl MvccStore {
             return 0;
         }
         self.gc_threshold = threshold;
-        let mut dropped = 0;
-        let mut emptied = Vec::new();
-        for (key, versions) in self.versions.iter_mut() {
+        // Found first, then changed: a write copies the nodes on its path when a snapshot view
+        // shares them, so only keys that lose versions are written.
+        let mut trims = Vec::new();
+        for (key, versions) in self.versions.iter() {
             // Index of the newest version at or below the threshold.
             let Some(newest_old) = versions.iter().rposition(|v| v.ts <= threshold) else {
                 continue;
@@ -408,22 +416,31 @@ impl MvccStore {
             let keep_from =
                 if versions[newest_old].value.is_none() { newest_old + 1 } else { newest_old };
             if keep_from > 0 {
-                versions.drain(..keep_from);
-                dropped += keep_from;
-                if versions.is_empty() {
-                    emptied.push(key.clone());
-                }
+                trims.push((key.clone(), keep_from, keep_from == versions.len()));
             }
         }
-        for key in emptied {
-            self.versions.remove(&key);
+        let mut dropped = 0;
+        for (key, keep_from, emptied) in trims {
+            dropped += keep_from;
+            if emptied {
+                self.versions.remove(&key);
+            } else if let Some(versions) = self.versions.get_mut(&key) {
+                versions.drain(..keep_from);
+            }
         }
         dropped
     }
 
-    /// Appends a version to its key, keeping INV-M1 (strictly increasing timestamps).
+    /// Appends a version to its key, keeping INV-M1 (strictly increasing timestamps). One
+    /// walk down the tree for a key that has versions (the map's `entry` takes two).
     fn push_version(&mut self, key: Key, version: Version) {
-        let versions = self.versions.entry(key).or_default();
+        self.newest_version_ts = self.newest_version_ts.max(version.ts);
+        let Some(versions) = self.versions.get_mut(&key) else {
+            // Most keys hold one version: exactly one slot for it (a plain push would
+            // allocate four); further versions grow the list by doubling.
+            self.versions.insert(key, vec![version]);
+            return;
+        };
         if let Some(last) = versions.last() {
             assert!(
                 last.ts < version.ts,
@@ -431,12 +448,6 @@ impl MvccStore {
                 version.ts,
                 last.ts
             );
-        }
-        self.newest_version_ts = self.newest_version_ts.max(version.ts);
-        // Most keys hold one version: allocate exactly one slot for it (a plain push would
-        // allocate four), and let further versions grow the list by doubling.
-        if versions.capacity() == 0 {
-            versions.reserve_exact(1);
         }
         versions.push(version);
     }
@@ -483,7 +494,7 @@ impl MvccStore {
     }
 }
 
-/// The `BTreeMap::range` bounds of a key range.
+/// The `range` bounds of a key range in a map keyed by [`Key`].
 pub(crate) fn bounds(span: &KeyRange) -> (Bound<&[u8]>, Bound<&[u8]>) {
     let end = match &span.end {
         Some(end) => Bound::Excluded(end.as_bytes()),

@@ -90,4 +90,18 @@ mod tests {
         postcard::ser_flavors::Flavor::try_push(&mut h, b'a').unwrap();
         assert_eq!(h.0, 0xaf63_dc4c_8601_ec8c);
     }
+
+    #[test]
+    fn a_persistent_map_encodes_as_the_ordered_map_it_replaced() {
+        // The format (and so every digest) is the entry list in key order, whichever map
+        // holds the entries.
+        let entries: Vec<(u64, String)> =
+            (0..200).rev().map(|i| (i * 7, format!("v{i}"))).collect();
+        let persistent: imbl::OrdMap<u64, String> = entries.iter().cloned().collect();
+        let btree: std::collections::BTreeMap<u64, String> = entries.into_iter().collect();
+        assert_eq!(
+            postcard::to_allocvec(&persistent).unwrap(),
+            postcard::to_allocvec(&btree).unwrap()
+        );
+    }
 }

@@ -5,12 +5,15 @@
 //! Everything here is a function of the applied entries alone: apply reads time only from the
 //! entry's `proposed_at` and never looks at the role (RAFT-9). The group machine
 //! (`crate::group`) adds the leader-only half on top.
-
-use std::collections::BTreeMap;
+//!
+//! Every map that grows with the workload (versions, intents, read locks, `txn_table`,
+//! sessions) is a persistent map (`imbl::OrdMap`), so a clone of the state — the snapshot view —
+//! is O(1) and immutable while apply goes on; iteration and encoding are in key order.
 
 use decree_proto::txn::{AbortReason, NoReason, TxnOutcome, Vote};
 use decree_proto::ErrorResponse;
 use decree_types::{ClientId, GroupId, HlcTimestamp, Key, KeyRange, TxnId};
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{CommitLocalCmd, PrepareCmd};
@@ -69,15 +72,15 @@ pub struct Session {
     pub created_at: HlcTimestamp,
 }
 
-/// The replicated state of one participant group. See the module docs.
+/// The replicated state of one participant group. See the module docs. A clone is O(1).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupState {
     group: GroupId,
     range: KeyRange,
     range_version: u64,
     mvcc: MvccStore,
-    txns: BTreeMap<TxnId, TxnEntry>,
-    sessions: BTreeMap<ClientId, Session>,
+    txns: OrdMap<TxnId, TxnEntry>,
+    sessions: OrdMap<ClientId, Session>,
     /// F-1: every prepare applied after this must have `P > closed_ts` (INV-M4, monotone).
     closed_ts: HlcTimestamp,
     /// Number of `Prepared` entries in `txns` (derived).
@@ -92,8 +95,8 @@ pub(crate) struct StateView<'a> {
     range: &'a KeyRange,
     range_version: u64,
     mvcc: crate::mvcc::MvccView<'a>,
-    txns: &'a BTreeMap<TxnId, TxnEntry>,
-    sessions: &'a BTreeMap<ClientId, Session>,
+    txns: &'a OrdMap<TxnId, TxnEntry>,
+    sessions: &'a OrdMap<ClientId, Session>,
     closed_ts: HlcTimestamp,
 }
 
@@ -117,8 +120,8 @@ impl GroupState {
             range,
             range_version,
             mvcc: MvccStore::new(),
-            txns: BTreeMap::new(),
-            sessions: BTreeMap::new(),
+            txns: OrdMap::new(),
+            sessions: OrdMap::new(),
             closed_ts: HlcTimestamp::ZERO,
             prepared: 0,
         }
@@ -515,8 +518,8 @@ impl GroupState {
     /// (every intent's owner is `PREPARED` here and lists the key, REC-8).
     pub(crate) fn from_image(image: StateImage) -> Result<GroupState, String> {
         let mvcc = MvccStore::from_image(image.mvcc)?;
-        let txns: BTreeMap<TxnId, TxnEntry> = image.txns.into_iter().collect();
-        let sessions: BTreeMap<ClientId, Session> = image.sessions.into_iter().collect();
+        let txns: OrdMap<TxnId, TxnEntry> = image.txns.into_iter().collect();
+        let sessions: OrdMap<ClientId, Session> = image.sessions.into_iter().collect();
         let mut prepared = 0;
         let mut intents = 0;
         for (txn_id, entry) in &txns {

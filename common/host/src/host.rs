@@ -17,7 +17,12 @@
 //!    snapshot to restore, committed entries, reads that became servable.
 //! 4. **Proposals** the machines asked for during apply (they need the node, which was busy).
 //! 5. **Local delivery**: envelopes addressed to this node itself (below), in rounds.
-//! 6. **Snapshots** of groups that applied [`HostConfig::snapshot_every_entries`] entries.
+//! 6. **Snapshots** of groups that applied [`HostConfig::snapshot_every_entries`] entries: the
+//!    host takes the machine's view ([`ReplicatedMachine::snapshot`], O(1) for the product's
+//!    machines) and hands it out as a [`SnapshotJob`] through [`HostIo::snapshot`]. It does not
+//!    encode it: the embedding layer does, wherever it likes (the node shell on a worker
+//!    thread, the simulator after a seeded delay, tests at once), and hands the bytes back
+//!    with [`Host::snapshot_encoded`], which gives them to the node.
 //! 7. **Flush**: host envelopes (requests and responses of machines, clock probes and echoes,
 //!    refusals) one [`HostIo::send`] per peer, and client answers through [`HostIo::reply`]
 //!    and [`HostIo::refuse`].
@@ -60,6 +65,14 @@
 //! the peers HLC-3 makes it refuse); everything else first moves the HLC above the sender's
 //! clock (HLC-2) or is refused with [`ErrorResponse::ClockRejected`] without moving it (HLC-3).
 //!
+//! # Snapshots
+//!
+//! A group has at most one [`SnapshotJob`] out at a time. The view is immutable, so applies
+//! that happen while it is encoded do not change it: the bytes are the state as of the job's
+//! index. When they come back the group may have moved on: if it restored a newer snapshot
+//! meanwhile (or is gone, or the host stopped), the node refuses the old one and
+//! [`Host::snapshot_encoded`] drops it; nothing else changes.
+//!
 //! # Clock offsets (HLC-6)
 //!
 //! Once per [`HostConfig::clock_probe_interval_ns`] the host checks the offsets measured so
@@ -68,6 +81,7 @@
 //! every later [`Host::process`] fails.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use decree_proto::envelope::{Payload, NODE_GROUP};
 use decree_proto::limits::RAFT_BATCH_MESSAGES_MAX;
@@ -163,6 +177,11 @@ pub type HostEnvelope<M> =
 
 /// Where a host's outputs go: the QUIC shell, the simulator, or a test.
 pub trait HostIo<M: ReplicatedMachine> {
+    /// A snapshot view to encode (step 5). Encode it with [`SnapshotJob::encode`], anywhere
+    /// (it is `Send`), and give the bytes to [`Host::snapshot_encoded`]; until then the group
+    /// takes no other snapshot. A job may be dropped only together with the host.
+    fn snapshot(&mut self, job: SnapshotJob<M>);
+
     /// Envelopes for one peer, in order (coalesced small Raft messages as one
     /// [`Payload::RaftBatch`], bulk Raft messages one envelope each, requests, responses,
     /// clock probes and echoes, errors). An iteration calls it at most once per peer before
@@ -189,6 +208,34 @@ pub trait HostIo<M: ReplicatedMachine> {
     /// goes through [`HostIo::send`]); for the simulator's checkers and for traces.
     fn observe_local(&mut self, envelope: &HostEnvelope<M>) {
         let _ = envelope;
+    }
+}
+
+/// A snapshot of one group's machine as of `index`, to be encoded off the node thread. See
+/// the module docs, "Snapshots".
+pub struct SnapshotJob<M: ReplicatedMachine> {
+    /// The group.
+    pub group: GroupId,
+    /// The last index applied to the view.
+    pub index: LogIndex,
+    /// The machine's immutable view of its replicated state at `index`.
+    pub view: M::Snapshot,
+}
+
+impl<M: ReplicatedMachine> SnapshotJob<M> {
+    /// The encoded view, for [`Host::snapshot_encoded`]. Both the encoding and the one copy
+    /// into a shared buffer happen here, on the caller's thread; the node keeps that buffer.
+    pub fn encode(&self) -> Arc<[u8]> {
+        Arc::from(M::encode_snapshot(&self.view))
+    }
+}
+
+impl<M: ReplicatedMachine> std::fmt::Debug for SnapshotJob<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotJob")
+            .field("group", &self.group)
+            .field("index", &self.index)
+            .finish_non_exhaustive()
     }
 }
 
@@ -322,8 +369,10 @@ struct Group<M> {
     role: Role,
     /// Last applied index (commands and no-ops).
     applied: LogIndex,
-    /// Last applied index at the last snapshot (taken or restored).
+    /// Last applied index at the last snapshot (handed out to encode, or restored).
     snapshotted: LogIndex,
+    /// The index of the [`SnapshotJob`] handed out and not yet back (at most one).
+    encoding: Option<LogIndex>,
     /// Last applied index reported to the node (`Node::on_applied`).
     reported: LogIndex,
     /// Requests the machine keeps ([`Admission::Later`]).
@@ -381,6 +430,7 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
                     role: Role::Follower { term: Term(0), leader: None },
                     applied: LogIndex(0),
                     snapshotted: LogIndex(0),
+                    encoding: None,
                     reported: LogIndex(0),
                     kept: BTreeSet::new(),
                 };
@@ -657,6 +707,43 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
         self.st.origins.len()
     }
 
+    /// The encoded bytes of the [`SnapshotJob`] of `group` at `index` (see the module docs,
+    /// "Snapshots"): the node stores them and compacts its log. `Ok(true)` if the node kept
+    /// them; `Ok(false)` if they were dropped, harmlessly: the group restored a newer snapshot
+    /// meanwhile, is not hosted, has no job out at `index`, or the host has stopped. `Err` if
+    /// persisting them failed: the host has stopped.
+    pub fn snapshot_encoded(
+        &mut self,
+        group: GroupId,
+        index: LogIndex,
+        bytes: Arc<[u8]>,
+    ) -> Result<bool, Fatal> {
+        let Some(g) = self.st.groups.get_mut(&group) else { return Ok(false) };
+        if g.encoding != Some(index) {
+            tracing::debug!(%group, %index, "snapshot bytes for no job out; dropped");
+            return Ok(false);
+        }
+        g.encoding = None;
+        if self.stopped().is_some() {
+            return Ok(false);
+        }
+        match self.node.snapshot(group, index, bytes) {
+            Ok(()) => Ok(true),
+            // Not newer than the current one (a snapshot restored meanwhile): the view is of
+            // a state the group has moved past.
+            Err(SnapshotRequestError::Refused(e)) => {
+                tracing::debug!(%group, "snapshot not taken: {e}");
+                Ok(false)
+            }
+            Err(SnapshotRequestError::UnknownGroup(_)) => Ok(false),
+            Err(SnapshotRequestError::Fatal(f)) => {
+                let fatal = Fatal::from(f);
+                self.st.stopped = Some(fatal.to_string());
+                Err(fatal)
+            }
+        }
+    }
+
     /// Moves leadership of `group` to `target` (RAFT-6); see [`Node::transfer_leadership`].
     pub fn transfer_leadership(
         &mut self,
@@ -695,7 +782,8 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
         // Step 5: envelopes to this node itself.
         self.deliver_local(io);
         // Step 6: the snapshot policy.
-        self.snapshot_policy()
+        self.st.snapshot_policy(io);
+        Ok(())
     }
 
     /// Step 5: delivers the envelopes this host addressed to its own node, in at most
@@ -933,32 +1021,6 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
                 st.answer(reply_to, response);
             }
         }
-    }
-
-    /// Step 6: snapshot every group that applied enough since its last snapshot.
-    fn snapshot_policy(&mut self) -> Result<(), Fatal> {
-        let every = self.st.config.snapshot_every_entries.max(1);
-        for (&group, g) in &mut self.st.groups {
-            if g.applied.0 < g.snapshotted.0.saturating_add(every) {
-                continue;
-            }
-            let view = g.machine.snapshot();
-            let bytes = M::encode_snapshot(&view);
-            match self.node.snapshot(group, g.applied, bytes) {
-                Ok(()) => g.snapshotted = g.applied,
-                // Not newer than the current one (e.g. one just installed): try later.
-                Err(SnapshotRequestError::Refused(e)) => {
-                    tracing::debug!(%group, "snapshot not taken: {e}");
-                    g.snapshotted = g.applied;
-                }
-                Err(SnapshotRequestError::Fatal(f)) => return Err(f.into()),
-                Err(SnapshotRequestError::UnknownGroup(_)) => {
-                    // Invariant: the node and the host were opened with the same groups.
-                    unreachable!("the node hosts every group the host does")
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -1248,6 +1310,20 @@ impl<M: ReplicatedMachine> State<M> {
         self.with_context(group, |machine, cx| {
             machine.handle_response(cx, request_id, from, response)
         });
+    }
+
+    /// Step 6: a snapshot job for every group that applied enough since its last snapshot
+    /// and has none out. Only the view is taken here, on the node thread.
+    fn snapshot_policy(&mut self, io: &mut impl HostIo<M>) {
+        let every = self.config.snapshot_every_entries.max(1);
+        for (&group, g) in &mut self.groups {
+            if g.encoding.is_some() || g.applied.0 < g.snapshotted.0.saturating_add(every) {
+                continue;
+            }
+            g.encoding = Some(g.applied);
+            g.snapshotted = g.applied;
+            io.snapshot(SnapshotJob { group, index: g.applied, view: g.machine.snapshot() });
+        }
     }
 
     /// Step 3 for one output of the node.

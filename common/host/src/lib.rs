@@ -26,6 +26,8 @@
 //!     host.handle_client_request(now, wall, client, tag, clock, group, request)
 //!     host.handle_timeout(now, wall)             // when now >= host.poll_timeout()
 //!     if host.has_work(): host.process(now, wall, &mut io)?   // sends, replies; Err: stop
+//!     host.snapshot_encoded(group, index, job.encode())?     // a job from io.snapshot, once
+//!                                                            // encoded (anywhere, any time)
 //! ```
 
 #![warn(missing_docs, unreachable_pub)]
@@ -39,7 +41,7 @@ pub mod testing;
 pub use either::{Either, EitherCommand};
 pub use host::{
     is_bulk, ClientTag, Directory, Fatal, GroupSpec, Host, HostConfig, HostEnvelope, HostIo,
-    HostStats,
+    HostStats, SnapshotJob,
 };
 pub use machine::{
     Admission, Applied, ApplyContext, Context, Destination, Effect, HostClock, PeerError,

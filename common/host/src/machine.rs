@@ -60,6 +60,10 @@
 //!
 //! - **Apply reads no clock.** Replicated state is a function of the applied entries alone.
 //! - **Leader-only state is never in a snapshot** and is reset on every role change.
+//! - **A snapshot view is immutable and cheap.** [`ReplicatedMachine::snapshot`] runs on the
+//!   node thread and should cost O(1) (a clone of persistent maps); the view is encoded later,
+//!   possibly on another thread while apply goes on, and must encode the state as of when it
+//!   was taken.
 //! - **A reply that reveals replicated state is sent only after that state is applied**: a
 //!   prepare vote (P-6) or a decision is the return value of `apply` (or an effect of it),
 //!   never of admission. Applied entries are durable on a majority, and on this node, because
@@ -82,8 +86,9 @@ pub trait ReplicatedMachine: Debug {
     type Request: Clone + Debug;
     /// Answers to requests.
     type Response: Clone + Debug;
-    /// An immutable view of the whole replicated state, cheap to take, encoded later (possibly
-    /// on another thread) so that snapshotting a large state does not stall the node.
+    /// An immutable view of the whole replicated state, cheap to take, encoded later (the node
+    /// shell encodes it on another thread) so that snapshotting a large state does not stall
+    /// the node. Applies after it was taken must not change it.
     type Snapshot: Send + 'static;
 
     /// Leader-only admission of `request` from `requester`; `reply_to` identifies the request
@@ -147,10 +152,12 @@ pub trait ReplicatedMachine: Debug {
     /// The answer for a request that reached a replica that does not lead the group.
     fn redirect(group: GroupId, leader: Option<NodeId>) -> Self::Response;
 
-    /// A view of the whole replicated state (never leader-only state).
+    /// A view of the whole replicated state (never leader-only state). Taken on the node
+    /// thread: it should cost O(1) (a persistent map's clone), not a copy of the state.
     fn snapshot(&self) -> Self::Snapshot;
 
-    /// Encodes a view taken by [`Self::snapshot`].
+    /// Encodes a view taken by [`Self::snapshot`]; may run on any thread. Deterministic: equal
+    /// views encode to equal bytes.
     fn encode_snapshot(snapshot: &Self::Snapshot) -> Vec<u8>;
 
     /// Replaces the whole replicated state with an encoded snapshot's. On error the state is

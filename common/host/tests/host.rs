@@ -106,10 +106,10 @@ fn raft_6_a_leader_handing_over_redirects_requests_to_the_target_then_serves_aga
     c.host(1).transfer_leadership(now, G, NodeId(3)).expect("the leader transfers");
     // While the transfer is under way the node takes no proposal: the request goes to the
     // target before the machine admits it (and keeps leader-only state for it).
-    c.request(1, 7, 1, LogRequest::Append(b"during".to_vec()));
+    c.request(1, 7, 1, ToyRequest::Append(b"during".to_vec()));
     c.settle(5);
     let replies: Vec<_> = c.io[0].replies.iter().map(|r| (r.0, r.2.clone())).collect();
-    assert_eq!(replies, vec![(ClientTag(7), LogResponse::NotLeader { leader: Some(NodeId(3)) })]);
+    assert_eq!(replies, vec![(ClientTag(7), ToyResponse::NotLeader { leader: Some(NodeId(3)) })]);
     assert_eq!(c.hosts[0].waiting(), 0);
     // The transfer is abandoned after an election timeout; n1 still leads and serves.
     for _ in 0..25 {
@@ -117,11 +117,11 @@ fn raft_6_a_leader_handing_over_redirects_requests_to_the_target_then_serves_aga
     }
     assert!(c.hosts[0].node().core(G).unwrap().transfer_target().is_none());
     assert_eq!(c.hosts[0].role(G), Some(Role::Leader { term: Term(1), ready: true }));
-    c.request(1, 8, 1, LogRequest::Append(b"after".to_vec()));
+    c.request(1, 8, 1, ToyRequest::Append(b"after".to_vec()));
     c.settle(10);
     let last = c.io[0].replies.last().map(|r| (r.0, r.2.clone()));
     assert!(
-        matches!(last, Some((ClientTag(8), LogResponse::Appended { term: Term(1), .. }))),
+        matches!(last, Some((ClientTag(8), ToyResponse::Appended { term: Term(1), .. }))),
         "{last:?}"
     );
 }
@@ -301,6 +301,98 @@ fn snapshot_policy_snapshots_after_the_configured_entries_and_restores_after_res
     }
     assert!(io.observed.iter().any(|o| matches!(o, Output::Restore { .. })));
     assert_eq!(host.machine(G).unwrap(), &contents);
+}
+
+#[test]
+fn a_group_has_at_most_one_snapshot_job_out_and_its_view_is_the_state_at_its_index() {
+    let config = decree_host::HostConfig { snapshot_every_entries: 3, ..support::config() };
+    let mut c = Cluster::with_config(1, &[1], config);
+    c.io[0].hold_snapshots = true;
+    c.elect(1);
+    // Phase 1: entries until a job is out (the no-op and two appends); it is not completed.
+    let mut k = 0u64;
+    while c.io[0].snapshots.is_empty() {
+        c.request(1, k, 1, ToyRequest::Append(vec![k as u8]));
+        c.settle(5);
+        k += 1;
+    }
+    let index = c.io[0].snapshots[0].index;
+    assert_eq!(index, LogIndex(3));
+    let at_index = c.hosts[0].machine(G).unwrap().clone();
+    // Phase 2: many more entries; no second job while the first is out.
+    for k in 4..12u64 {
+        c.request(1, k, 1, ToyRequest::Append(vec![k as u8]));
+        c.settle(5);
+    }
+    assert_eq!(c.io[0].snapshots.len(), 1, "one job out per group");
+    assert_eq!(c.hosts[0].node().core(G).unwrap().snapshot_index(), LogIndex(0));
+    // Phase 3: encoded now, the view is still the state at its index.
+    let bytes = c.io[0].snapshots[0].encode();
+    let mut restored = decree_host::machines::CommandLog::new();
+    decree_host::ReplicatedMachine::restore(&mut restored, &bytes).unwrap();
+    assert_eq!(restored, at_index);
+    assert_ne!(&restored, c.hosts[0].machine(G).unwrap());
+    // Phase 4: handed back, the node takes it; the next job follows at once (12 more applied).
+    assert_eq!(c.complete_snapshots(1), vec![true]);
+    assert_eq!(c.hosts[0].node().core(G).unwrap().snapshot_index(), index);
+    c.request(1, 99, 1, ToyRequest::Append(vec![99]));
+    c.settle(5);
+    assert_eq!(c.io[0].snapshots.len(), 1);
+    assert!(c.io[0].snapshots[0].index > index);
+}
+
+#[test]
+fn a_snapshot_job_completed_after_a_newer_restore_is_dropped_harmlessly() {
+    let config = decree_host::HostConfig { snapshot_every_entries: 3, ..support::config() };
+    let mut c = Cluster::with_config(3, &[1], config);
+    c.elect(1);
+    // Phase 1: n3 applies enough for a snapshot job, and holds it.
+    c.io[2].hold_snapshots = true;
+    for k in 0..4u64 {
+        c.request(1, k, 1, ToyRequest::Append(vec![k as u8]));
+        c.settle(5);
+    }
+    assert_eq!(c.io[2].snapshots.len(), 1);
+    let old = c.io[2].snapshots[0].index;
+    // Phase 2: n3 is cut off; the others move on and compact their logs past it.
+    c.cut.push(NodeId(3));
+    for k in 4..20u64 {
+        c.request(1, k, 1, ToyRequest::Append(vec![k as u8]));
+        c.settle(5);
+    }
+    let leader_snapshot = c.hosts[0].node().core(G).unwrap().snapshot_index();
+    assert!(leader_snapshot > c.hosts[2].applied(G).unwrap(), "n3 needs a snapshot");
+    // Phase 3: healed, n3 restores the leader's snapshot, newer than its job.
+    c.cut.clear();
+    for _ in 0..10 {
+        c.advance(100, None);
+    }
+    let restored = c.io[2]
+        .observed
+        .iter()
+        .find_map(|o| match o {
+            Output::Restore { meta, .. } => Some(meta.last_index),
+            _ => None,
+        })
+        .expect("n3 restored a snapshot");
+    assert!(restored > old);
+    assert_eq!(c.hosts[2].applied(G), c.hosts[0].applied(G));
+    // Phase 4: the old job comes back: refused, nothing changes, nothing stops.
+    assert_eq!(c.complete_snapshots(3), vec![false]);
+    assert!(c.hosts[2].stopped().is_none());
+    assert_eq!(c.hosts[2].node().core(G).unwrap().snapshot_index(), restored);
+    assert_eq!(c.hosts[2].machine(G), c.hosts[0].machine(G));
+    // Bytes for a job that is not out (repeated) are dropped too.
+    let bytes = std::sync::Arc::from(vec![0u8; 4]);
+    assert!(!c.hosts[2].snapshot_encoded(G, old, bytes).unwrap());
+    // Phase 5: the group goes on, and its next job is taken.
+    c.io[2].hold_snapshots = false;
+    for k in 20..24u64 {
+        c.request(1, k, 1, ToyRequest::Append(vec![k as u8]));
+        c.settle(5);
+    }
+    assert_eq!(c.hosts[2].machine(G), c.hosts[0].machine(G));
+    assert!(c.hosts[2].node().core(G).unwrap().snapshot_index() > restored);
 }
 
 /// Compares `got` with the golden file `name`, or rewrites it under `DECREE_BLESS=1`.

@@ -14,9 +14,10 @@
 //!
 //! 1. **Wait** for at least one input: an envelope from a peer (the endpoint's inbound
 //!    channel), a client request (a bounded channel fed by the RPC handlers; each carries a
-//!    oneshot for its answer), the host's next deadline (`poll_timeout`), or shutdown. A host
-//!    that still has work (`has_work`: proposals its machines made while applying, envelopes
-//!    it delivers to its own node) is not waited for: the iteration goes on at once.
+//!    oneshot for its answer), an encoded snapshot (below), the host's next deadline
+//!    (`poll_timeout`), or shutdown. A host that still has work (`has_work`: proposals its
+//!    machines made while applying, envelopes it delivers to its own node) is not waited
+//!    for: the iteration goes on at once.
 //! 2. **Drain** everything else that has already arrived, without waiting (bounded per
 //!    iteration so a flood cannot starve the timer): peer envelopes are decoded (total
 //!    decoder), checked to travel on the stream their kind belongs on, and handed to the host
@@ -42,6 +43,12 @@
 //! 6. **Answer**: each answer goes back on its client's request stream. A proposal's answer
 //!    comes only once its entry is applied (so a committed entry, durable on a majority); the
 //!    host decides that, the shell only delivers.
+//! 7. **Snapshots**: a `decree_host::SnapshotJob` the host handed out (an immutable view of a
+//!    group's machine, O(1) to take) goes to the encoder thread, which encodes it
+//!    (`SnapshotJob::encode`) while this thread goes on; the bytes come back as an input of
+//!    step 1 and go to `Host::snapshot_encoded`, which gives them to the node (stored with its
+//!    own fsync) or drops them if the group has moved past them. Encoding a large state never
+//!    stalls the groups.
 //!
 //! If the host stops the node (a fatal disk error, HLC-6: this node's clock is off from a
 //! majority of its peers), the loop ends with the reason. On SIGTERM or ctrl-c the loop stops

@@ -435,6 +435,9 @@ impl ReplicatedMachine for CoordinatorGroup {
         Err(ErrorResponse::NotLeader { hint: leader, term: Term(0) })
     }
 
+    /// O(1) in the number of records: the decision log is a persistent map, shared with the
+    /// live one until apply next writes it. The cluster map is copied; it is bounded by the
+    /// cluster's configuration (groups × replicas and node addresses), not by the workload.
     fn snapshot(&self) -> CoordinatorSnapshot {
         CoordinatorSnapshot { log: self.log.clone(), map: self.map.clone() }
     }

@@ -7,11 +7,16 @@
 //! edge of the §3.1 table (INV-A3): a decided outcome and its `C` never change, a stub keeps
 //! its outcome, only a tombstone or stub ever disappears. A command whose guard does not hold
 //! is a no-op that reports the actual state (the conditional writes of C-3).
+//!
+//! Records live in a persistent map (`imbl::OrdMap`): cloning the log — the snapshot view the
+//! host takes on the node thread — is O(1), and the view stays as it was while apply goes on.
+//! Iteration and the encoding are in transaction order, as with a `BTreeMap`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use decree_proto::txn::{AbortReason, CoordinatorState, TxnOutcome};
 use decree_types::{GroupId, HlcTimestamp, TxnId};
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster_map::ClusterMap;
@@ -232,10 +237,10 @@ pub enum StartResult {
     TooOld,
 }
 
-/// The decision log: every record, by transaction.
+/// The decision log: every record, by transaction. A clone is O(1) and shares structure.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecisionLog {
-    records: BTreeMap<TxnId, Record>,
+    records: OrdMap<TxnId, Record>,
 }
 
 impl DecisionLog {

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use decree_host::machines::CommandLog;
 use decree_host::{
     ClientTag, Directory, GroupSpec, Host, HostConfig, HostEnvelope, HostIo, ReplicatedMachine,
+    SnapshotJob,
 };
 use decree_proto::ErrorResponse;
 use decree_raft::disk::MemDisk;
@@ -29,6 +30,10 @@ pub struct Recorder<M: ReplicatedMachine = CommandLog> {
     pub observed: Vec<Output>,
     /// Envelopes the host delivered to its own node.
     pub local: Vec<HostEnvelope<M>>,
+    /// Snapshot jobs not yet encoded and handed back.
+    pub snapshots: Vec<SnapshotJob<M>>,
+    /// Keep snapshot jobs here instead of completing them after each `process`.
+    pub hold_snapshots: bool,
     /// Every output as one line each, in order.
     pub log: Vec<String>,
 }
@@ -41,12 +46,19 @@ impl<M: ReplicatedMachine> Default for Recorder<M> {
             refusals: Vec::new(),
             observed: Vec::new(),
             local: Vec::new(),
+            snapshots: Vec::new(),
+            hold_snapshots: false,
             log: Vec::new(),
         }
     }
 }
 
 impl<M: ReplicatedMachine> HostIo<M> for Recorder<M> {
+    fn snapshot(&mut self, job: SnapshotJob<M>) {
+        self.log.push(format!("snapshot job {} at {}", job.group, job.index));
+        self.snapshots.push(job);
+    }
+
     fn send(&mut self, to: NodeId, envelopes: Vec<HostEnvelope<M>>) {
         for e in &envelopes {
             self.log.push(format!("send {} -> {to}: {:?} {:?}", e.from, e.group, e.payload));
@@ -155,7 +167,19 @@ impl<M: ReplicatedMachine> Cluster<M> {
         &mut self.hosts[id as usize - 1]
     }
 
-    /// Processes every host with work, and collects its mail.
+    /// Encodes the snapshot jobs `id` holds and hands them back; the host's answers.
+    pub fn complete_snapshots(&mut self, id: u64) -> Vec<bool> {
+        let jobs = std::mem::take(&mut self.io[id as usize - 1].snapshots);
+        let host = &mut self.hosts[id as usize - 1];
+        jobs.into_iter()
+            .map(|job| {
+                host.snapshot_encoded(job.group, job.index, job.encode()).expect("no fatal error")
+            })
+            .collect()
+    }
+
+    /// Processes every host with work, and collects its mail; snapshot jobs are completed at
+    /// once unless the host's recorder holds them.
     pub fn process_all(&mut self) {
         let (now, wall) = (self.now, self.wall());
         for (i, host) in self.hosts.iter_mut().enumerate() {
@@ -168,6 +192,12 @@ impl<M: ReplicatedMachine> Cluster<M> {
             for (to, envelopes) in io.sent[before..].iter() {
                 for e in envelopes {
                     self.mail.push((host.id(), *to, e.clone()));
+                }
+            }
+            if !io.hold_snapshots {
+                for job in std::mem::take(&mut io.snapshots) {
+                    host.snapshot_encoded(job.group, job.index, job.encode())
+                        .expect("no fatal error");
                 }
             }
         }

@@ -340,6 +340,50 @@ fn restart_restores_the_snapshot_and_reapplies_the_rest() {
 }
 
 #[test]
+fn a_snapshot_not_newer_than_the_current_one_is_refused_and_the_node_goes_on() {
+    // A snapshot encoded off the node thread may come back after a newer one was taken or
+    // installed: a refusal, never a stop.
+    let disk = MemDisk::new();
+    let g = GroupId(1);
+    let mut now = 0;
+    let mut node = open(1, &[(1, &[1])], &disk, now);
+    let mut out = Vec::new();
+    elect_alone(&mut node, &mut now, &mut out);
+    let mut machine = CommandList::new();
+    for e in applied(&out, g) {
+        machine.apply(&e);
+    }
+    let mut taken = Vec::new();
+    for k in 0..4u8 {
+        node.propose(now, g, vec![k]).unwrap();
+        let mut out = node.process(&mut Outbox::default()).unwrap();
+        out.extend(node.process(&mut Outbox::default()).unwrap());
+        for e in applied(&out, g) {
+            machine.apply(&e);
+        }
+        node.on_applied(g, machine.applied());
+        taken.push((machine.applied(), machine.snapshot()));
+    }
+    let (newer, newer_bytes) = taken[3].clone();
+    node.snapshot(g, newer, newer_bytes).unwrap();
+    for (index, bytes) in [taken[1].clone(), taken[3].clone()] {
+        let refused = node.snapshot(g, index, bytes);
+        assert!(
+            matches!(
+                refused,
+                Err(SnapshotRequestError::Refused(crate::core::SnapshotError::Stale { current, .. }))
+                    if current == newer
+            ),
+            "{refused:?}"
+        );
+    }
+    assert!(node.stopped().is_none());
+    assert_eq!(node.core(g).unwrap().snapshot_index(), newer);
+    node.propose(now, g, vec![9]).unwrap();
+    assert!(node.process(&mut Outbox::default()).is_ok());
+}
+
+#[test]
 fn a_corrupt_wal_refuses_to_open_naming_file_and_offset() {
     let disk = MemDisk::new();
     let mut now = 0;

@@ -2,13 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use decree_host::{ClientTag, Fatal, Host, HostEnvelope, HostIo, ReplicatedMachine};
+use decree_host::{ClientTag, Fatal, Host, HostEnvelope, HostIo, ReplicatedMachine, SnapshotJob};
 use decree_proto::ErrorResponse;
 use decree_raft::node::Output;
 use decree_raft::Disk;
-use decree_types::{ClientId, HlcTimestamp, NodeId};
+use decree_types::{ClientId, GroupId, HlcTimestamp, LogIndex, NodeId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -170,7 +171,15 @@ pub struct NodeShell<D: Disk, M: ReplicatedMachine> {
     applied_at_start: u64,
     /// Answers node-level requests, if the product has any.
     node_service: Option<NodeService<D, M>>,
+    /// Snapshot jobs the last `process` handed out, for the encoder.
+    snapshot_jobs: Vec<SnapshotJob<M>>,
+    /// The encoder thread's queue (set while [`NodeShell::run`] runs; without it a job is
+    /// encoded here, on the shell thread).
+    encoder: Option<std::sync::mpsc::Sender<SnapshotJob<M>>>,
 }
+
+/// A snapshot encoded by the encoder thread, on its way back to the host.
+type Encoded = (GroupId, LogIndex, Arc<[u8]>);
 
 impl<D: Disk, M: ReplicatedMachine> std::fmt::Debug for NodeShell<D, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -208,6 +217,8 @@ where
             counters: ShellCounters::default(),
             applied_at_start: 0,
             node_service: None,
+            snapshot_jobs: Vec::new(),
+            encoder: None,
         };
         shell.applied_at_start = shell.applied_sum();
         shell
@@ -254,14 +265,19 @@ where
 
     /// Runs the loop until `shutdown` completes (Ok) or the node stops (Err). The fsync inside
     /// `process` blocks the calling thread: run it where nothing else waits on that thread, as
-    /// [`NodeShell::spawn`] does.
+    /// [`NodeShell::spawn`] does. Snapshots are encoded on a thread of their own, started here
+    /// and ended with the loop.
     pub async fn run(
         mut self,
         mut inbound: mpsc::Receiver<InboundMessage>,
         mut calls: mpsc::Receiver<ClientCall<M::Request, M::Response>>,
         shutdown: impl Future<Output = ()>,
-    ) -> Result<ShellCounters, ShellError> {
+    ) -> Result<ShellCounters, ShellError>
+    where
+        M: 'static,
+    {
         tokio::pin!(shutdown);
+        let mut encoded = self.start_encoder()?;
         let mut next_prune = Instant::now() + PRUNE_PERIOD;
         let (mut inbound_open, mut calls_open) = (true, true);
         let result = loop {
@@ -286,6 +302,13 @@ where
                     Some(c) => self.on_call(c),
                     None => calls_open = false,
                 },
+                // The encoder holds a sender until the loop ends: never `None` here.
+                Some(e) = encoded.recv() => {
+                    if let Err(e) = self.on_encoded(e) {
+                        tracing::error!("node stopped: {e}");
+                        break Err(e);
+                    }
+                }
                 () = sleep_until(deadline) => {}
             }
             let busy_from = Instant::now();
@@ -326,11 +349,65 @@ where
             self.counters.busy_us += busy_from.elapsed().as_micros() as u64;
         };
 
-        // Shutdown (or failure): everyone still waiting learns that the outcome is unknown.
+        // Shutdown (or failure): the encoder ends once its queue is dropped (a job it is
+        // encoding is thrown away with the host); everyone still waiting learns that the
+        // outcome is unknown.
+        self.encoder = None;
         for (_, reply) in std::mem::take(&mut self.waiting) {
             let _ = reply.send(ClientReply::Refused(Refusal::ShuttingDown));
         }
         result.map(|()| self.counters)
+    }
+
+    /// Starts the thread that encodes snapshot jobs ([`SnapshotJob::encode`]: the machine's
+    /// encoding and the one copy into the buffer the node keeps), off the thread that runs the
+    /// host. Its queue holds at most one job per group (the host has no more out).
+    fn start_encoder(&mut self) -> Result<mpsc::UnboundedReceiver<Encoded>, ShellError>
+    where
+        M: 'static,
+    {
+        let (jobs, queue) = std::sync::mpsc::channel::<SnapshotJob<M>>();
+        let (done, encoded) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("snapshot-encoder".into())
+            .spawn(move || {
+                while let Ok(job) = queue.recv() {
+                    let bytes = job.encode();
+                    if done.send((job.group, job.index, bytes)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(ShellError::Start)?;
+        self.encoder = Some(jobs);
+        Ok(encoded)
+    }
+
+    /// Snapshot bytes back from the encoder: to the host, which gives them to the node (or
+    /// drops them if the group has moved past them).
+    fn on_encoded(&mut self, (group, index, bytes): Encoded) -> Result<(), ShellError> {
+        let started = Instant::now();
+        let kept = self.host.snapshot_encoded(group, index, bytes)?;
+        tracing::debug!(%group, %index, kept, us = started.elapsed().as_micros() as u64, "snapshot");
+        Ok(())
+    }
+
+    /// Hands the jobs of the last `process` to the encoder (or, without one, encodes them
+    /// here).
+    fn dispatch_snapshot_jobs(&mut self) -> Result<(), ShellError> {
+        for job in std::mem::take(&mut self.snapshot_jobs) {
+            let job = match &self.encoder {
+                Some(encoder) => match encoder.send(job) {
+                    Ok(()) => continue,
+                    // The encoder thread is gone (it panicked): encode here.
+                    Err(std::sync::mpsc::SendError(job)) => job,
+                },
+                None => job,
+            };
+            let bytes = job.encode();
+            self.on_encoded((job.group, job.index, bytes))?;
+        }
+        Ok(())
     }
 
     /// Monotonic time since `origin` and the physical clock, both in ns.
@@ -408,6 +485,7 @@ where
         let (now_ns, wall_ns) = self.clocks();
         let mut io = ShellIo {
             me: self.host.id(),
+            snapshot_jobs: &mut self.snapshot_jobs,
             peers: &mut self.peers,
             waiting: &mut self.waiting,
             messages_out: &mut self.counters.messages_out,
@@ -417,6 +495,7 @@ where
         let result = self.host.process(now_ns, wall_ns, &mut io);
         self.counters.process_us += started.elapsed().as_micros() as u64;
         result?;
+        self.dispatch_snapshot_jobs()?;
         self.counters.iterations += 1;
         self.counters.fsyncs += self.host.node().wal().stats().fsyncs - fsyncs_before;
         self.counters.sync_us = self.host.node().wal().disk().times().sync_us;
@@ -459,6 +538,7 @@ where
 /// clients waiting on their streams.
 struct ShellIo<'a, M: ReplicatedMachine> {
     me: NodeId,
+    snapshot_jobs: &'a mut Vec<SnapshotJob<M>>,
     peers: &'a mut QuicPeers,
     waiting: &'a mut BTreeMap<ClientTag, oneshot::Sender<ClientReply<M::Response>>>,
     messages_out: &'a mut u64,
@@ -479,6 +559,10 @@ where
                 *self.messages_out += raft_messages(&envelope.payload);
             }
         }
+    }
+
+    fn snapshot(&mut self, job: SnapshotJob<M>) {
+        self.snapshot_jobs.push(job);
     }
 
     fn reply(&mut self, client: ClientTag, clock: HlcTimestamp, response: M::Response) {
