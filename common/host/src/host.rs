@@ -177,7 +177,7 @@ pub type HostEnvelope<M> =
 
 /// Where a host's outputs go: the QUIC shell, the simulator, or a test.
 pub trait HostIo<M: ReplicatedMachine> {
-    /// A snapshot view to encode (step 5). Encode it with [`SnapshotJob::encode`], anywhere
+    /// A snapshot view to encode (step 6). Encode it with [`SnapshotJob::encode`], anywhere
     /// (it is `Send`), and give the bytes to [`Host::snapshot_encoded`]; until then the group
     /// takes no other snapshot. A job may be dropped only together with the host.
     fn snapshot(&mut self, job: SnapshotJob<M>);
