@@ -526,7 +526,11 @@ impl<D: Disk, M: ReplicatedMachine> Host<D, M> {
             }
             Payload::ClockEcho { sent_pt, remote_pt } => {
                 match OffsetMeasurement::from_round_trip(sent_pt, remote_pt, wall_ns) {
-                    Some(m) => self.st.offsets.record(peer, m),
+                    Some(m) => {
+                        if !self.st.offsets.record(peer, m) {
+                            tracing::debug!(%peer, "clock echo after too long a round trip: {m:?}");
+                        }
+                    }
                     None => self.st.stats.refused += 1,
                 }
                 return;

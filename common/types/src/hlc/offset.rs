@@ -20,7 +20,9 @@
 //!
 //! Deliberate choices, following CockroachDB's `RemoteClockMonitor`: a measurement whose
 //! uncertainty straddles the threshold counts as healthy (do not kill a node on ambiguous
-//! evidence); measurements older than a TTL are ignored (a partitioned peer says nothing about
+//! evidence); a round trip longer than `2 × max_offset` is not kept at all (a message held up
+//! that long may carry a reading from a moment that is over); measurements older than a TTL
+//! are ignored (a partitioned peer says nothing about
 //! our clock now). Unlike CockroachDB, a tie (half the peers far) is not fatal: with two peers
 //! and one of them off, it is the peer that is wrong, and the peer's own monitor, which sees
 //! both others far away, stops it.
@@ -88,6 +90,8 @@ pub enum OffsetError {
 pub struct OffsetMonitor {
     tolerated_ns: u64,
     ttl_ns: u64,
+    /// Round trips longer than this say too little to be kept: `2 × max_offset`.
+    rtt_max_ns: u64,
     /// Latest measurement per peer; a `BTreeMap` so reports list peers in a stable order.
     peers: BTreeMap<NodeId, OffsetMeasurement>,
 }
@@ -100,7 +104,12 @@ impl OffsetMonitor {
         let tolerated = u128::from(max_offset_ns) * 4 / 5;
         // Fits: tolerated <= max_offset_ns, a u64.
         let tolerated_ns = u64::try_from(tolerated).unwrap_or(u64::MAX);
-        OffsetMonitor { tolerated_ns, ttl_ns, peers: BTreeMap::new() }
+        OffsetMonitor {
+            tolerated_ns,
+            ttl_ns,
+            rtt_max_ns: max_offset_ns.saturating_mul(2),
+            peers: BTreeMap::new(),
+        }
     }
 
     /// The offset beyond which a peer counts as far: `0.8 × max_offset`.
@@ -108,13 +117,21 @@ impl OffsetMonitor {
         self.tolerated_ns
     }
 
-    /// Records a measurement for `peer`, replacing an older one. A measurement older than
-    /// the one held (replies overtaking each other) is dropped.
-    pub fn record(&mut self, peer: NodeId, measurement: OffsetMeasurement) {
+    /// Records a measurement for `peer`, replacing an older one; returns whether it was kept.
+    /// A measurement older than the one held (replies overtaking each other) is dropped, and
+    /// so is one whose round trip took longer than `2 × max_offset` (CockroachDB's
+    /// `maximumPingDurationMult`): a probe or echo held up that long in the network may carry
+    /// a reading from a moment the peer's clock has long left, and its uncertainty is too wide
+    /// to tell anything about the clocks now.
+    pub fn record(&mut self, peer: NodeId, measurement: OffsetMeasurement) -> bool {
+        if measurement.uncertainty_ns.saturating_mul(2) > self.rtt_max_ns {
+            return false;
+        }
         let entry = self.peers.entry(peer).or_insert(measurement);
         if measurement.measured_at_ns >= entry.measured_at_ns {
             *entry = measurement;
         }
+        true
     }
 
     /// Forgets `peer` (it left the cluster).
@@ -236,6 +253,22 @@ mod tests {
         assert_eq!(mon.check(0), Ok(()));
         mon.record(NodeId(2), m(-250_000_000, 0, 0));
         assert!(matches!(mon.check(0), Err(OffsetError::FarFromMajority { fresh_peers: 1, .. })));
+    }
+
+    #[test]
+    fn hlc6_a_round_trip_beyond_two_max_offsets_is_not_kept() {
+        // An echo held up 2.6 s in the network, carrying a reading from when the peer's clock
+        // was 2 s behind: certainly far (|-1.7 s| - 1.3 s > 0.8 x max_offset) if it were kept.
+        let late = OffsetMeasurement::from_round_trip(0, 0, 2_600_000_000).unwrap();
+        let late = OffsetMeasurement { offset_ns: -1_697_000_000, ..late };
+        assert!(late.is_certainly_beyond(MAX_OFFSET_NS * 4 / 5));
+        let mut mon = OffsetMonitor::new(MAX_OFFSET_NS, TTL_NS);
+        assert!(!mon.record(NodeId(3), late));
+        assert_eq!(mon.measurement(NodeId(3)), None);
+        assert_eq!(mon.check(2_600_000_000), Ok(()));
+        // A round trip of exactly 2 x max_offset is kept.
+        let slow = OffsetMeasurement::from_round_trip(0, MAX_OFFSET_NS, 2 * MAX_OFFSET_NS).unwrap();
+        assert!(mon.record(NodeId(3), slow));
     }
 
     #[test]
