@@ -1101,6 +1101,11 @@ where
         self.net.heal();
         for i in 0..self.slots.len() {
             self.slots[i].clock.step_wall(0);
+            // An fsync failure armed on a node that has not synced since (a partitioned
+            // follower) would strike after the faults stopped: disarm it.
+            if std::mem::take(&mut self.slots[i].fsync_armed) {
+                self.slots[i].disk.fail_nth_sync(0);
+            }
         }
         for i in 0..self.slots.len() {
             if self.slots[i].node.is_none() {
@@ -1157,6 +1162,13 @@ where
                 if out_of_time {
                     return settled;
                 }
+                self.schedule(self.now_ns + HEAL_CHECK_NS, Event::HealCheck);
+                Ok(())
+            }
+            None if !self.transfers.started() && self.now_ns <= self.wall_suspect_until_ns => {
+                // A node whose physical clock was stepped ahead issued HLC timestamps ahead
+                // of every other clock; until physical time catches up, its peers refuse its
+                // messages (HLC-3), votes of a transfer included. Transfers wait for that.
                 self.schedule(self.now_ns + HEAL_CHECK_NS, Event::HealCheck);
                 Ok(())
             }

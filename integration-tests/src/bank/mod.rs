@@ -837,4 +837,21 @@ pub const REGRESSION_SEEDS: &[(u64, &str)] = &[
          transfer is under way and holds machines' proposals until it ends)",
     ),
     (619, "the same, on another group"),
+    (
+        100324,
+        "HLC-6: a clock echo held up 2.6 s in the network carried a reading from while the \
+         peer's clock was stepped back, and with only that peer measured the node stopped \
+         itself (round trips beyond 2 x max_offset are no longer kept)",
+    ),
+    (
+        104895,
+        "an fsync failure armed on a partitioned follower struck after the faults stopped, \
+         during the leadership transfers of the healing phase (healing now disarms it)",
+    ),
+    (
+        903610,
+        "a node's clock stepped 1.75 s ahead just before healing: its HLC stayed ahead of \
+         every peer's clock, they refused its transfer votes (HLC-3), and the transfer timed \
+         out (transfers now wait until the stepped clock's effects are over)",
+    ),
 ];
