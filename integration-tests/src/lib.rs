@@ -115,6 +115,11 @@ pub const REGRESSION_SEEDS: &[(u64, &str)] = &[
         "a torn iteration kept entries of a term above the durable hard state, and then (with \
          the hard state first) a commit index above the entries that replaced a stale tail",
     ),
+    (
+        3007040,
+        "a forged batch delivered to a host that had just stopped itself (HLC-6, in its \
+         timer): a stopped host takes and counts nothing, so the forgery check must skip it",
+    ),
 ];
 
 /// Seeds that failed in steady-load mode ([`SimConfig::steady_load`]): a follower needing a

@@ -899,7 +899,9 @@ where
             && self.wall_rng.chance(1, FORGERY_ONE_IN);
         let n_nodes = self.slots.len() as u64;
         if let Some(n) = self.slots[to].node.as_mut() {
-            if forge {
+            // A host that stopped (HLC-6 in its timer, before the world saw it) takes nothing
+            // and counts nothing: the forgery would prove nothing there.
+            if forge && n.stopped().is_none() {
                 let impostor = NodeId(from_id.0 % n_nodes + 1);
                 let impostor =
                     if impostor == n.id() { NodeId(impostor.0 % n_nodes + 1) } else { impostor };
