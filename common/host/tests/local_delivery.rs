@@ -278,3 +278,24 @@ fn every_other_machine_on_a_node_hears_of_a_groups_new_leader() {
     c.settle(10);
     assert!(calls.borrow().iter().all(|l| !l.contains("seen")), "{:?}", calls.borrow());
 }
+
+#[test]
+fn raft_6_during_a_transfer_the_machine_is_not_asked_and_the_request_goes_to_the_target() {
+    let (mut c, calls) = cluster();
+    // n3 is cut off: the transfer of g1 to it cannot complete.
+    c.cut = vec![NodeId(3)];
+    let now = c.now;
+    c.host(1).transfer_leadership(now, G1, NodeId(3)).expect("the leader transfers");
+    c.request(1, 7, 1, Req::Ping);
+    c.settle(5);
+    let replies: Vec<_> = c.io[0].replies.iter().map(|r| (r.0, r.2.clone())).collect();
+    assert_eq!(replies, vec![(ClientTag(7), Resp::NotLeader(Some(NodeId(3))))]);
+    // The redirect came from the host: g1's machine never admitted the request, so it could
+    // keep no leader-only state for a proposal the transfer would refuse.
+    assert!(calls.borrow().iter().all(|l| !l.starts_with("g1: admit")), "{:?}", calls.borrow());
+    // g2, not being transferred, is still served.
+    c.request(1, 8, 2, Req::Ping);
+    c.settle(5);
+    let last = c.io[0].replies.last().map(|r| (r.0, r.2.clone()));
+    assert_eq!(last, Some((ClientTag(8), Resp::Pong(G2))));
+}
