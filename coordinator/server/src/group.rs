@@ -339,28 +339,19 @@ impl ReplicatedMachine for CoordinatorGroup {
         }
         self.driver.now_ns = cx.now_ns();
         self.driver.hints.insert(group, leader);
-        let prepares: Vec<(TxnId, Request)> = self
+        let waiting_votes: Vec<TxnId> = self
             .driver
             .attempts
             .iter()
-            .filter(|(_, a)| !a.decision_proposed && !a.votes.contains_key(&group))
-            .filter_map(|(t, a)| Some((*t, Request::Prepare(a.work.get(&group)?.clone()))))
+            .filter(|(_, a)| !a.decision_proposed)
+            .map(|(t, _)| *t)
             .collect();
-        for (txn_id, request) in prepares {
-            self.driver.send(cx, txn_id, group, Kind::Prepare, request);
+        for txn_id in waiting_votes {
+            self.resend_prepares(cx, txn_id, Some(group));
         }
-        let phase_two: Vec<(TxnId, Request)> = self
-            .driver
-            .phase_two
-            .iter()
-            .filter(|(_, p2)| p2.unacked.contains(&group))
-            .map(|(t, p2)| (*t, p2.request.clone()))
-            .collect();
-        for (txn_id, request) in phase_two {
-            if let Request::Commit(c) = &request {
-                let _ = cx.observe(c.commit_ts);
-            }
-            self.driver.send(cx, txn_id, group, Kind::PhaseTwo, request);
+        let deciding: Vec<TxnId> = self.driver.phase_two.keys().copied().collect();
+        for txn_id in deciding {
+            self.resend_phase_two(cx, txn_id, Some(group));
         }
     }
 
@@ -918,15 +909,50 @@ impl CoordinatorGroup {
             }
             attempt.resend_interval_ms = self.config.backoff_ms(attempt.resend_interval_ms);
             attempt.resend_at_ns = now + attempt.resend_interval_ms * NS_PER_MS;
-            let missing: Vec<(GroupId, Prepare)> = attempt
-                .work
-                .iter()
-                .filter(|(g, _)| !attempt.votes.contains_key(g))
-                .map(|(g, p)| (*g, p.clone()))
-                .collect();
-            for (group, prepare) in missing {
-                self.driver.send(cx, txn_id, group, Kind::Prepare, Request::Prepare(prepare));
-            }
+            self.resend_prepares(cx, txn_id, None);
+        }
+    }
+
+    /// C-1: `txn_id`'s `Prepare` again to every group whose vote is missing (or to `only`, if
+    /// its vote is).
+    fn resend_prepares(
+        &mut self,
+        cx: &mut Context<'_, Self>,
+        txn_id: TxnId,
+        only: Option<GroupId>,
+    ) {
+        let Some(attempt) = self.driver.attempts.get(&txn_id) else { return };
+        let missing: Vec<(GroupId, Prepare)> = attempt
+            .work
+            .iter()
+            .filter(|(g, _)| !attempt.votes.contains_key(g) && only.is_none_or(|o| o == **g))
+            .map(|(g, p)| (*g, p.clone()))
+            .collect();
+        for (group, prepare) in missing {
+            self.driver.send(cx, txn_id, group, Kind::Prepare, Request::Prepare(prepare));
+        }
+    }
+
+    /// C-6: `txn_id`'s `Commit`/`Abort` again to every group that has not acknowledged it (or
+    /// to `only`, if it has not).
+    fn resend_phase_two(
+        &mut self,
+        cx: &mut Context<'_, Self>,
+        txn_id: TxnId,
+        only: Option<GroupId>,
+    ) {
+        let Some(p2) = self.driver.phase_two.get(&txn_id) else { return };
+        let request = p2.request.clone();
+        let groups: Vec<GroupId> =
+            p2.unacked.iter().copied().filter(|g| only.is_none_or(|o| o == *g)).collect();
+        if groups.is_empty() {
+            return;
+        }
+        if let Request::Commit(c) = &request {
+            let _ = cx.observe(c.commit_ts);
+        }
+        for group in groups {
+            self.driver.send(cx, txn_id, group, Kind::PhaseTwo, request.clone());
         }
     }
 
@@ -943,13 +969,7 @@ impl CoordinatorGroup {
             let Some(p2) = self.driver.phase_two.get_mut(&txn_id) else { continue };
             p2.resend_interval_ms = self.config.backoff_ms(p2.resend_interval_ms);
             p2.resend_at_ns = now + p2.resend_interval_ms * NS_PER_MS;
-            let (request, groups) = (p2.request.clone(), p2.unacked.clone());
-            if let Request::Commit(c) = &request {
-                let _ = cx.observe(c.commit_ts);
-            }
-            for group in groups {
-                self.driver.send(cx, txn_id, group, Kind::PhaseTwo, request.clone());
-            }
+            self.resend_phase_two(cx, txn_id, None);
         }
     }
 
