@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::client_opts::{runtime, ClusterArgs, CmdError};
-use super::report::{progress, progress_message, Report};
+use super::report::{live_line, Report};
 use super::workload::{bank_for, point_reads, Workload, WorkloadConfig};
 
 /// Run the bank workload against a running cluster.
@@ -96,17 +96,7 @@ pub fn run(args: BankArgs) -> Result<(), CmdError> {
             cross_group_only: args.cross_group,
         };
         let stats = Workload::new_stats();
-        let bar = progress(args.quiet || args.cluster.json);
-        let ticker = {
-            let (bar, stats) = (bar.clone(), Arc::clone(&stats));
-            tokio::spawn(async move {
-                let mut last = (0, 0.0);
-                loop {
-                    bar.set_message(progress_message(&stats, &mut last));
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            })
-        };
+        let (bar, ticker) = live_line(args.quiet || args.cluster.json, &stats);
         let workload = Workload::run(client.clone(), bank, config, Arc::clone(&stats)).await?;
         ticker.abort();
         bar.finish_and_clear();

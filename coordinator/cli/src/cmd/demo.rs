@@ -27,7 +27,7 @@ use decree_types::DetRng;
 use super::client_opts::{runtime, CmdError};
 use super::local::{LocalCluster, LOCAL_CLIENT};
 use super::probe::Prober;
-use super::report::{progress, progress_message, FaultRecord, Report};
+use super::report::{live_line, FaultRecord, Report};
 use super::workload::{bank_for, Stats, Workload, WorkloadConfig};
 
 /// Run the bank demo on a local cluster with faults.
@@ -260,17 +260,7 @@ async fn demo(
     };
 
     // The live line.
-    let bar = progress(args.quiet || args.json);
-    let ticker = {
-        let (bar, stats) = (bar.clone(), Arc::clone(&stats));
-        tokio::spawn(async move {
-            let mut last = (0, 0.0);
-            loop {
-                bar.set_message(progress_message(&stats, &mut last));
-                tokio::time::sleep(Duration::from_millis(1000)).await;
-            }
-        })
-    };
+    let (bar, ticker) = live_line(args.quiet || args.json, &stats);
 
     // The fault schedule.
     let mut rng = DetRng::new(seed ^ 0x5eed);

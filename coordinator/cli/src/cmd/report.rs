@@ -3,6 +3,7 @@
 use std::io::BufReader;
 use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use decree_client::bank::check_history;
@@ -29,8 +30,23 @@ pub struct FaultRecord {
     pub in_doubt_clear_after_ms: Option<u64>,
 }
 
+/// The live line of a bank run: a spinner, and a task that refreshes its text from `stats`
+/// every second (abort it when the run ends).
+pub fn live_line(hidden: bool, stats: &Arc<Stats>) -> (ProgressBar, tokio::task::JoinHandle<()>) {
+    let bar = progress(hidden);
+    let (shown, stats) = (bar.clone(), Arc::clone(stats));
+    let ticker = tokio::spawn(async move {
+        let mut last = (0, 0.0);
+        loop {
+            shown.set_message(progress_message(&stats, &mut last));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    (bar, ticker)
+}
+
 /// A spinner showing the run as it goes.
-pub fn progress(hidden: bool) -> ProgressBar {
+fn progress(hidden: bool) -> ProgressBar {
     let bar = if hidden { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
     // Invariant: the template is a constant that parses.
     if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}") {
@@ -41,7 +57,7 @@ pub fn progress(hidden: bool) -> ProgressBar {
 }
 
 /// The text of the live line.
-pub fn progress_message(stats: &Stats, last_ok: &mut (u64, f64)) -> String {
+fn progress_message(stats: &Stats, last_ok: &mut (u64, f64)) -> String {
     let ok = stats.transfers_ok.load(Ordering::Relaxed);
     let now = stats.elapsed().as_secs_f64();
     let rate =
