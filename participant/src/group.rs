@@ -807,8 +807,8 @@ impl ReplicatedMachine for ParticipantGroup {
     ) -> Admission<Self> {
         self.last_now_ns = cx.now_ns();
         if !self.v.ready {
-            // Commit-protocol.md §5.3: nothing is served before the leader's no-op applied.
-            // The request waits for LeaderReady (the host redirects it if leadership is lost
+            // LC-2 (protocol.md §3.6, commit-protocol.md §5.3): nothing is served before the
+            // leader's own no-op applied. The request waits for LeaderReady (the host redirects it if leadership is lost
             // first): a coordinator that found this new leader is answered as soon as it
             // serves, not after its next retransmission.
             return self.hold(requester, reply_to, request);

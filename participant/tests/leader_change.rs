@@ -44,7 +44,7 @@ fn lc2_no_prepare_or_commit_local_is_evaluated_before_the_wait() {
 }
 
 #[test]
-fn nothing_is_served_before_the_leaders_no_op_applied_requests_wait_for_it() {
+fn lc2_nothing_is_served_before_the_leaders_no_op_applied_requests_wait_for_it() {
     // Commit-protocol.md §5.3.
     let mut h = replica(1, WALL0, config());
     h.role = decree_host::Role::Leader { term: Term(1), ready: false };
